@@ -1,0 +1,106 @@
+"""The bucket layout (DESIGN §2): every key the pipeline reads or writes is named here."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from shared.tables import TABLES, TableSpec, UnknownTableError
+
+
+class Area(StrEnum):
+    BASELINE = "baseline"
+    STAGING = "staging"
+    LATEST = "latest"
+    HISTORY = "history"
+    ARCHIVE = "archive"
+    QUARANTINE = "quarantine"
+    STATE = "_state"
+
+
+# The two areas whose uploads trigger a merge (S3 notifications filter on these whole keys).
+TRIGGER_AREAS = (Area.STAGING, Area.BASELINE)
+
+
+class InvalidKeyError(ValueError):
+    """A key that is not `staging/<table>.json` or `baseline/<table>.json` of a known table."""
+
+
+def staging_key(table: str) -> str:
+    return f"{Area.STAGING}/{table}.json"
+
+
+def baseline_key(table: str) -> str:
+    return f"{Area.BASELINE}/{table}.json"
+
+
+def latest_key(table: str) -> str:
+    return f"{Area.LATEST}/{table}.json"
+
+
+def history_prefix(table: str) -> str:
+    return f"{Area.HISTORY}/{table}/"
+
+
+def history_key(table: str, stamp: str, batch: str) -> str:
+    return f"{history_prefix(table)}{stamp}_{batch}.json"
+
+
+def archive_prefix(table: str) -> str:
+    return f"{Area.ARCHIVE}/{table}/"
+
+
+def archive_key(table: str, stamp: str, batch: str) -> str:
+    return f"{archive_prefix(table)}{table}_{stamp}_{batch}.json"
+
+
+def quarantine_prefix(table: str) -> str:
+    return f"{Area.QUARANTINE}/{table}/"
+
+
+def quarantine_key(table: str, stamp: str, batch: str) -> str:
+    return f"{quarantine_prefix(table)}{table}_{stamp}_{batch}.json"
+
+
+def quarantine_report_key(table: str, stamp: str, batch: str) -> str:
+    return f"{quarantine_prefix(table)}{table}_{stamp}_{batch}.report.json"
+
+
+def state_key(*parts: str) -> str:
+    return "/".join((Area.STATE, *parts))
+
+
+def object_stamp(last_modified: datetime) -> str:
+    """The `<stamp>` of archive/history keys, from the staging object's own time (not the clock)."""
+    return last_modified.strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def batch_id(version_id: str | None, etag: str | None) -> str:
+    """A short deterministic id of one staging object version: from its versionId, else ETag."""
+    identity = version_id or (etag or "").strip('"')
+    if not identity:
+        raise ValueError("a batch needs a versionId or an ETag")
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TriggerKey:
+    """A parsed upload key that starts a merge: its area and its table."""
+
+    area: Area
+    table: TableSpec
+
+
+def parse_trigger_key(key: str) -> TriggerKey:
+    """`staging/<table>.json` or `baseline/<table>.json` of a registered table, or an error."""
+    area_text, sep, name = key.partition("/")
+    if not sep or area_text not in {a.value for a in TRIGGER_AREAS}:
+        raise InvalidKeyError(f"key {key!r} is not under staging/ or baseline/")
+    if not name.endswith(".json") or "/" in name:
+        raise InvalidKeyError(f"key {key!r} is not {area_text}/<table>.json")
+    table = name.removesuffix(".json")
+    if table not in TABLES:
+        raise InvalidKeyError(str(UnknownTableError(table)) + f" (key {key!r})")
+    return TriggerKey(Area(area_text), TABLES[table])
