@@ -1,0 +1,165 @@
+"""The S3 adapter: the only code that talks to the bucket.
+
+Logic code sees `StoredObject`s and typed errors, never boto3. The client is created on first
+use, not at import, so tests can set up moto (or inject a faulty store) first. The endpoint
+comes from boto3's own `AWS_ENDPOINT_URL` setting, which the local runtime sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class PreconditionFailedError(Exception):
+    """A conditional write lost a race (S3 412, or 409 on a concurrent conditional write)."""
+
+
+class ObjectMissingError(Exception):
+    """The key, or the named version of it, does not exist."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    data: bytes
+    etag: str
+    version_id: str | None
+    last_modified: datetime
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    key: str
+    etag: str
+    version_id: str | None
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    key: str
+    version_id: str
+    etag: str
+    last_modified: datetime
+    is_latest: bool
+    size: int
+
+
+class BucketStore:
+    """Reads and writes one bucket."""
+
+    def __init__(self, bucket: str, client: S3Client | None = None) -> None:
+        self.bucket = bucket
+        self._injected = client
+
+    @cached_property
+    def client(self) -> S3Client:
+        return self._injected or boto3.client("s3")
+
+    def get(self, key: str, version_id: str | None = None) -> StoredObject:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            response = self.client.get_object(**kwargs)
+        except ClientError as exc:
+            if _code(exc) in {"NoSuchKey", "NoSuchVersion", "404", "InvalidArgument"}:
+                raise ObjectMissingError(f"s3://{self.bucket}/{key} ({version_id})") from None
+            raise
+        return StoredObject(
+            key=key,
+            data=response["Body"].read(),
+            etag=response["ETag"],
+            version_id=response.get("VersionId"),
+            last_modified=response["LastModified"],
+            metadata=dict(response.get("Metadata", {})),
+        )
+
+    def get_if_exists(self, key: str) -> StoredObject | None:
+        try:
+            return self.get(key)
+        except ObjectMissingError:
+            return None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        return True
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str | None = None,
+        create_only: bool = False,
+        metadata: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> WriteResult:
+        """Write an object; `if_match` (an ETag) or `create_only` make the write conditional."""
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": data,
+            "ContentType": content_type,
+            "Metadata": metadata or {},
+        }
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        if create_only:
+            kwargs["IfNoneMatch"] = "*"
+        try:
+            response = self.client.put_object(**kwargs)
+        except ClientError as exc:
+            if _code(exc) in {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}:
+                raise PreconditionFailedError(f"s3://{self.bucket}/{key}: {_code(exc)}") from None
+            raise
+        return WriteResult(key=key, etag=response["ETag"], version_id=response.get("VersionId"))
+
+    def versions(self, key: str) -> list[ObjectVersion]:
+        """Every version of exactly `key` (not of keys it is a prefix of), newest first."""
+        found: list[ObjectVersion] = []
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+            for version in page.get("Versions", []):
+                if version["Key"] != key:
+                    continue
+                found.append(
+                    ObjectVersion(
+                        key=key,
+                        version_id=version["VersionId"],
+                        etag=version["ETag"],
+                        last_modified=version["LastModified"],
+                        is_latest=version["IsLatest"],
+                        size=version["Size"],
+                    )
+                )
+        return found
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        """Delete exactly one version; never a bare delete (that would add a delete marker)."""
+        self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
