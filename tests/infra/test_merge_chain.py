@@ -88,3 +88,20 @@ def test_merge_function_is_told_its_table_bucket_bus_and_dlq(synth, table):
     assert env["DLQ_URL"] == {"Ref": dlq_id}
     assert env["POWERTOOLS_SERVICE_NAME"] == "merge"
     assert fn["Handler"] == "services.merge.handler.handler"
+
+
+@pytest.mark.parametrize("table", list(TABLES))
+def test_queue_policy_lets_only_our_bucket_send(synth, table):
+    # moto does not check this; real S3 refuses to configure a notification it cannot deliver.
+    q_id = queue_id(synth, naming.merge_queue_name(table))
+    (policy,) = [
+        p["Properties"]["PolicyDocument"]
+        for p in synth.of_type("AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [{"Ref": q_id}]
+    ]
+    (allow,) = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert "sqs:SendMessage" in allow["Action"]
+    assert allow["Condition"] == {
+        "ArnLike": {"aws:SourceArn": {"Fn::GetAtt": [synth.ingest_bucket_id(), "Arn"]}}
+    }
