@@ -105,3 +105,30 @@ def test_queue_policy_lets_only_our_bucket_send(synth, table):
     assert allow["Condition"] == {
         "ArnLike": {"aws:SourceArn": {"Fn::GetAtt": [synth.ingest_bucket_id(), "Arn"]}}
     }
+
+
+def test_every_queue_is_encrypted_and_refuses_plain_http(synth):
+    queues = synth.of_type("AWS::SQS::Queue")
+    assert len(queues) == 2 * len(TABLES) + 2  # per table queue + DLQ; transform queue + DLQ
+    guarded = set()
+    for policy in synth.of_type("AWS::SQS::QueuePolicy").values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(
+            s["Effect"] == "Deny"
+            and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            and s["Action"] == "sqs:*"
+            for s in statements
+        ):
+            guarded |= {ref["Ref"] for ref in policy["Properties"]["Queues"]}
+    assert guarded == set(queues)
+    for logical_id, queue in queues.items():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True, logical_id
+
+
+def test_all_functions_share_one_code_asset(synth):
+    codes = {
+        str(fn["Properties"]["Code"])
+        for logical_id, fn in synth.of_type("AWS::Lambda::Function").items()
+        if not logical_id.startswith("BucketNotificationsHandler")
+    }
+    assert len(codes) == 1
