@@ -6,7 +6,7 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra import constants, nag
+from infra import constants
 from shared.layout import TRIGGER_AREAS, Area
 
 
@@ -31,11 +31,6 @@ class IngestBucket(Construct):
                     noncurrent_version_expiration=Duration.days(1),
                 )
             ],
-        )
-        nag.acknowledge(
-            self.access_logs,
-            "AwsSolutions::AwsSolutions-S1",
-            "This is the access-log bucket itself; logging it into itself would loop.",
         )
         self.bucket = s3.Bucket(
             self,
