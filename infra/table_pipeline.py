@@ -95,7 +95,8 @@ class TablePipeline(Construct):
         t = self.table
         staging = layout.staging_key(t)
         baseline = layout.baseline_key(t)
-        latest = f"{layout.Area.LATEST}/{t}*"
+        # `latest/<t>.*`, never `latest/<t>*`: `latest/payment*` would match payment_type's keys.
+        latest = f"{layout.Area.LATEST}/{t}.*"
         history = f"{layout.history_prefix(t)}*"
         archive = f"{layout.archive_prefix(t)}*"
         quarantine = f"{layout.quarantine_prefix(t)}*"
@@ -116,7 +117,7 @@ class TablePipeline(Construct):
             bucket,
             (*bucket_access.READ_VERSIONS, "s3:PutObject"),
             [latest],
-            why_pattern=f"latest/{t}.json and its merge manifests latest/{t}.*; {own}.",
+            why_pattern=f"latest/{t}.json and any sidecar latest/{t}.<suffix>; {own}.",
         )
         # Read as well as write: a late arrival goes to history only if it is not there yet,
         # and a retried merge checks what it already wrote.

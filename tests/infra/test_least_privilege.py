@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 import pytest
@@ -90,7 +91,7 @@ def test_merge_role_reaches_only_its_own_tables_keys(synth, table):
     own = {
         layout.staging_key(table),
         layout.baseline_key(table),
-        f"latest/{table}*",
+        f"latest/{table}.*",
         f"history/{table}/*",
         f"archive/{table}/*",
         f"quarantine/{table}/*",
@@ -116,10 +117,29 @@ def test_merge_role_reaches_only_its_own_tables_keys(synth, table):
     assert granted[layout.baseline_key(table)] == {"s3:GetObject", "s3:GetObjectVersion"}
     assert "s3:PutObject" in granted[f"history/{table}/*"]
     assert "s3:DeleteObject" not in granted[f"history/{table}/*"]
-    # Another table's keys never appear (payment vs payment_type is the tricky pair).
+    # Every key of this table is reachable; no key of another table is, neither by the
+    # object grants nor by the list prefixes (payment vs payment_type is the tricky pair).
+    for key in keys_of(table):
+        assert any(fnmatchcase(key, pattern) for pattern in granted), key
     for other in TABLES:
         if other != table:
-            assert not any(f"/{other}/" in k or f"/{other}." in k for k in granted)
+            for key in keys_of(other):
+                assert not any(fnmatchcase(key, p) for p in set(granted) | listed), (key, table)
+
+
+def keys_of(table: str) -> list[str]:
+    """One concrete key of each kind the merge of `table` reads or writes."""
+    stamp, batch = "20261126T092001123000Z", "0123456789abcdef"
+    return [
+        layout.staging_key(table),
+        layout.baseline_key(table),
+        layout.latest_key(table),
+        layout.history_key(table, stamp, batch),
+        layout.archive_key(table, stamp, batch),
+        layout.quarantine_key(table, stamp, batch),
+        layout.quarantine_report_key(table, stamp, batch),
+        layout.state_key("merge", table, batch),
+    ]
 
 
 @pytest.mark.parametrize("table", list(TABLES))
