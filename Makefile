@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install demo test lint typecheck unit lock clean
+.PHONY: install demo test lint typecheck unit lock clean bundle synth
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,5 +37,19 @@ test: lint typecheck
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 -q -o constraints.txt
 
+# The Lambda code asset (runtime wheels for arm64 + shared/ + services/), built without Docker.
+BUNDLE := .lambda-bundle
+BUNDLE_STAMP := $(BUNDLE)/.built
+$(BUNDLE_STAMP): $(STAMP) scripts/bundle.py $(shell find shared services -name '*.py' 2>/dev/null)
+	$(BIN)/python scripts/bundle.py --out $(BUNDLE)
+	@touch $@
+
+bundle: $(BUNDLE_STAMP)
+
+# Writes the CloudFormation template to cdk.out/ (no AWS account, no Docker needed).
+synth: $(BUNDLE_STAMP)
+	@test -d node_modules/aws-cdk || npm ci --no-audit --no-fund
+	npx cdk synth --quiet
+
 clean:
-	rm -rf $(VENV) .demo cdk.out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .demo cdk.out .mypy_cache .ruff_cache .pytest_cache $(BUNDLE)

@@ -45,3 +45,49 @@ MERGE_FUNCTION_TIMEOUT_SECONDS = 120
 QUEUE_VISIBILITY_TIMEOUT_SECONDS = 6 * MERGE_FUNCTION_TIMEOUT_SECONDS
 MERGE_BATCH_SIZE = 10
 EVENT_SOURCE = "ingest.merge"
+
+
+# Resources of the ingest and pause steps and of the downstream wiring (used by infra/ and the
+# operator CLI alike).
+INGEST_SCHEDULE_EXPRESSION = "rate(20 minutes)"
+TRANSFORM_CONSUMER = "transform"
+
+
+def ingest_function_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-ingest"
+
+
+def pause_function_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-pause"
+
+
+def pause_rule_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-pause-on-dlq-alarm"
+
+
+def consumer_dlq_name(consumer: str, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{consumer_queue_name(consumer, prefix)}-dlq"
+
+
+def consumer_rule_name(consumer: str, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-{consumer}-events"
+
+
+def event_archive_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-events-archive"
+
+
+def dashboard_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-chain"
+
+
+def stack_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-stack"
+
+
+def output_id(kind: str, table: str | None = None) -> str:
+    """The CloudFormation output id of `kind` (e.g. `QueueUrl`), per table where one is given:
+    `QueueUrlPaymentType`. Operators' tools read the stack outputs by these ids."""
+    if table is None:
+        return kind
+    return kind + "".join(part.capitalize() for part in table.split("_"))

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""CDK entry point: one environment-agnostic IngestStack, checked by cdk-nag's AwsSolutions pack.
+
+Context (all optional): `prefix` (resource names, default `ingest`), `asset_dir` (the Lambda
+bundle, default `.lambda-bundle`, built by `make bundle`), `source_secret_arn` (default value
+of the SourceSecretArn parameter).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import App, Validations
+from cdk_nag import AwsSolutionsChecks
+
+from infra.stack import IngestStack
+from shared import naming
+
+ROOT = Path(__file__).resolve().parent
+
+
+# Feature flags the stack relies on, set here so tests and `cdk synth` agree.
+FEATURE_FLAGS = {
+    # Grant S3 log delivery by bucket policy, not ACLs (the log bucket has ACLs disabled).
+    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
+}
+
+
+def build_app(app: App) -> IngestStack:
+    for flag, value in FEATURE_FLAGS.items():
+        app.node.set_context(flag, value)
+    prefix = app.node.try_get_context("prefix") or naming.DEFAULT_PREFIX
+    asset_dir = Path(app.node.try_get_context("asset_dir") or ROOT / ".lambda-bundle")
+    if not asset_dir.is_dir():
+        raise SystemExit(f"Lambda bundle {asset_dir} is missing: run `make bundle` first")
+    stack = IngestStack(
+        app,
+        "IngestStack",
+        stack_name=naming.stack_name(prefix),
+        description="Ingest bucket kept in step with the source database, event by event",
+        asset_dir=asset_dir,
+        prefix=prefix,
+        source_secret_arn_default=app.node.try_get_context("source_secret_arn"),
+    )
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return stack
+
+
+if __name__ == "__main__":
+    app = App()
+    build_app(app)
+    app.synth()

@@ -1,0 +1,57 @@
+"""Settings of the CDK app that are not resource names (those live in `shared/naming.py`)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+
+from shared import naming
+
+# The newest Python Lambda offers in CDK 2.275; `scripts/bundle.py` builds wheels for the same
+# version, so the two must move together.
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
+LAMBDA_PYTHON_VERSION = "3.14"
+LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+
+MERGE_HANDLER = "services.merge.handler.handler"
+PAUSE_HANDLER = "services.pause.handler.handler"
+INGEST_HANDLER = "services.ingest.handler.handler"
+
+MERGE_MEMORY_MB = 1024
+MERGE_TIMEOUT = Duration.seconds(naming.MERGE_FUNCTION_TIMEOUT_SECONDS)
+# Each table gets one staging file every 20 minutes, so batching buys nothing and only delays
+# the merge: take what is there at once (no batching window), up to MERGE_BATCH_SIZE records
+# (which the handler merges one after another within one invocation, well inside its timeout).
+MERGE_BATCHING_WINDOW = Duration.seconds(0)
+# Lambda's minimum for an SQS event source. Two merges of one table at once are safe (latest is
+# replaced only by a conditional write) but each conflict costs a re-read, so keep it low.
+MERGE_MAX_CONCURRENCY = 2
+
+INGEST_MEMORY_MB = 512
+INGEST_TIMEOUT = Duration.minutes(5)
+# Re-read rows changed this long before the watermark: late commits are caught, and the merge
+# drops the duplicates (unchanged rows write nothing).
+INGEST_OVERLAP_SECONDS = 300
+
+PAUSE_MEMORY_MB = 256
+PAUSE_TIMEOUT = Duration.seconds(30)
+
+# An S3 notification waits at most this long in a table queue before the age alarm fires: one
+# ingest interval.
+QUEUE_AGE_ALARM_SECONDS = 20 * 60
+
+# A staging version the merge has not deleted yet may still be needed by a message waiting in
+# the queue (QUEUE_RETENTION_DAYS) and then in the DLQ (DLQ_RETENTION_DAYS); keep noncurrent
+# versions until both have passed, plus a margin for the operator's redrive.
+NONCURRENT_TRIGGER_VERSION_DAYS = naming.QUEUE_RETENTION_DAYS + naming.DLQ_RETENTION_DAYS + 2
+# Old versions of latest/ and _state/ are only a safety net: history/ is the audit trail.
+NONCURRENT_LATEST_VERSION_DAYS = 30
+NONCURRENT_LATEST_VERSIONS_KEPT = 10
+ARCHIVE_TO_INFREQUENT_ACCESS = Duration.days(30)
+ACCESS_LOG_EXPIRY = Duration.days(365)
+EVENT_ARCHIVE_RETENTION = Duration.days(90)
+
+# The downstream transform consumes these merge events (DESIGN §6).
+TRANSFORM_DETAIL_TYPES = ("HistoryAppended", "StagingArchived")

@@ -1,0 +1,127 @@
+"""The ingest function and the schedule rule that runs it (the rule pause disables)."""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra import bucket_access, constants
+from infra.service_function import ServiceFunction
+from shared import layout, naming
+from shared.tables import TABLES
+
+
+class IngestSchedule(Construct):
+    """Every `schedule` the ingest function copies changed rows into staging/ (or baseline/)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        prefix: str,
+        bucket: s3.IBucket,
+        bus: events.IEventBus,
+        code: lambda_.Code,
+        schedule_expression: str,
+        source_secret_arn: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        rule_name = naming.ingest_schedule_rule_name(prefix)
+        # The rule's ARN from its name, so the function can be told its own rule without a
+        # circular reference (the rule targets the function).
+        self.rule_arn = rule_arn_of(self, rule_name)
+        self.ingest = ServiceFunction(
+            self,
+            "Ingest",
+            function_name=naming.ingest_function_name(prefix),
+            description="Copies rows changed in the source database to staging/<table>.json",
+            handler=constants.INGEST_HANDLER,
+            code=code,
+            memory_mb=constants.INGEST_MEMORY_MB,
+            timeout=constants.INGEST_TIMEOUT,
+            environment={
+                "BUCKET_NAME": bucket.bucket_name,
+                "EVENT_BUS_NAME": bus.event_bus_name,
+                "SOURCE_SECRET_ARN": source_secret_arn,
+                "SCHEDULE_RULE_NAME": rule_name,
+                "OVERLAP_SECONDS": str(constants.INGEST_OVERLAP_SECONDS),
+                "POWERTOOLS_SERVICE_NAME": "ingest",
+            },
+        )
+        self._grant_ingest_access(bucket, bus, source_secret_arn)
+        self.rule = events.Rule(
+            self,
+            "Schedule",
+            rule_name=rule_name,
+            description="Runs ingest; the pause function disables it when a DLQ fills",
+            schedule=events.Schedule.expression(schedule_expression),
+            targets=[targets.LambdaFunction(self.ingest.function, retry_attempts=2)],
+        )
+        self.error_alarm = cloudwatch.Alarm(
+            self,
+            "IngestErrors",
+            alarm_description="An ingest run failed; the next run re-reads from the watermark.",
+            metric=self.ingest.function.metric_errors(period=Duration.minutes(5), statistic="Sum"),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _grant_ingest_access(
+        self, bucket: s3.IBucket, bus: events.IEventBus, source_secret_arn: str
+    ) -> None:
+        uploads = [layout.staging_key(t) for t in TABLES] + [layout.baseline_key(t) for t in TABLES]
+        state = layout.state_key("ingest", "*")
+        pause = layout.state_key("pause*")
+        latest = [layout.latest_key(t) for t in TABLES]
+        fn = self.ingest
+        fn.allow_objects("WriteUploads", bucket, bucket_access.WRITE, uploads)
+        # Watermarks and run records; the pause record is read so a paused ingest stays idle.
+        fn.allow_objects(
+            "IngestState",
+            bucket,
+            bucket_access.READ_WRITE,
+            [state],
+            why_pattern="Ingest's own bookkeeping (watermarks per table) under _state/ingest/.",
+        )
+        fn.allow_objects(
+            "ReadPause",
+            bucket,
+            bucket_access.READ,
+            [pause],
+            why_pattern="Read-only: the pause record(s) the pause function writes.",
+        )
+        # Whether a table has been copied at all (the first run writes baseline/).
+        fn.allow_objects("ReadLatest", bucket, bucket_access.READ, latest)
+        fn.allow(
+            bucket_access.listing("ListOwnKeys", bucket, [state, pause, *latest]),
+            iam.PolicyStatement(
+                sid="ReadSourceSecret",
+                actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                resources=[source_secret_arn],
+            ),
+            iam.PolicyStatement(
+                sid="ReadOwnSchedule",
+                actions=["events:DescribeRule"],
+                resources=[self.rule_arn],
+            ),
+        )
+        bus.grant_put_events_to(fn.role)
+
+
+def rule_arn_of(scope: Construct, rule_name: str) -> str:
+    """The ARN of a rule on the default bus, from its name."""
+    return Stack.of(scope).format_arn(
+        service="events",
+        resource="rule",
+        resource_name=rule_name,
+        arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+    )

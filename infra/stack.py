@@ -1,0 +1,159 @@
+"""The whole chain as one stack: it composes the constructs and exposes parameters and outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Aws, CfnCondition, CfnOutput, CfnParameter, Fn, Stack
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra import nag
+from infra.chain_dashboard import ChainDashboard
+from infra.event_bus import ChainEventBus
+from infra.ingest_bucket import IngestBucket
+from infra.ingest_schedule import IngestSchedule
+from infra.pause_on_dlq_alarm import PauseOnDlqAlarm
+from infra.table_pipeline import TablePipeline
+from shared import naming
+from shared.tables import TABLES
+
+
+class IngestStack(Stack):
+    """`asset_dir` is the Lambda code: the bundle `make bundle` builds (or any folder, in tests).
+
+    `prefix` names every resource (shared/naming.py); it is fixed at synth time because names
+    are needed to wire rules, alarms and outputs, and it lets two deployments share an account.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        asset_dir: Path,
+        prefix: str = naming.DEFAULT_PREFIX,
+        source_secret_arn_default: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.prefix = prefix
+        params = self._parameters(source_secret_arn_default)
+        code = lambda_.Code.from_asset(str(asset_dir))
+
+        self.storage = IngestBucket(self, "Storage", bucket_name=None)
+        self._optional_bucket_name(self.storage.bucket, params["IngestBucketName"])
+        bucket = self.storage.bucket
+
+        self.events = ChainEventBus(self, "Events", prefix=prefix)
+        bus = self.events.bus
+
+        self.pipelines = [
+            TablePipeline(
+                self,
+                f"Table-{table}",
+                table=table,
+                prefix=prefix,
+                bucket=bucket,
+                bus=bus,
+                code=code,
+            )
+            for table in TABLES
+        ]
+        self.schedule = IngestSchedule(
+            self,
+            "Ingest",
+            prefix=prefix,
+            bucket=bucket,
+            bus=bus,
+            code=code,
+            schedule_expression=params["ScheduleExpression"].value_as_string,
+            source_secret_arn=params["SourceSecretArn"].value_as_string,
+        )
+        self.pause = PauseOnDlqAlarm(
+            self,
+            "Pause",
+            prefix=prefix,
+            bucket=bucket,
+            bus=bus,
+            code=code,
+            schedule_rule_name=naming.ingest_schedule_rule_name(prefix),
+            schedule_rule_arn=self.schedule.rule_arn,
+            dlq_alarms=[p.dlq_alarm for p in self.pipelines],
+        )
+        alarms = [self.schedule.error_alarm, self.pause.error_alarm]
+        for p in self.pipelines:
+            alarms += [p.dlq_alarm, p.age_alarm, p.error_alarm]
+        ChainDashboard(
+            self,
+            "Dashboard",
+            prefix=prefix,
+            pipelines=self.pipelines,
+            ingest=self.schedule.ingest.function,
+            pause=self.pause.pause.function,
+            alarms=alarms,
+        )
+        self._outputs()
+        nag.acknowledge_stack(self)
+
+    def _parameters(self, source_secret_arn_default: str | None) -> dict[str, CfnParameter]:
+        secret_kwargs: dict[str, Any] = {}
+        if source_secret_arn_default:
+            secret_kwargs["default"] = source_secret_arn_default
+        return {
+            "IngestBucketName": CfnParameter(
+                self,
+                "IngestBucketName",
+                type="String",
+                default="",
+                description="Name of the ingest bucket; empty lets CloudFormation choose one",
+            ),
+            "ScheduleExpression": CfnParameter(
+                self,
+                "ScheduleExpression",
+                type="String",
+                default=naming.INGEST_SCHEDULE_EXPRESSION,
+                description="How often ingest runs (EventBridge rate() or cron() expression)",
+            ),
+            "SourceSecretArn": CfnParameter(
+                self,
+                "SourceSecretArn",
+                type="String",
+                allowed_pattern=r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+",
+                constraint_description="the full ARN of a Secrets Manager secret",
+                description="ARN of the Secrets Manager secret holding the source database "
+                "connection (host, port, dbname, username, password)",
+                **secret_kwargs,
+            ),
+        }
+
+    def _optional_bucket_name(self, bucket: s3.Bucket, name: CfnParameter) -> None:
+        """Use the IngestBucketName parameter when it is set, else let CloudFormation name it."""
+        named = CfnCondition(
+            self, "BucketNameGiven", expression=Fn.condition_not(Fn.condition_equals(name, ""))
+        )
+        cfn_bucket = bucket.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        cfn_bucket.bucket_name = Fn.condition_if(
+            named.logical_id, name.value_as_string, Aws.NO_VALUE
+        ).to_string()
+
+    def _outputs(self) -> None:
+        def output(kind: str, value: str, description: str, table: str | None = None) -> None:
+            CfnOutput(self, naming.output_id(kind, table), value=value, description=description)
+
+        output("BucketName", self.storage.bucket.bucket_name, "The ingest bucket")
+        output("AccessLogBucketName", self.storage.access_logs.bucket_name, "Its access logs")
+        output("EventBusName", self.events.bus.event_bus_name, "The chain's event bus")
+        output("EventBusArn", self.events.bus.event_bus_arn, "The chain's event bus")
+        output("ScheduleRuleName", self.schedule.rule.rule_name, "The ingest schedule rule")
+        output("IngestFunctionName", self.schedule.ingest.function.function_name, "Ingest")
+        output("PauseFunctionName", self.pause.pause.function.function_name, "Pause")
+        output("TransformQueueUrl", self.events.transform_queue.queue_url, "Transform queue")
+        output("TransformDlqUrl", self.events.transform_dlq.queue_url, "Transform DLQ")
+        for p in self.pipelines:
+            output("QueueUrl", p.queue.queue_url, f"{p.table} merge queue", p.table)
+            output("DlqUrl", p.dlq.queue_url, f"{p.table} merge DLQ", p.table)
+            output("MergeFunctionName", p.merge.function.function_name, f"{p.table} merge", p.table)

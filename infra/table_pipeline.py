@@ -1,0 +1,195 @@
+"""One table's merge chain: S3 notifications → queue (+ DLQ) → merge function, with its alarms."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_events as events
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra import bucket_access, constants
+from infra.service_function import ServiceFunction
+from shared import layout, naming
+
+
+class TablePipeline(Construct):
+    """Everything one table needs to merge its uploads, and nothing another table can touch."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        table: str,
+        prefix: str,
+        bucket: s3.IBucket,
+        bus: events.IEventBus,
+        code: lambda_.Code,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.table = table
+        self.dlq = sqs.Queue(
+            self,
+            "Dlq",
+            queue_name=naming.merge_dlq_name(table, prefix),
+            retention_period=Duration.days(naming.DLQ_RETENTION_DAYS),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            queue_name=naming.merge_queue_name(table, prefix),
+            retention_period=Duration.days(naming.QUEUE_RETENTION_DAYS),
+            visibility_timeout=Duration.seconds(naming.QUEUE_VISIBILITY_TIMEOUT_SECONDS),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.dlq, max_receive_count=naming.MAX_RECEIVE_COUNT
+            ),
+        )
+        # Filter on the whole key: S3 refuses overlapping filters, and `staging/payment` would
+        # overlap `staging/payment_type.json`.
+        for key in (layout.staging_key(table), layout.baseline_key(table)):
+            bucket.add_event_notification(
+                s3.EventType.OBJECT_CREATED,
+                s3n.SqsDestination(self.queue),
+                s3.NotificationKeyFilter(prefix=key),
+            )
+
+        self.merge = ServiceFunction(
+            self,
+            "Merge",
+            function_name=naming.merge_function_name(table, prefix),
+            description=f"Merges staging/{table}.json and baseline/{table}.json into latest",
+            handler=constants.MERGE_HANDLER,
+            code=code,
+            memory_mb=constants.MERGE_MEMORY_MB,
+            timeout=constants.MERGE_TIMEOUT,
+            environment={
+                "BUCKET_NAME": bucket.bucket_name,
+                "TABLE_NAME": table,
+                "EVENT_BUS_NAME": bus.event_bus_name,
+                "DLQ_URL": self.dlq.queue_url,
+                "POWERTOOLS_SERVICE_NAME": "merge",
+            },
+        )
+        self._grant_merge_access(bucket, bus)
+        self.merge.function.add_event_source(
+            sources.SqsEventSource(
+                self.queue,
+                batch_size=naming.MERGE_BATCH_SIZE,
+                max_batching_window=constants.MERGE_BATCHING_WINDOW,
+                report_batch_item_failures=True,
+                max_concurrency=constants.MERGE_MAX_CONCURRENCY,
+            )
+        )
+        self._alarms(table, prefix)
+
+    def _grant_merge_access(self, bucket: s3.IBucket, bus: events.IEventBus) -> None:
+        t = self.table
+        staging = layout.staging_key(t)
+        baseline = layout.baseline_key(t)
+        # `latest/<t>.*`, never `latest/<t>*`: `latest/payment*` would match payment_type's keys.
+        latest = f"{layout.Area.LATEST}/{t}.*"
+        history = f"{layout.history_prefix(t)}*"
+        archive = f"{layout.archive_prefix(t)}*"
+        quarantine = f"{layout.quarantine_prefix(t)}*"
+        state = layout.state_key("merge", t, "*")
+        fn = self.merge
+        own = f"only {t}'s own keys under this prefix"
+        # The merge reads the exact version its event names, then deletes exactly that version
+        # (never a bare delete, which would leave a delete marker).
+        fn.allow_objects(
+            "StagingVersions",
+            bucket,
+            ("s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObjectVersion"),
+            [staging],
+        )
+        fn.allow_objects("ReadBaseline", bucket, bucket_access.READ_VERSIONS, [baseline])
+        fn.allow_objects(
+            "ReadWriteLatest",
+            bucket,
+            (*bucket_access.READ_VERSIONS, "s3:PutObject"),
+            [latest],
+            why_pattern=f"latest/{t}.json and any sidecar latest/{t}.<suffix>; {own}.",
+        )
+        # Read as well as write: a late arrival goes to history only if it is not there yet,
+        # and a retried merge checks what it already wrote.
+        fn.allow_objects(
+            "HistoryArchive",
+            bucket,
+            bucket_access.READ_WRITE,
+            [history, archive],
+            why_pattern=f"Each merge writes a new object named by its batch: {own}.",
+        )
+        # A redriven message re-validates its file from quarantine and removes it from there
+        # once it merges (DESIGN §5).
+        fn.allow_objects(
+            "Quarantine",
+            bucket,
+            (*bucket_access.READ_WRITE, "s3:DeleteObject"),
+            [quarantine],
+            why_pattern=f"Rejected files and reports are named by batch: {own}.",
+        )
+        fn.allow_objects(
+            "MergeState",
+            bucket,
+            (*bucket_access.READ_WRITE, "s3:DeleteObject"),
+            [state],
+            why_pattern=f"Per-batch merge bookkeeping: {own}.",
+        )
+        fn.allow(
+            bucket_access.listing(
+                "ListOwnKeys",
+                bucket,
+                [staging, baseline, latest, history, archive, quarantine, state],
+                versions=True,
+            )
+        )
+        # Bad input goes straight to the DLQ, without retries (DESIGN §5).
+        self.dlq.grant_send_messages(fn.role)
+        bus.grant_put_events_to(fn.role)
+
+    def _alarms(self, table: str, prefix: str) -> None:
+        self.dlq_alarm = cloudwatch.Alarm(
+            self,
+            "DlqNotEmpty",
+            alarm_name=naming.dlq_alarm_name(table, prefix),
+            alarm_description=f"A {table} message failed {naming.MAX_RECEIVE_COUNT} times; "
+            "ingest pauses until an operator redrives it.",
+            metric=self.dlq.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(1), statistic="Maximum"
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.age_alarm = cloudwatch.Alarm(
+            self,
+            "QueueStale",
+            alarm_description=f"A {table} upload has waited over 20 minutes for its merge.",
+            metric=self.queue.metric_approximate_age_of_oldest_message(
+                period=Duration.minutes(1), statistic="Maximum"
+            ),
+            threshold=constants.QUEUE_AGE_ALARM_SECONDS,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.error_alarm = cloudwatch.Alarm(
+            self,
+            "MergeErrors",
+            alarm_description=f"The {table} merge function failed an invocation.",
+            metric=self.merge.function.metric_errors(period=Duration.minutes(5), statistic="Sum"),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
