@@ -41,14 +41,14 @@ def test_as_of_gives_each_key_its_version_at_that_time_and_omits_unborn_keys():
 def test_as_of_matches_a_brute_force_replay(changes):
     # Oracle: the newest version at or before each probe time, found by scanning all versions.
     versions = [version(k, m, f"{k}@{m}") for k, m in changes]
-    newest: dict[int, dict] = {}
+    newest: dict[int, dict[str, str]] = {}
     for row in versions:
         if row["id"] not in newest or row["last_updated"] > newest[row["id"]]["last_updated"]:
             newest[row["id"]] = row
     history = [r for r in versions if r is not newest[r["id"]]]
     for probe in range(-1, 52, 5):
         at = T0 + timedelta(minutes=probe)
-        expected = {}
+        expected: dict[int, dict[str, str]] = {}
         for row in versions:
             if datetime.fromisoformat(row["last_updated"]) <= at:
                 best = expected.get(row["id"])
