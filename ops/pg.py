@@ -162,6 +162,16 @@ class LocalPostgres:
             "--locale=C",
             "--no-sync",
         )
+        for attempt in range(3):
+            try:
+                self._start_server()
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                self.port = free_port()  # another process took the port meanwhile
+
+    def _start_server(self) -> None:
         options = (
             f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"

@@ -7,6 +7,7 @@ versioned Pydantic detail, `FailedEntryCount` checked on every PutEvents, failed
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -30,6 +31,8 @@ class RowsMissingAtSource(BaseModel):
 
     detail_type: Literal["RowsMissingAtSource"] = "RowsMissingAtSource"
     schema_version: Literal[1] = 1
+    # The same missing keys give the same id run after run: consumers drop the repeats.
+    event_id: str
     table: str
     missing_count: int
     keys: list[int]  # the first MAX_KEYS_LISTED of them, in key order
@@ -39,7 +42,9 @@ class RowsMissingAtSource(BaseModel):
     def of(cls, table: str, keys: list[int]) -> RowsMissingAtSource:
         ordered = sorted(keys)
         listed = ordered[:MAX_KEYS_LISTED]
+        identity = f"RowsMissingAtSource:{table}:{','.join(map(str, ordered))}"
         return cls(
+            event_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
             table=table,
             missing_count=len(ordered),
             keys=listed,

@@ -204,6 +204,13 @@ def test_a_long_list_of_missing_keys_is_cut_but_counted():
     assert event.missing_count == MAX_KEYS_LISTED + 5
     assert event.keys == list(range(1, MAX_KEYS_LISTED + 1))
     assert event.truncated
+    assert (
+        event.event_id
+        == RowsMissingAtSource.of(
+            "design", [*event.keys[::-1], 1001, 1002, 1003, 1004, 1005]
+        ).event_id
+    )
+    assert event.event_id != RowsMissingAtSource.of("design", event.keys).event_id
 
 
 class FlakyEventBridge:
