@@ -63,7 +63,7 @@ def test_the_handler_reads_its_credentials_from_the_secret(source_db, store, mon
     assert store.exists(baseline_key("payment"))
 
 
-def test_the_handler_raises_when_a_table_fails(source_db, store, monkeypatch):
+def test_the_handler_raises_when_a_table_fails(source_db, store, monkeypatch, capsys):
     monkeypatch.setenv("BUCKET_NAME", BUCKET)
     monkeypatch.setenv("SOURCE_URL", source_db.credentials.url())
     handler({}, CONTEXT)
@@ -75,8 +75,11 @@ def test_the_handler_raises_when_a_table_fails(source_db, store, monkeypatch):
         last_updated=source_db.max_last_updated("sales_order"),
     )
 
+    capsys.readouterr()
     with pytest.raises(IngestFailedError, match="field agreed_payment_date"):
         handler({}, CONTEXT)
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    assert [m["TablesFailed"] for m in emf] == [[1.0]]  # the alarmable metric, flushed on error
     assert store.exists(staging_key("payment"))  # the other tables were ingested
 
 
