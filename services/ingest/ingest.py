@@ -24,7 +24,7 @@ from services.ingest.events import EventPublisher, RowsMissingAtSource
 from services.ingest.pause import ScheduleState, pause_reason
 from services.ingest.source import TableSource
 from shared.layout import baseline_key, latest_key, staging_key, state_key
-from shared.rows import RowProblem, dump_rows, load_rows, row_json, validate_rows
+from shared.rows import FileFormatError, RowProblem, dump_rows, load_rows, row_json, validate_rows
 from shared.schemas import RowModel
 from shared.storage import BucketStore
 from shared.tables import TABLES, TableSpec
@@ -218,12 +218,16 @@ class Ingest:
         stored = self.store.get_if_exists(key)
         if stored is None:
             return [], []  # nothing merged yet: the baseline or staging will make latest
-        report = load_rows(spec, stored.data, self._where(key))
-        if report.problems:
+        try:
+            report = load_rows(spec, stored.data, self._where(key))
+            problems = [str(p) for p in report.problems[:5]]
+        except FileFormatError as exc:
+            problems = [str(exc)]
+        if problems:
             # The merge owns latest and will stop on it too; reconcile later, stage as usual.
             logger.error(
                 "latest unreadable, reconcile skipped",
-                extra={"table": spec.name, "problems": [str(p) for p in report.problems[:5]]},
+                extra={"table": spec.name, "problems": problems},
             )
             return [], []
         latest = {key_of(spec, r): row_json(spec, r) for r in report.rows}
@@ -276,8 +280,7 @@ def run_ingest(
         try:
             results.append(ingest.table(spec))
         except TableDataError as exc:
-            logger.error("table stopped: bad rows in the source", extra={"table": spec.name})
-            logger.error(str(exc))
+            logger.error(str(exc), extra={"table": spec.name, "stopped": "bad rows in the source"})
             results.append(TableResult(table=spec.name, action="failed", error=str(exc)))
         except Exception as exc:  # one table's trouble must not hold the others back
             logger.exception("table failed", extra={"table": spec.name})

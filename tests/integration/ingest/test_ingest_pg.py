@@ -288,3 +288,20 @@ def test_money_and_timestamps_reach_the_baseline_exactly(source_db, store):
         assert isinstance(row, Payment)
         assert row.payment_amount == source[row.payment_id]["payment_amount"]
         assert row.last_updated == source[row.payment_id]["last_updated"]
+
+
+def test_an_unreadable_latest_skips_reconcile_but_not_the_changed_rows(source_db, store):
+    ingest(source_db, store)
+    store.put(latest_key("design"), b"{not json")
+    design = source_db.rows("design")[0]
+    later = source_db.max_last_updated("design") + timedelta(minutes=1)
+    source_db.update("design", design["design_id"], design_name="Granite", last_updated=later)
+
+    report = ingest(source_db, store)
+
+    assert report.ok
+    assert [(r["design_id"], r["design_name"]) for r in staged(store, "design")] == [
+        (design["design_id"], "Granite")
+    ]
+    result = {t.table: t for t in report.tables}["design"]
+    assert (result.silent_edits, result.missing_at_source) == (0, [])
