@@ -269,6 +269,14 @@ def insert_rows(
     return len(lines)
 
 
+def load_snapshot(
+    conn: pg8000.native.Connection, snapshot: Mapping[str, Iterable[Mapping[str, Any]]]
+) -> dict[str, int]:
+    """Create the schema and load a snapshot (`{table: rows}`, e.g. `SampleDatabase.snapshot()`)."""
+    create_schema(conn)
+    return {name: insert_rows(conn, TABLES[name], rows) for name, rows in snapshot.items()}
+
+
 def _copy_text(value: Any) -> str:
     """A value in COPY's text format: \\N for null, backslash escapes for the rest."""
     if value is None:
@@ -293,5 +301,6 @@ __all__ = [
     "create_schema",
     "find_bindir",
     "insert_rows",
+    "load_snapshot",
     "table_ddl",
 ]

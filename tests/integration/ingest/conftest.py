@@ -23,8 +23,8 @@ from ops.pg import (
     LocalPostgres,
     PostgresUnavailableError,
     create_database,
-    create_schema,
     insert_rows,
+    load_snapshot,
 )
 from ops.sample_data import SampleDatabase
 from services.ingest.events import EventBridgePublisher
@@ -75,9 +75,7 @@ def _template(server: LocalPostgres, name: str, limit: int | None) -> str:
         admin.close()
     conn = connect(server.credentials(name))
     try:
-        create_schema(conn)
-        for table, rows in source_rows(limit).items():
-            insert_rows(conn, TABLES[table], rows)
+        load_snapshot(conn, source_rows(limit))
     finally:
         conn.close()
     return name
