@@ -170,10 +170,13 @@ def test_a_crash_before_the_watermark_save_re_reads_instead_of_skipping(source_d
 
 
 def test_reconcile_stages_a_silent_edit_and_reports_a_deleted_key(source_db, store, events):
-    ingest(source_db, store, events.publisher)
-    promote_baselines(store)
     designs = source_db.rows("design")
     edited, deleted = designs[1], designs[2]
+    # Long before the watermark's overlap window, where only reconcile can see an edit.
+    edited["last_updated"] = designs[0]["created_at"] - timedelta(days=30)
+    source_db.update("design", edited["design_id"], last_updated=edited["last_updated"])
+    ingest(source_db, store, events.publisher)
+    promote_baselines(store)
     # The real drift: file_location rewritten, last_updated left alone.
     source_db.update("design", edited["design_id"], file_location="/moved/elsewhere")
     source_db.conn.run("DELETE FROM design WHERE design_id = :k", k=deleted["design_id"])
