@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from services.ingest.events import EventPublisher, RowsMissingAtSource
 from services.ingest.pause import ScheduleState, pause_reason
-from services.ingest.source import TableSource
+from services.ingest.source import SourceUnavailableError, TableSource
 from shared.layout import baseline_key, latest_key, staging_key, state_key
 from shared.rows import FileFormatError, RowProblem, dump_rows, load_rows, row_json, validate_rows
 from shared.schemas import RowModel
@@ -276,9 +276,18 @@ def run_ingest(
         return IngestReport(paused=reason)
     ingest = Ingest(source, store, publisher, overlap=overlap)
     results: list[TableResult] = []
-    for spec in tables:
+    pending = list(tables)
+    for index, spec in enumerate(pending):
         try:
             results.append(ingest.table(spec))
+        except SourceUnavailableError as exc:
+            # Every table would wait for the same dead connection: stop reading, fail them all.
+            logger.error("source unavailable", extra={"error": str(exc)})
+            results.extend(
+                TableResult(table=s.name, action="failed", error=f"table {s.name}: {exc}")
+                for s in pending[index:]
+            )
+            break
         except TableDataError as exc:
             logger.error(str(exc), extra={"table": spec.name, "stopped": "bad rows in the source"})
             results.append(TableResult(table=spec.name, action="failed", error=str(exc)))

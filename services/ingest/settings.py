@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from services.ingest.source import SourceCredentials
 from shared.naming import event_bus_name
 
 DEFAULT_OVERLAP_SECONDS = 300
@@ -37,6 +38,8 @@ class IngestSettings(BaseModel):
     def _one_source(self) -> IngestSettings:
         if not self.source_secret_arn and not self.source_url:
             raise ValueError("set SOURCE_SECRET_ARN (on AWS) or SOURCE_URL (locally)")
+        if self.source_url:
+            SourceCredentials.from_url(self.source_url)  # a bad URL fails here, not per table
         return self
 
     @property

@@ -8,6 +8,7 @@ pg8000's own `identifier()`, values go as parameters.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 from collections.abc import Callable
@@ -112,6 +113,10 @@ def connect(credentials: SourceCredentials) -> pg8000.native.Connection:
     )
 
 
+class SourceUnavailableError(RuntimeError):
+    """The database cannot be reached at all: no table of this run can be read."""
+
+
 class TableSource(Protocol):
     """What the ingest needs from the source: a table's rows, all or changed since a time."""
 
@@ -135,21 +140,31 @@ class PostgresSource:
 
     def _connection(self) -> pg8000.native.Connection:
         if self._conn is None:
-            conn = connect(self._credentials())
-            conn.run("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            credentials = self._credentials()
+            try:
+                conn = connect(credentials)
+                conn.run("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            except (OSError, pg8000.native.InterfaceError, pg8000.native.DatabaseError) as exc:
+                where = f"{credentials.host}:{credentials.port}/{credentials.database}"
+                raise SourceUnavailableError(f"cannot connect to {where}: {exc}") from exc
             self._conn = conn
         return self._conn
 
     def read(self, spec: TableSpec, since: datetime | None) -> list[Row]:
         conn = self._connection()
         sql = select_sql(spec, since=since is not None)
-        rows = conn.run(sql, since=since) if since is not None else conn.run(sql)
+        try:
+            rows = conn.run(sql, since=since) if since is not None else conn.run(sql)
+        except pg8000.native.InterfaceError:
+            self.close()  # a broken connection: the next table connects afresh
+            raise
         return [dict(zip(spec.columns, values, strict=True)) for values in rows]
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(OSError, pg8000.native.InterfaceError):  # already gone
+                conn.close()
 
     def __enter__(self) -> PostgresSource:
         return self

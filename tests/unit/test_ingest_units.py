@@ -242,3 +242,8 @@ def test_the_publisher_gives_up_loudly():
     client = FlakyEventBridge(refusals=10)
     with pytest.raises(EventPublishError, match="ThrottlingException"):
         EventBridgePublisher("bus", client=client).publish(RowsMissingAtSource.of("design", [4]))  # type: ignore[arg-type]
+
+
+def test_a_bad_source_url_fails_the_settings_not_every_table():
+    with pytest.raises(SettingsError, match="postgresql://"):
+        IngestSettings.from_env({"BUCKET_NAME": "b-1", "SOURCE_URL": "mysql://u@h/d"})

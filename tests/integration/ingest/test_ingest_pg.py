@@ -308,3 +308,24 @@ def test_an_unreadable_latest_skips_reconcile_but_not_the_changed_rows(source_db
     ]
     result = {t.table: t for t in report.tables}["design"]
     assert (result.silent_edits, result.missing_at_source) == (0, [])
+
+
+def test_an_unreachable_source_fails_every_table_once_and_writes_nothing(store):
+    from ops.pg import free_port
+    from services.ingest.source import PostgresSource, SourceCredentials
+
+    dead = SourceCredentials(
+        host="127.0.0.1", port=free_port(), database="totesys", user="u", password="p"
+    )
+    attempts = []
+
+    def credentials() -> SourceCredentials:
+        attempts.append(1)
+        return dead
+
+    report = run_ingest(PostgresSource(credentials), store, ListPublisher(), overlap=OVERLAP)
+
+    assert [t.table for t in report.failures] == list(TABLES)
+    assert "cannot connect to 127.0.0.1" in (report.failures[-1].error or "")
+    assert len(attempts) == 1  # not once per table
+    assert list(store.keys("")) == []
