@@ -73,5 +73,54 @@ def sample(
         console.print(f"wrote {out / f'{name}.json'} ({len(report.rows)} rows)", highlight=False)
 
 
+@app.command("ingest-now")
+def ingest_now(
+    source: Annotated[
+        str | None,
+        typer.Option(help="postgresql://user:pass@host:port/db (default: $SOURCE_URL)."),
+    ] = None,
+    bucket: Annotated[
+        str | None, typer.Option(help="The ingest bucket (default: $BUCKET_NAME).")
+    ] = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(help="AWS endpoint, e.g. the local runtime's http://127.0.0.1:PORT."),
+    ] = None,
+) -> None:
+    """Run one ingest now: every registry table into baseline/ or staging/ of the bucket."""
+    import os
+
+    from services.ingest.app import run_with_settings
+    from services.ingest.settings import IngestSettings, SettingsError
+
+    if endpoint_url:
+        # boto3 reads AWS_ENDPOINT_URL itself; moto's server takes any credentials.
+        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    overrides = {"SOURCE_URL": source, "BUCKET_NAME": bucket}
+    environ = {**os.environ, **{k: v for k, v in overrides.items() if v}}
+    try:
+        settings = IngestSettings.from_env(environ)
+    except SettingsError as exc:
+        err_console.print(str(exc))
+        raise typer.Exit(2) from None
+    report = run_with_settings(settings)
+    if report.paused:
+        console.print(f"paused, nothing read: {report.paused}", highlight=False)
+        raise typer.Exit(0)
+    for table in report.tables:
+        if table.action == "failed":
+            err_console.print(f"[red]✗[/] {table.error}", highlight=False)
+        else:
+            console.print(
+                f"[green]✓[/] {table.table}: {table.action} {table.key} "
+                f"({table.rows_written} of {table.rows_read} rows read)",
+                highlight=False,
+            )
+    raise typer.Exit(0 if report.ok else 1)
+
+
 if __name__ == "__main__":
     app()

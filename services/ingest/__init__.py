@@ -1,0 +1,1 @@
+"""The scheduled ingest: reads the source database, writes baseline and staging files."""

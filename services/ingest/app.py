@@ -1,0 +1,34 @@
+"""Wiring: settings → adapters → one ingest run. Shared by the Lambda and `ingestctl`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from services.ingest.events import EventBridgePublisher
+from services.ingest.ingest import IngestReport, run_ingest
+from services.ingest.pause import EventBridgeSchedule
+from services.ingest.settings import IngestSettings
+from services.ingest.source import PostgresSource, SecretsManagerCredentials, SourceCredentials
+from shared.storage import BucketStore
+
+
+def credentials_from(settings: IngestSettings) -> Callable[[], SourceCredentials]:
+    """The secret on AWS (read when the source is first used), else the local URL."""
+    if settings.source_secret_arn:
+        return SecretsManagerCredentials(settings.source_secret_arn)
+    url = settings.source_url or ""
+    return lambda: SourceCredentials.from_url(url)
+
+
+def run_with_settings(settings: IngestSettings) -> IngestReport:
+    schedule = (
+        EventBridgeSchedule(settings.schedule_rule_name) if settings.schedule_rule_name else None
+    )
+    with PostgresSource(credentials_from(settings)) as source:
+        return run_ingest(
+            source,
+            BucketStore(settings.bucket_name),
+            EventBridgePublisher(settings.event_bus_name),
+            overlap=settings.overlap,
+            schedule=schedule,
+        )

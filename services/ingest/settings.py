@@ -1,0 +1,63 @@
+"""The ingest's settings, read once from the environment into a Pydantic model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from services.ingest.source import SourceCredentials
+from shared.naming import event_bus_name
+
+DEFAULT_OVERLAP_SECONDS = 300
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a usable ingest."""
+
+
+class IngestSettings(BaseModel):
+    """BUCKET_NAME, EVENT_BUS_NAME, SOURCE_SECRET_ARN or SOURCE_URL, SCHEDULE_RULE_NAME,
+    OVERLAP_SECONDS."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    bucket_name: str = Field(min_length=3)
+    event_bus_name: str = Field(default_factory=event_bus_name)
+    # On AWS the source credentials come from Secrets Manager; locally from a URL.
+    source_secret_arn: str | None = None
+    source_url: str | None = Field(default=None, repr=False)
+    # The ingest reads nothing while this EventBridge rule is disabled (the pause).
+    schedule_rule_name: str | None = None
+    # How far behind the watermark each run re-reads, for rows committed late.
+    overlap_seconds: int = Field(default=DEFAULT_OVERLAP_SECONDS, ge=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IngestSettings:
+        if not self.source_secret_arn and not self.source_url:
+            raise ValueError("set SOURCE_SECRET_ARN (on AWS) or SOURCE_URL (locally)")
+        if self.source_url:
+            SourceCredentials.from_url(self.source_url)  # a bad URL fails here, not per table
+        return self
+
+    @property
+    def overlap(self) -> timedelta:
+        return timedelta(seconds=self.overlap_seconds)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestSettings:
+        env = os.environ if environ is None else environ
+        names = cls.model_fields
+        values = {
+            name: env[name.upper()] for name in names if env.get(name.upper()) not in (None, "")
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']).upper() or 'settings'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise SettingsError(f"ingest settings: {problems}") from None
