@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -12,7 +13,7 @@ from types import TracebackType
 from moto.server import ThreadedMotoServer
 
 from ops.local.dispatcher import Dispatcher, DispatcherConfig, Outcome
-from ops.local.functions import DEFAULT_HANDLERS
+from ops.local.functions import DEFAULT_HANDLERS, resolve_handler
 from ops.local.resources import (
     DEFAULT_BUCKET,
     DEFAULT_REGION,
@@ -95,12 +96,20 @@ class LocalRuntime:
         }
 
     def start(self) -> LocalRuntime:
+        for path in self.handlers.values():  # a missing handler: fail before anything starts
+            resolve_handler(path)
         if not self.verbose:
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
         _check_port(self.host, self.port)
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         try:
+            # moto's backends live in this process, shared by every server and mock in it:
+            # start from a clean slate (one runtime per process at a time).
+            urllib.request.urlopen(
+                urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
+                timeout=10,
+            ).close()
             os.environ.update(self.environment())
             clients = Clients.create(self.endpoint_url, self.region)
             self.deployment = create_resources(
