@@ -99,7 +99,7 @@ class LocalRuntime:
         for path in self.handlers.values():  # a missing handler: fail before anything starts
             resolve_handler(path)
         if not self.verbose:
-            logging.getLogger("werkzeug").setLevel(logging.ERROR)
+            logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         _check_port(self.host, self.port)
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
