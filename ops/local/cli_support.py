@@ -35,7 +35,10 @@ def run_up(
     verbose: bool,
     handlers: Mapping[str, str],
 ) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly when a supervisor terminates us
+    # Stop cleanly on Ctrl-C and when a supervisor terminates us (SIGINT explicitly too: a
+    # shell's background job starts with SIGINT ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     runtime = LocalRuntime(
         _print_outcome,
         host=host,

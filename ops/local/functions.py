@@ -152,8 +152,11 @@ def preload(handler_paths: list[str]) -> None:
 
 def _serve(spec: FunctionSpec, log_path: str | None, conn: Connection) -> None:
     """The function process: its own environment, then one handler call per event received."""
+    import signal
     import time
 
+    # Ctrl-C reaches the whole process group: the runtime stops its functions itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_path:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
