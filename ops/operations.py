@@ -128,6 +128,7 @@ class Operator:
         self._sqs = sqs
         self._events = events
         self.store = store or BucketStore(bucket)
+        self._move_task_supported: bool | None = None  # learnt on first try
 
     @cached_property
     def sqs(self) -> SQSClient:
@@ -191,7 +192,10 @@ class Operator:
         """Move every DLQ message back to its source queue (see the module doc for how)."""
         results = []
         for pair in pairs if pairs is not None else self.queue_pairs():
-            moved = self._move_task(pair, wait) if use_move_task else None
+            try_task = use_move_task and self._move_task_supported is not False
+            moved = self._move_task(pair, wait) if try_task else None
+            if try_task:
+                self._move_task_supported = moved is not None
             if moved is not None:
                 results.append(RedriveResult(pair, "move-task", moved))
             else:

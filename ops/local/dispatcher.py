@@ -80,7 +80,15 @@ class BusEvent:
     event: dict[str, Any]
 
 
-Outcome = Invocation | AlarmChange | BusEvent
+@dataclass(frozen=True)
+class DispatcherError:
+    """A poller's AWS call failed; it carries on after a second."""
+
+    thread: str
+    error: str
+
+
+Outcome = Invocation | AlarmChange | BusEvent | DispatcherError
 
 
 def function_environment(
@@ -309,7 +317,7 @@ class Dispatcher:
             except Exception as exc:
                 if self._stop.is_set():
                     return
-                self._report(Invocation("-", threading.current_thread().name, (), repr(exc)))
+                self._report(DispatcherError(threading.current_thread().name, repr(exc)))
                 self._stop.wait(1)
 
     def _report(self, outcome: Outcome) -> None:

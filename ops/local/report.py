@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ops.local.dispatcher import AlarmChange, BusEvent, Invocation, Outcome
+from ops.local.dispatcher import AlarmChange, BusEvent, DispatcherError, Invocation, Outcome
 
 
 def outcome_lines(outcome: Outcome) -> list[str]:
+    if isinstance(outcome, DispatcherError):
+        return [f"dispatcher-error thread={outcome.thread} error={outcome.error}"]
     if isinstance(outcome, Invocation):
-        if outcome.table == "-":
-            return [f"dispatcher-error thread={outcome.function} error={outcome.error}"]
         error = f" error={_last_line(outcome.error)}" if outcome.error else ""
         return [
             f"merge table={outcome.table} key={r.subject} message={r.message_id} "

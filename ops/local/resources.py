@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
+from services.pause.models import PAUSE_EVENT_SOURCE
 from shared import naming
 from shared.layout import TRIGGER_AREAS, baseline_key, staging_key
 from shared.tables import TABLES, get_table
@@ -29,7 +30,6 @@ DEFAULT_BUCKET = "ingest-local"
 DEFAULT_REGION = "eu-west-2"
 LOCAL_ACCOUNT = "123456789012"  # moto's default account
 INGEST_SCHEDULE = "rate(20 minutes)"
-PAUSE_EVENT_SOURCE = "ingest.pause"
 
 # Downstream consumers of the bus: a rule + a capture queue each. `transform` takes what the
 # merge says about the data; `operator` takes everything, pauses included.
@@ -181,6 +181,21 @@ def _create_bucket(s3: S3Client, bucket: str, tables: Mapping[str, TableResource
         CreateBucketConfiguration={"LocationConstraint": s3.meta.region_name},  # type: ignore[typeddict-item]
     )
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
     configurations: list[Any] = [
         {
             "Id": f"{res.table}-{key.partition('/')[0]}",

@@ -50,8 +50,10 @@ def _check_port(host: str, port: int) -> None:
 class LocalRuntime:
     """Start with `start()` (or `with`): endpoint up, resources created, dispatcher running.
 
-    It also points this process's boto3 at the endpoint (AWS_ENDPOINT_URL, dummy credentials,
-    region), so `ops.operations` and `BucketStore` used alongside it reach the local AWS.
+    While it runs it points this process's boto3 at the endpoint (AWS_ENDPOINT_URL, dummy
+    credentials, region), so `ops.operations` and `BucketStore` used alongside it reach the
+    local AWS; `stop()` restores the variables. moto's backends are per process: one runtime
+    per process at a time (start() resets them).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class LocalRuntime:
         self.config = config or DispatcherConfig(log_dir=log_dir)
         self.verbose = verbose
         self._server: ThreadedMotoServer | None = None
+        self._saved_env: dict[str, str | None] = {}
         self.dispatcher: Dispatcher | None = None
         self.deployment: Deployment | None = None
 
@@ -110,7 +113,9 @@ class LocalRuntime:
                 urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
                 timeout=10,
             ).close()
-            os.environ.update(self.environment())
+            environment = self.environment()
+            self._saved_env = {name: os.environ.get(name) for name in environment}
+            os.environ.update(environment)
             clients = Clients.create(self.endpoint_url, self.region)
             self.deployment = create_resources(
                 clients,
@@ -140,6 +145,12 @@ class LocalRuntime:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        for name, value in self._saved_env.items():  # leave this process as we found it
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
 
     def __enter__(self) -> LocalRuntime:
         return self.start()

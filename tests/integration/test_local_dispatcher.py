@@ -3,8 +3,10 @@ the DLQ alarm. The handlers are small ones of the tests' own (the dispatcher is 
 
 import hashlib
 import json
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -49,7 +51,7 @@ def _seen(s3, bucket, function):
 
 @pytest.fixture
 def runtime_factory(monkeypatch, tmp_path):
-    monkeypatch.setenv("PYTHONPATH", str(__import__("pathlib").Path(__file__).parents[2]))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[2]))
     started = []
 
     def start(merge, pause, tables):
@@ -152,3 +154,17 @@ def test_a_raising_handler_fails_the_whole_batch(runtime_factory):
     failed = next(o for o in outcomes.of(Invocation) if o.error)
     assert "this handler always fails" in failed.error
     assert not any(r.ok for r in failed.records)
+
+
+def test_the_runtime_leaves_the_process_environment_as_it_found_it(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "mine")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    runtime = LocalRuntime(
+        lambda outcome: None,
+        tables=["staff"],
+        handlers={"merge": f"{HANDLERS}:record_event", "pause": f"{HANDLERS}:record_event"},
+    )
+    with runtime:
+        assert os.environ["AWS_ENDPOINT_URL"] == runtime.endpoint_url
+    assert "AWS_ENDPOINT_URL" not in os.environ
+    assert os.environ["AWS_ACCESS_KEY_ID"] == "mine"

@@ -140,3 +140,33 @@ def test_resolve_handler_names_what_is_missing():
         resolve_handler("services.pause.handler:nope")
     with pytest.raises(HandlerImportError, match="not 'module:function'"):
         resolve_handler("services.pause.handler")
+
+
+def test_outcome_lines_say_table_key_and_result():
+    from ops.local.dispatcher import AlarmChange, BusEvent, Invocation, RecordOutcome
+    from ops.local.report import outcome_lines
+
+    invocation = Invocation(
+        "staff",
+        "ingest-merge-staff",
+        (
+            RecordOutcome("m1", "staging/staff.json", 1, True),
+            RecordOutcome("m2", "staging/staff.json", 3, False),
+        ),
+        None,
+    )
+    assert outcome_lines(invocation) == [
+        "merge table=staff key=staging/staff.json message=m1 receive=1 ok",
+        "merge table=staff key=staging/staff.json message=m2 receive=3 failed",
+    ]
+    alarm = AlarmChange("staff", "ingest-staff-dlq-not-empty", "ALARM", 1, InvokeResult({}))
+    assert outcome_lines(alarm) == [
+        "alarm table=staff name=ingest-staff-dlq-not-empty state=ALARM dlq_messages=1 pause=ok"
+    ]
+    event = BusEvent(
+        "operator",
+        {"detail-type": "IngestPaused", "source": "ingest.pause", "detail": {"table": "staff"}},
+    )
+    assert outcome_lines(event) == [
+        "event consumer=operator type=IngestPaused source=ingest.pause table=staff"
+    ]
