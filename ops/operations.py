@@ -236,6 +236,9 @@ class Operator:
         self, pair: QueuePair, ledger: RedriveLedger, visibility_timeout: int
     ) -> RedriveResult:
         moved = skipped = 0
+        # Origins sent back by this run: a message that fails again while we run comes back
+        # to the DLQ with the same origin, and is left there (else we would chase it forever).
+        sent_now: set[str] = set()
         while True:
             messages = self.sqs.receive_message(
                 QueueUrl=pair.dlq_url,
@@ -244,9 +247,11 @@ class Operator:
                 VisibilityTimeout=visibility_timeout,
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
-            if not messages:
+            returned = [m for m in messages if _origin(m) in sent_now]
+            pending = [m for m in messages if _origin(m) not in sent_now]
+            self._release(pair.dlq_url, returned)
+            if not pending:
                 return RedriveResult(pair, "copy", moved, skipped)
-            pending = list(messages)
             try:
                 while pending:
                     message = pending[0]
@@ -259,6 +264,7 @@ class Operator:
                             MessageAttributes=_copy_attributes(message),
                         )["MessageId"]
                         ledger.mark_sent(pair.dlq_name, message["MessageId"], copy_id)
+                        sent_now.add(_origin(message))
                         moved += 1
                     self.sqs.delete_message(
                         QueueUrl=pair.dlq_url, ReceiptHandle=message["ReceiptHandle"]
@@ -320,14 +326,16 @@ class Operator:
         raise PreconditionFailedError("pause record still contended after 5 tries")
 
 
+def _origin(message: Any) -> str:
+    """The id of the DLQ message a message was first redriven from (its own id if never)."""
+    attribute = message.get("MessageAttributes", {}).get(REDRIVE_ORIGIN_ATTRIBUTE, {})
+    return str(attribute.get("StringValue") or message["MessageId"])
+
+
 def _copy_attributes(message: Any) -> dict[str, Any]:
     attributes = {
         name: {k: v for k, v in value.items() if k in {"DataType", "StringValue", "BinaryValue"}}
         for name, value in message.get("MessageAttributes", {}).items()
     }
-    origin = attributes.get(REDRIVE_ORIGIN_ATTRIBUTE, {}).get("StringValue")
-    attributes[REDRIVE_ORIGIN_ATTRIBUTE] = {
-        "DataType": "String",
-        "StringValue": origin or message["MessageId"],
-    }
+    attributes[REDRIVE_ORIGIN_ATTRIBUTE] = {"DataType": "String", "StringValue": _origin(message)}
     return attributes

@@ -148,7 +148,6 @@ def _story(console: Console, runtime: LocalRuntime, journal: _Journal, seed: int
     db.tables[BAD_TABLE][staff["staff_id"]] = staff
     _wait(lambda: _latest_matches(store, db, BAD_TABLE), "the corrected staff row in latest")
     console.print("[green]✓[/] corrected staging/staff.json merged")
-    alarms_before = len(journal.alarms)
     for result in operator.redrive(operator.queue_pairs([BAD_TABLE])):
         console.print(
             f"[green]✓[/] redrive {result.pair.dlq_name} → {result.pair.table} queue: "
@@ -161,16 +160,13 @@ def _story(console: Console, runtime: LocalRuntime, journal: _Journal, seed: int
     except ResumeRefusedError as refused:
         # The redriven message names the bad version: validated again from quarantine, its
         # data is still bad, so it is back in the DLQ. The corrected file has merged already.
-        _wait(
-            lambda: any(
-                a.table == BAD_TABLE and a.state == "ALARM" for a in journal.alarms[alarms_before:]
-            ),
-            "the alarm for the re-rejected message",
-        )
+        # Resume only once the alarm has settled in ALARM and its pause call has returned,
+        # so a late pause cannot undo the resume.
+        _wait(lambda: _alarm_settled(runtime, journal), "the alarm for the re-rejected message")
         console.print(f"[yellow]![/] {refused}")
         console.print(
             "  the redriven message names the bad version, still bad in quarantine; the "
-            "corrected file has merged, so the operator resumes with --force"
+            "corrected file has merged, so the operator resumes with force"
         )
         operator.resume(force=True)
     console.print(f"[green]✓[/] schedule rule {operator.schedule_rule}: {_rule_state(operator)}")
@@ -264,6 +260,14 @@ def _final_table(console: Console, store: BucketStore, db: SampleDatabase) -> No
             str(len(db.rows(name))),
         )
     console.print(table)
+
+
+def _alarm_settled(runtime: LocalRuntime, journal: _Journal) -> bool:
+    assert runtime.dispatcher is not None
+    with journal.lock:
+        reported = [a.state for a in journal.alarms if a.table == BAD_TABLE]
+    in_alarm = runtime.dispatcher.alarm_states[BAD_TABLE] == "ALARM"
+    return in_alarm and bool(reported) and reported[-1] == "ALARM"
 
 
 def _dlq_depth(operator: Operator, table: str) -> int:

@@ -201,3 +201,37 @@ def test_redrive_after_an_interruption_between_send_and_delete_sends_nothing_twi
 
     origins = sorted(origin for _, origin in _drain(clients.sqs, staff.queue.url))
     assert origins == sorted(ids)  # exactly once each
+
+
+class _FailingAgain:
+    """Wraps the SQS client: every message sent back to the source queue fails again at once
+    and returns to the DLQ carrying its attributes, as a still-bad file's message would."""
+
+    def __init__(self, client, source_url, dlq_url):
+        self._client, self._source, self._dlq = client, source_url, dlq_url
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def send_message(self, **kwargs):
+        sent = self._client.send_message(**kwargs)
+        if kwargs["QueueUrl"] == self._source:
+            self._client.send_message(**{**kwargs, "QueueUrl": self._dlq})
+        return sent
+
+
+def test_redrive_moves_what_was_there_and_does_not_chase_messages_failing_again(aws):
+    clients, deployment = aws
+    staff = deployment.tables["staff"]
+    for i in range(3):
+        clients.sqs.send_message(QueueUrl=staff.dlq.url, MessageBody=f"still-bad-{i}")
+    failing = _FailingAgain(clients.sqs, staff.queue.url, staff.dlq.url)
+    operator = Operator(BUCKET, tables=["staff"], sqs=cast(Any, failing))
+
+    (result,) = operator.redrive()
+
+    assert result.moved == 3
+    back = clients.sqs.get_queue_attributes(
+        QueueUrl=staff.dlq.url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    assert back == "3"  # the three failed again and wait in the DLQ for the operator
