@@ -10,7 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from ops.local.dispatcher import DispatcherConfig, Outcome
-from ops.local.functions import HandlerImportError
+from ops.local.functions import FunctionStartError, HandlerImportError
 from ops.local.report import outcome_lines
 from ops.local.runtime import LocalRuntime, PortInUseError
 
@@ -55,6 +55,9 @@ def run_up(
         runtime.start()
     except HandlerImportError as exc:
         print(f"error: a Lambda handler is missing: {exc}", file=sys.stderr, flush=True)
+        return 3
+    except FunctionStartError as exc:
+        print(f"error: a Lambda function did not start: {exc}", file=sys.stderr, flush=True)
         return 3
     except PortInUseError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

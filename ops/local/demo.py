@@ -22,7 +22,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ops.local.dispatcher import AlarmChange, BusEvent, Invocation, Outcome
-from ops.local.functions import DEFAULT_HANDLERS, HandlerImportError, resolve_handler
+from ops.local.functions import (
+    DEFAULT_HANDLERS,
+    FunctionStartError,
+    HandlerImportError,
+    resolve_handler,
+)
 from ops.local.report import outcome_lines
 from ops.local.runtime import LocalRuntime
 from ops.operations import Operator, ResumeRefusedError
@@ -88,19 +93,25 @@ def run_demo(console: Console, *, seed: int = 7) -> int:
     with tempfile.TemporaryDirectory(prefix="ingest-demo-") as logs:
         runtime = LocalRuntime(journal, log_dir=Path(logs))
         console.rule("[bold]Local AWS")
-        with runtime:
-            console.print(
-                f"moto's server at {runtime.endpoint_url}, bucket {runtime.bucket}; "
-                f"a queue, DLQ, alarm and merge function per table ({len(TABLES)} tables); "
-                f"function logs in {logs}",
-                highlight=False,
-            )
-            try:
-                _story(console, runtime, journal, seed)
-            except DemoError as exc:
-                console.print(f"[red]✗ {exc}[/]")
-                console.print(f"function logs: {logs} (kept until the demo exits)")
-                return 1
+        try:
+            runtime.start()
+        except FunctionStartError as exc:
+            console.print(f"[red]A Lambda function did not start:[/] {exc} (logs in {logs})")
+            return 3
+        console.print(
+            f"moto's server at {runtime.endpoint_url}, bucket {runtime.bucket}; "
+            f"a queue, DLQ, alarm and merge function per table ({len(TABLES)} tables); "
+            f"function logs in {logs}",
+            highlight=False,
+        )
+        try:
+            _story(console, runtime, journal, seed)
+        except DemoError as exc:
+            console.print(f"[red]✗ {exc}[/]")
+            console.print(f"function logs: {logs} (kept until the demo exits)")
+            return 1
+        finally:
+            runtime.stop()
     console.print(f"[green]✓ done in {time.monotonic() - started:.0f}s[/]")
     return 0
 

@@ -272,6 +272,8 @@ class Dispatcher:
             self._add_function(res.function_name, self.handlers["merge"], env)
         pause_env = function_environment(self.deployment, self.endpoint_url, None)
         self._add_function(self.pause_function_name, self.handlers["pause"], pause_env)
+        for function in self.functions.values():  # they start side by side; wait for all
+            function.wait_ready()
         for res in self.deployment.tables.values():
             self._spawn(f"poll-{res.table}", self._poll_table, res)
         self._spawn("dlq-alarms", self._watch_dlqs)

@@ -37,6 +37,10 @@ class HandlerImportError(Exception):
     """A handler path that does not resolve to a callable."""
 
 
+class FunctionStartError(Exception):
+    """A function process that did not come up (its handler failed to import, or it died)."""
+
+
 def resolve_handler(path: str) -> Handler:
     """`"package.module:function"` -> the function, or a `HandlerImportError` that says why."""
     module_name, sep, attribute = path.partition(":")
@@ -44,8 +48,10 @@ def resolve_handler(path: str) -> Handler:
         raise HandlerImportError(f"handler path {path!r} is not 'module:function'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise HandlerImportError(f"cannot import {module_name!r} for {path!r}: {exc}") from None
+    except Exception as exc:  # ImportError, or whatever the module raised while importing
+        raise HandlerImportError(
+            f"cannot import {module_name!r} for {path!r}: {type(exc).__name__}: {exc}"
+        ) from None
     handler = getattr(module, attribute, None)
     if not callable(handler):
         raise HandlerImportError(f"{module_name!r} has no callable {attribute!r}")
@@ -116,11 +122,28 @@ class FunctionProcess:
         child.close()
         self._conn = parent
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the process has its environment and has imported its handler."""
+        assert self._conn is not None
+        try:
+            if not self._conn.poll(timeout):
+                raise FunctionStartError(f"{self.spec.name} did not start in {timeout:.0f}s")
+            kind, detail = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise FunctionStartError(f"{self.spec.name} died while starting: {exc!r}") from None
+        if kind != "ready":
+            raise FunctionStartError(f"{self.spec.name} could not start: {detail}")
+
     def invoke(self, event: dict[str, Any]) -> InvokeResult:
         with self._lock:
             if self._conn is None or self._process is None or not self._process.is_alive():
                 self.stop()
                 self.start()
+                try:
+                    self.wait_ready()
+                except FunctionStartError as exc:
+                    self.stop()
+                    return InvokeResult(error=str(exc))
             assert self._conn is not None
             try:
                 self._conn.send(event)
@@ -163,7 +186,12 @@ def _serve(spec: FunctionSpec, log_path: str | None, conn: Connection) -> None:
         os.dup2(fd, 2)
         os.close(fd)
     os.environ.update(spec.environment)
-    handler = resolve_handler(spec.handler)
+    try:
+        handler = resolve_handler(spec.handler)
+    except HandlerImportError as exc:
+        conn.send(("error", str(exc)))
+        return
+    conn.send(("ready", None))
     while True:
         try:
             event = conn.recv()

@@ -170,3 +170,8 @@ def test_outcome_lines_say_table_key_and_result():
     assert outcome_lines(event) == [
         "event consumer=operator type=IngestPaused source=ingest.pause table=staff"
     ]
+
+
+def test_resolve_handler_reports_a_module_that_fails_while_importing():
+    with pytest.raises(HandlerImportError, match="RuntimeError: BUCKET_NAME is not set"):
+        resolve_handler("tests.integration.broken_handler_module:handler")
