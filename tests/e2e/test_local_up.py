@@ -101,7 +101,9 @@ def _upload(s3, key, table, rows):
     spec = get_table(table)
     report = validate_rows(spec, rows, key)
     assert report.ok, report.problems
-    s3.put_object(Bucket="ingest-local", Key=key, Body=dump_rows(spec, report.rows))
+    data = dump_rows(spec, report.rows)
+    s3.put_object(Bucket="ingest-local", Key=key, Body=data)
+    return data
 
 
 def _read(s3, key):
@@ -135,7 +137,7 @@ def test_up_merges_an_upload_with_the_real_merge(local_up):
     changed["email_address"] = "changed@terrifictotes.example"
     changed["last_updated"] = db.now
     inserted = {**baseline[1], "staff_id": 999, "created_at": db.now, "last_updated": db.now}
-    _upload(s3, staging_key("staff"), "staff", [changed, inserted])
+    staged = _upload(s3, staging_key("staff"), "staff", [changed, inserted])
     up.wait_line(r"^merge table=staff key=staging/staff.json .* ok$", timeout=10)
 
     def staging_gone():
@@ -157,7 +159,11 @@ def test_up_merges_an_upload_with_the_real_merge(local_up):
     assert [r["staff_id"] for r in history] == [changed["staff_id"]]
     assert history[0]["email_address"] == baseline[0]["email_address"]
     archived = s3.list_objects_v2(Bucket="ingest-local", Prefix=archive_prefix("staff"))
-    assert len(archived["Contents"]) == 1
+    archived_bytes = [
+        s3.get_object(Bucket="ingest-local", Key=o["Key"])["Body"].read()
+        for o in archived["Contents"]
+    ]
+    assert staged in archived_bytes  # the staging bytes, unchanged
     for kind in ("BaselinePromoted", "HistoryAppended", "StagingArchived"):
         up.wait_line(rf"^event consumer=operator type={kind} .*table=staff$", timeout=10)
     assert not [x for x in up.drain() if re.search(r" failed", x)]
