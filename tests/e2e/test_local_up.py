@@ -61,7 +61,7 @@ def test_up_creates_the_resources_and_an_upload_reaches_its_table_function(local
     started = time.monotonic()
     s3.put_object(Bucket="ingest-local", Key="staging/payment_type.json", Body=b"[]")
     line = up.wait_line(r"^merge table=payment_type key=staging/payment_type.json ", timeout=5)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 4  # typically well under a second
     assert line.endswith(" receive=1 ok")
     seen = s3.list_objects_v2(Bucket="ingest-local", Prefix="_seen/ingest-merge-payment_type/")
     events_seen = [

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
-from urllib.parse import unquote_plus
 
 import boto3
 
@@ -42,11 +41,3 @@ def fail_bad_keys(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def raise_always(event: dict[str, Any], context: Any) -> dict[str, Any]:
     raise RuntimeError("this handler always fails")
-
-
-def staged_keys(event: dict[str, Any]) -> list[str]:
-    keys = []
-    for record in event["Records"]:
-        body = json.loads(record["body"])
-        keys += [unquote_plus(r["s3"]["object"]["key"]) for r in body.get("Records", [])]
-    return keys
