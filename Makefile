@@ -20,8 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ingestctl sample --out .demo/sample
-	@for f in .demo/sample/*.json; do t=$$(basename $$f .json); $(BIN)/ingestctl validate $$t $$f || exit 1; done
+	$(BIN)/ingestctl local demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ops.local.functions import DEFAULT_HANDLERS
 from ops.sample_data import SampleDatabase
 from shared.rows import FileFormatError, decode_rows, dump_rows, validate_rows
 from shared.tables import TABLES, get_table
@@ -120,6 +121,69 @@ def ingest_now(
                 highlight=False,
             )
     raise typer.Exit(0 if report.ok else 1)
+
+
+local_app = typer.Typer(
+    help="Run the whole chain on this machine: moto's server plays AWS.", no_args_is_help=True
+)
+app.add_typer(local_app, name="local")
+
+
+@local_app.command("up")
+def local_up(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the local AWS endpoint.")] = 4566,
+    bucket: Annotated[str, typer.Option(help="Name of the ingest bucket.")] = "ingest-local",
+    tables: Annotated[
+        list[str] | None, typer.Option(help="Tables to run (repeat or comma-separate); all.")
+    ] = None,
+    visibility_timeout: Annotated[
+        int, typer.Option(help="Seconds a failed message stays hidden before its retry.")
+    ] = 2,
+    log_dir: Annotated[Path, typer.Option(help="Where the functions' own logs go.")] = Path(
+        ".local/logs"
+    ),
+    verbose: Annotated[bool, typer.Option(help="Show moto's request log.")] = False,
+    merge_handler: Annotated[
+        str, typer.Option(help="module:function of the merge Lambda.", hidden=True)
+    ] = DEFAULT_HANDLERS["merge"],
+    pause_handler: Annotated[
+        str, typer.Option(help="module:function of the pause Lambda.", hidden=True)
+    ] = DEFAULT_HANDLERS["pause"],
+) -> None:
+    """Start the local AWS endpoint, create the resources and run the dispatcher until Ctrl-C."""
+    from ops.local.cli_support import run_up
+
+    raise typer.Exit(
+        run_up(
+            host=host,
+            port=port,
+            bucket=bucket,
+            tables=_split_tables(tables),
+            visibility_timeout=visibility_timeout,
+            log_dir=log_dir,
+            verbose=verbose,
+            handlers={"merge": merge_handler, "pause": pause_handler},
+        )
+    )
+
+
+@local_app.command("demo")
+def local_demo(
+    seed: Annotated[int, typer.Option(help="Seed of the sample database.")] = 7,
+) -> None:
+    """Tell the whole story on a private local endpoint: baseline, cycles, a bad file, recovery."""
+    from ops.local.demo import run_demo
+
+    raise typer.Exit(run_demo(console, seed=seed))
+
+
+def _split_tables(tables: list[str] | None) -> list[str]:
+    names = [name for item in tables or [] for name in item.split(",") if name]
+    unknown = [name for name in names if name not in TABLES]
+    if unknown:
+        raise typer.BadParameter(f"unknown tables {unknown}; known: {', '.join(sorted(TABLES))}")
+    return names or list(TABLES)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,72 @@
+"""`ingestctl local up`: the runtime in the foreground, one line per outcome on stdout."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+
+from ops.local.dispatcher import DispatcherConfig, Outcome
+from ops.local.functions import FunctionStartError, HandlerImportError
+from ops.local.report import outcome_lines
+from ops.local.runtime import LocalRuntime, PortInUseError
+
+
+def _print_outcome(outcome: Outcome) -> None:
+    for line in outcome_lines(outcome):
+        print(line, flush=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_up(
+    *,
+    host: str,
+    port: int,
+    bucket: str,
+    tables: list[str],
+    visibility_timeout: int,
+    log_dir: Path,
+    verbose: bool,
+    handlers: Mapping[str, str],
+) -> int:
+    # Stop cleanly on Ctrl-C and when a supervisor terminates us (SIGINT explicitly too: a
+    # shell's background job starts with SIGINT ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    runtime = LocalRuntime(
+        _print_outcome,
+        host=host,
+        port=port,
+        bucket=bucket,
+        tables=tables,
+        config=DispatcherConfig(
+            visibility_timeout=visibility_timeout, log_dir=None if verbose else log_dir
+        ),
+        verbose=verbose,
+        handlers=handlers,
+    )
+    try:
+        runtime.start()
+    except HandlerImportError as exc:
+        print(f"error: a Lambda handler is missing: {exc}", file=sys.stderr, flush=True)
+        return 3
+    except FunctionStartError as exc:
+        print(f"error: a Lambda function did not start: {exc}", file=sys.stderr, flush=True)
+        return 3
+    except PortInUseError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    print(f"ready endpoint={runtime.endpoint_url} bucket={bucket}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.stop()
+    return 0

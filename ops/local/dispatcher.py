@@ -1,0 +1,412 @@
+"""The dispatcher: plays Lambda's SQS event source, the DLQ alarm and the bus consumers.
+
+- One poller thread per table queue long-polls (`wait_seconds`), builds the SQS event exactly
+  as Lambda's event source mapping does (at most `MERGE_BATCH_SIZE` records), invokes that
+  table's merge function, deletes the records that succeeded and leaves the failures to their
+  visibility timeout, so SQS's own `maxReceiveCount` moves a repeat failure to the DLQ. A
+  handler exception fails the whole batch. Messages are received with a short visibility
+  timeout (`visibility_timeout`, default 2 s) so retries happen within seconds locally.
+- One alarm thread watches every DLQ: on OK -> ALARM it sets the CloudWatch alarm's state and
+  invokes the pause function once with a "CloudWatch Alarm State Change" event (the shape
+  EventBridge delivers on AWS, reference/event_shapes.md §4).
+- One thread per consumer queue drains the events the bus routed there and reports them.
+Every outcome goes to one callback, so `ingestctl local up` prints lines and the demo draws.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+from ops.local.functions import (
+    DEFAULT_HANDLERS,
+    FunctionProcess,
+    FunctionSpec,
+    InvokeResult,
+    preload,
+    resolve_handler,
+)
+from ops.local.resources import LOCAL_ACCOUNT, Clients, Deployment, QueueRef, TableResources
+from shared import naming
+
+PAUSE_FUNCTION_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    visibility_timeout: int = 2
+    wait_seconds: int = 1
+    batch_size: int = naming.MERGE_BATCH_SIZE
+    alarm_poll_seconds: float = 1.0
+    log_dir: Path | None = None  # function stdout/stderr; None leaves them on the console
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    message_id: str
+    subject: str  # the S3 key the message names, or what else it is
+    receive_count: int
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Invocation:
+    table: str
+    function: str
+    records: tuple[RecordOutcome, ...]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class AlarmChange:
+    table: str
+    alarm_name: str
+    state: str
+    dlq_messages: int
+    pause: InvokeResult | None
+
+
+@dataclass(frozen=True)
+class BusEvent:
+    consumer: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DispatcherError:
+    """A poller's AWS call failed; it carries on after a second."""
+
+    thread: str
+    error: str
+
+
+Outcome = Invocation | AlarmChange | BusEvent | DispatcherError
+
+
+def function_environment(
+    deployment: Deployment, endpoint_url: str, table: TableResources | None
+) -> dict[str, str]:
+    """A function's environment: per table for the merge (TABLE_NAME, DLQ_URL), else shared."""
+    env = {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": deployment.region,
+        "AWS_REGION": deployment.region,
+        "BUCKET_NAME": deployment.bucket,
+        "EVENT_BUS_NAME": deployment.event_bus,
+        "SCHEDULE_RULE_NAME": deployment.schedule_rule,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": deployment.prefix,
+        "POWERTOOLS_SERVICE_NAME": "pause" if table is None else "merge",
+    }
+    if table is not None:
+        env["TABLE_NAME"] = table.table
+        env["DLQ_URL"] = table.dlq.url
+    return env
+
+
+def sqs_event(messages: list[Mapping[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source hands a function, from ReceiveMessage's messages."""
+    return {"Records": [_sqs_record(m, queue_arn, region) for m in messages]}
+
+
+def _sqs_record(message: Mapping[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": dict(message.get("Attributes", {})),
+        "messageAttributes": {
+            name: _lambda_message_attribute(value)
+            for name, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+
+
+def _lambda_message_attribute(value: Mapping[str, Any]) -> dict[str, Any]:
+    # Lambda spells SQS message attributes in lower camel case, binary as base64 text.
+    out: dict[str, Any] = {
+        "stringListValues": list(value.get("StringListValues", [])),
+        "binaryListValues": [
+            base64.b64encode(b).decode() for b in value.get("BinaryListValues", [])
+        ],
+        "dataType": value["DataType"],
+    }
+    if "StringValue" in value:
+        out["stringValue"] = value["StringValue"]
+    if "BinaryValue" in value:
+        out["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
+    return out
+
+
+def failed_message_ids(result: InvokeResult, batch_ids: list[str]) -> set[str]:
+    """Which records to leave on the queue, by Lambda's rules for a partial batch response.
+
+    An error, a response that is not an object, or an itemIdentifier that is empty or not in
+    the batch fails the whole batch; no response or an empty list means all succeeded.
+    """
+    if not result.ok:
+        return set(batch_ids)
+    response = result.response
+    if response is None:
+        return set()
+    if not isinstance(response, dict):
+        return set(batch_ids)
+    failures = response.get("batchItemFailures") or []
+    if not isinstance(failures, list):
+        return set(batch_ids)
+    failed: set[str] = set()
+    for item in failures:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not identifier or identifier not in batch_ids:
+            return set(batch_ids)
+        failed.add(identifier)
+    return failed
+
+
+def alarm_state_change_event(
+    alarm_name: str,
+    dlq_name: str,
+    state: str,
+    previous: str,
+    region: str,
+    reason: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The "CloudWatch Alarm State Change" event EventBridge delivers for a DLQ alarm."""
+    now = now or datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}+0000"
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "CloudWatch Alarm State Change",
+        "source": "aws.cloudwatch",
+        "account": LOCAL_ACCOUNT,
+        "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [f"arn:aws:cloudwatch:{region}:{LOCAL_ACCOUNT}:alarm:{alarm_name}"],
+        "detail": {
+            "alarmName": alarm_name,
+            "state": {"value": state, "reason": reason, "timestamp": stamp},
+            "previousState": {"value": previous, "timestamp": stamp},
+            "configuration": {
+                "metrics": [
+                    {
+                        "id": "m1",
+                        "metricStat": {
+                            "metric": {
+                                "namespace": "AWS/SQS",
+                                "name": "ApproximateNumberOfMessagesVisible",
+                                "dimensions": {"QueueName": dlq_name},
+                            },
+                            "period": 60,
+                            "stat": "Maximum",
+                        },
+                    }
+                ]
+            },
+        },
+    }
+
+
+def describe_message(body: str) -> str:
+    """What a queue message is about: the S3 key it names, or its kind."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return "unparsable body"
+    if isinstance(parsed, dict) and parsed.get("Event") == "s3:TestEvent":
+        return "s3:TestEvent"
+    try:
+        keys = [unquote_plus(r["s3"]["object"]["key"]) for r in parsed["Records"]]
+    except (KeyError, TypeError):
+        return "not an S3 notification"
+    return ",".join(keys)
+
+
+class Dispatcher:
+    """Runs until stopped: polls the queues, invokes the functions, plays the DLQ alarms."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        clients: Clients,
+        endpoint_url: str,
+        on_outcome: Callable[[Outcome], None],
+        *,
+        handlers: Mapping[str, str] = DEFAULT_HANDLERS,
+        config: DispatcherConfig | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self.clients = clients
+        self.endpoint_url = endpoint_url
+        self.on_outcome = on_outcome
+        self.handlers = dict(handlers)
+        self.config = config or DispatcherConfig()
+        self.functions: dict[str, FunctionProcess] = {}
+        self.alarm_states: dict[str, str] = dict.fromkeys(deployment.tables, "OK")
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._report_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Resolve the handlers (a `HandlerImportError` names a missing one), then run."""
+        for path in self.handlers.values():
+            resolve_handler(path)
+        preload(list(self.handlers.values()))
+        for res in self.deployment.tables.values():
+            env = function_environment(self.deployment, self.endpoint_url, res)
+            self._add_function(res.function_name, self.handlers["merge"], env)
+        pause_env = function_environment(self.deployment, self.endpoint_url, None)
+        self._add_function(self.pause_function_name, self.handlers["pause"], pause_env)
+        for function in self.functions.values():  # they start side by side; wait for all
+            function.wait_ready()
+        for res in self.deployment.tables.values():
+            self._spawn(f"poll-{res.table}", self._poll_table, res)
+        self._spawn("dlq-alarms", self._watch_dlqs)
+        for consumer, queue in self.deployment.consumers.items():
+            self._spawn(f"consumer-{consumer}", self._drain_consumer, consumer, queue)
+
+    @property
+    def pause_function_name(self) -> str:
+        return f"{self.deployment.prefix}-pause"
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.config.wait_seconds + 10)
+        for function in self.functions.values():
+            function.stop()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _add_function(self, name: str, handler: str, env: dict[str, str]) -> None:
+        log_dir = self.config.log_dir
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        timeout = (
+            naming.MERGE_FUNCTION_TIMEOUT_SECONDS
+            if name != self.pause_function_name
+            else PAUSE_FUNCTION_TIMEOUT_SECONDS
+        )
+        spec = FunctionSpec(name=name, handler=handler, environment=env, timeout_seconds=timeout)
+        function = FunctionProcess(spec, log_dir / f"{name}.log" if log_dir else None)
+        function.start()
+        self.functions[name] = function
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=self._guard, args=(target, *args), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _guard(self, target: Callable[..., None], *args: Any) -> None:
+        # A poller must outlive a failed AWS call (the endpoint shutting down, a hiccup).
+        while not self._stop.is_set():
+            try:
+                target(*args)
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                self._report(DispatcherError(threading.current_thread().name, repr(exc)))
+                self._stop.wait(1)
+
+    def _report(self, outcome: Outcome) -> None:
+        with self._report_lock:
+            self.on_outcome(outcome)
+
+    def _poll_table(self, res: TableResources) -> None:
+        while not self._stop.is_set():
+            messages = self.clients.sqs.receive_message(
+                QueueUrl=res.queue.url,
+                MaxNumberOfMessages=self.config.batch_size,
+                WaitTimeSeconds=self.config.wait_seconds,
+                VisibilityTimeout=self.config.visibility_timeout,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            if messages:
+                self._invoke_batch(res, list(messages))
+
+    def _invoke_batch(self, res: TableResources, messages: list[Mapping[str, Any]]) -> None:
+        event = sqs_event(messages, res.queue.arn, self.deployment.region)
+        result = self.functions[res.function_name].invoke(event)
+        ids = [m["MessageId"] for m in messages]
+        failed = failed_message_ids(result, ids)
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            self.clients.sqs.delete_message_batch(
+                QueueUrl=res.queue.url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(done[start : start + 10])
+                ],
+            )
+        records = tuple(
+            RecordOutcome(
+                message_id=m["MessageId"],
+                subject=describe_message(m["Body"]),
+                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "0")),
+                ok=m["MessageId"] not in failed,
+            )
+            for m in messages
+        )
+        self._report(Invocation(res.table, res.function_name, records, result.error))
+
+    def _watch_dlqs(self) -> None:
+        while not self._stop.is_set():
+            for res in self.deployment.tables.values():
+                attributes = self.clients.sqs.get_queue_attributes(
+                    QueueUrl=res.dlq.url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+                count = int(attributes.get("ApproximateNumberOfMessages", "0"))
+                state = "ALARM" if count > 0 else "OK"
+                if state != self.alarm_states[res.table]:
+                    self._alarm_transition(res, state, count)
+            self._stop.wait(self.config.alarm_poll_seconds)
+
+    def _alarm_transition(self, res: TableResources, state: str, count: int) -> None:
+        previous = self.alarm_states[res.table]
+        self.alarm_states[res.table] = state
+        reason = (
+            f"Threshold Crossed: 1 datapoint [{float(count)}] was "
+            f"{'greater than' if count else 'not greater than'} the threshold (0.0)."
+        )
+        self.clients.cloudwatch.set_alarm_state(
+            AlarmName=res.alarm_name,
+            StateValue="ALARM" if state == "ALARM" else "OK",
+            StateReason=reason,
+        )
+        pause = None
+        if state == "ALARM":  # the EventBridge rule of the pause function matches ALARM only
+            event = alarm_state_change_event(
+                res.alarm_name, res.dlq.name, state, previous, self.deployment.region, reason
+            )
+            pause = self.functions[self.pause_function_name].invoke(event)
+        self._report(AlarmChange(res.table, res.alarm_name, state, count, pause))
+
+    def _drain_consumer(self, consumer: str, queue: QueueRef) -> None:
+        while not self._stop.is_set():
+            messages = self.clients.sqs.receive_message(
+                QueueUrl=queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=self.config.wait_seconds
+            ).get("Messages", [])
+            for message in messages:
+                try:
+                    event = json.loads(message["Body"])
+                except ValueError:
+                    event = {"detail-type": "unparsable", "body": message["Body"]}
+                self._report(BusEvent(consumer, event))
+                self.clients.sqs.delete_message(
+                    QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"]
+                )

@@ -1,0 +1,1 @@
+"""The pause Lambda: a DLQ alarm disables the ingest schedule and records why."""
