@@ -427,10 +427,14 @@ class MergeService:
                 self.store.put(manifest.archive_key, data)
                 logger.info("archived", extra={**fields, "archive_key": manifest.archive_key})
             if manifest.from_quarantine:
-                for key in (manifest.quarantine_key, manifest.report_key):
-                    if key and self.store.exists(key):
+                table, stamp, batch = manifest.table, manifest.stamp, manifest.batch
+                for key in (
+                    quarantine_key(table, stamp, batch),
+                    quarantine_report_key(table, stamp, batch),
+                ):
+                    if self.store.exists(key):
                         self.store.delete(key)
-                logger.info("left quarantine after passing validation", extra=fields)
+                        logger.info("left quarantine", extra={**fields, "quarantine_key": key})
         version = manifest.source_version
         if (
             manifest.area is Area.STAGING
