@@ -57,15 +57,22 @@ def record_handler(record: SqsRecordModel) -> None:
         return
     service = get_service()
     for s3_record in body.Records:
-        service.process(
-            ObjectRef(
-                bucket=s3_record.bucket,
-                key=s3_record.object_key,
-                version_id=s3_record.s3.object.versionId,
-                etag=s3_record.s3.object.eTag,
-                message_body=text,
-            )
+        ref = ObjectRef(
+            bucket=s3_record.bucket,
+            key=s3_record.object_key,
+            version_id=s3_record.s3.object.versionId,
+            etag=s3_record.s3.object.eTag,
+            message_body=text,
         )
+        try:
+            service.process(ref)
+        except Exception:
+            # the record fails (SQS redelivers it); say which object and why
+            logger.exception(
+                "merge failed; the message will be retried",
+                extra={"key": ref.key, "version": ref.version_id, "etag": ref.etag},
+            )
+            raise
 
 
 @logger.inject_lambda_context
