@@ -4,7 +4,6 @@ from moto import mock_aws
 from services.merge import handler as merge_handler
 from tests.integration.merge_pipeline import REGION, Pipeline
 
-
 AWS_ENV = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_ACCESS_KEY_ID": "testing",
