@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -54,6 +55,7 @@ def record_handler(record: SqsRecordModel) -> None:
     body = parse_body(text)
     if isinstance(body, S3TestEvent):
         logger.info("ignored S3 test event", extra={"event": body.Event})
+        metrics.add_metric("TestEventsIgnored", MetricUnit.Count, 1)
         return
     service = get_service()
     for s3_record in body.Records:

@@ -179,19 +179,22 @@ class MergeService:
 
     def process(self, ref: ObjectRef) -> BatchManifest | None:
         started = time.monotonic()
+        try:
+            return self._process(ref)
+        finally:
+            metrics.add_metric("MergeDuration", MetricUnit.Milliseconds, _ms_since(started))
+
+    def _process(self, ref: ObjectRef) -> BatchManifest | None:
         area = self._check_target(ref)
         source = self._locate(ref, area)
         if source is None:
-            result = self._finish_gone(ref, area)
-        else:
-            manifest = self._read_manifest(source.etag, source.batch)
-            if manifest is None or manifest.status is ManifestStatus.PREPARED:
-                manifest = self._apply(source, ref.message_body, prepared=manifest)
-            if manifest is not None:
-                self._finish(manifest, source.data)
-            result = manifest
-        metrics.add_metric("MergeDuration", MetricUnit.Milliseconds, _ms_since(started))
-        return result
+            return self._finish_gone(ref, area)
+        manifest = self._read_manifest(source.etag, source.batch)
+        if manifest is None or manifest.status is ManifestStatus.PREPARED:
+            manifest = self._apply(source, ref.message_body, prepared=manifest)
+        if manifest is not None:
+            self._finish(manifest, source.data)
+        return manifest
 
     def _check_target(self, ref: ObjectRef) -> Area:
         if ref.bucket != self.settings.bucket_name:

@@ -3,17 +3,24 @@
 import json
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from pydantic import ValidationError
 
+from services.merge import handler as merge_handler
 from services.merge.service import MergeService, ObjectRef, WrongTargetError
+from services.merge.settings import MergeSettings
 from shared.layout import latest_key
 from shared.rows import row_json
 from shared.schemas import Staff
 from shared.storage import BucketStore
 from shared.tables import TABLES
-from tests.integration.merge_pipeline import BUCKET
+from tests.integration.merge_pipeline import BUCKET, LambdaContext
+
+EVENTS = Path(__file__).resolve().parents[1] / "events"
 
 T0 = datetime(2024, 11, 14, 9, 0, 0)
 
@@ -247,3 +254,47 @@ def test_two_merges_interleaved_one_hits_412_and_both_land(pipeline):
     )
     assert max(pipeline.history_texts().values()) == 1
     assert len(pipeline.archives()) == 2
+
+
+def real_aws_message(pipeline, put, key="staging/staff.json"):
+    """The real-AWS-shaped SQS event of tests/events, naming an object moto holds."""
+    notification = json.loads((EVENTS / "s3_notification_real.json").read_text())
+    s3 = notification["Records"][0]["s3"]
+    s3["bucket"]["name"] = BUCKET
+    s3["object"].update(key=key, eTag=put["ETag"].strip('"'), versionId=put["VersionId"])
+    event = json.loads((EVENTS / "sqs_event.json").read_text())
+    event["Records"][0]["body"] = json.dumps(notification)
+    return event
+
+
+def test_real_aws_event_with_version_id_merges_that_version_and_replays_cleanly(pipeline):
+    put = pipeline.stage([staff(1, 0), staff(2, 0)])
+    pipeline.stage([staff(1, 50, name="Not this one")])
+    event = real_aws_message(pipeline, put)
+    assert merge_handler.handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert pipeline.latest_texts() == texts([staff(1, 0), staff(2, 0)])
+    assert len(pipeline.staging_versions()) == 1  # the newer version waits for its own event
+    before, ids = pipeline.all_object_versions(), pipeline.event_ids()
+
+    # the same notification again, after its version was deleted: finish, change nothing
+    assert merge_handler.handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert pipeline.all_object_versions() == before
+    assert set(pipeline.event_ids()) == set(ids)
+
+
+def test_an_unknown_gone_version_fails_the_record_with_a_clear_error(pipeline, caplog):
+    put = pipeline.stage([staff(1, 0)])
+    pipeline.s3.delete_object(Bucket=BUCKET, Key="staging/staff.json", VersionId=put["VersionId"])
+    event = real_aws_message(pipeline, put)
+    with pytest.raises(BatchProcessingError):  # every record failed: Lambda retries the batch
+        merge_handler.handler(event, LambdaContext())
+    assert pipeline.keys("") == []
+
+
+def test_settings_come_from_the_environment_and_say_what_is_missing(monkeypatch):
+    env = {"BUCKET_NAME": "b", "TABLE_NAME": "staff", "EVENT_BUS_NAME": "e", "DLQ_URL": "u"}
+    assert MergeSettings.from_env(env).table_name == "staff"
+    with pytest.raises(ValidationError, match="dlq_url"):
+        MergeSettings.from_env({**env, "DLQ_URL": ""})
+    with pytest.raises(ValidationError, match="unknown table 'staf'"):
+        MergeSettings.from_env({**env, "TABLE_NAME": "staf"})
