@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
@@ -152,6 +153,14 @@ def manifest_key(table: str, etag: str, batch: str) -> str:
     return f"{manifest_prefix(table, etag)}{batch}.json"
 
 
+def pending_prefix(table: str, etag: str) -> str:
+    return state_key("merge", table, "pending", etag) + "/"
+
+
+def pending_key(table: str, etag: str, batch: str) -> str:
+    return f"{pending_prefix(table, etag)}{batch}"
+
+
 def _bare_etag(etag: str | None) -> str:
     return (etag or "").strip('"')
 
@@ -190,6 +199,10 @@ class MergeService:
         if source is None:
             return self._finish_gone(ref, area)
         manifest = self._read_manifest(source.etag, source.batch)
+        if manifest is None and area is Area.STAGING:
+            # Marks the batch as in progress until its events are out, so a notification
+            # without a versionId (moto) can still find it after its version is deleted.
+            self.store.put(pending_key(self.spec.name, source.etag, source.batch), b"")
         if manifest is None or manifest.status is ManifestStatus.PREPARED:
             manifest = self._apply(source, ref.message_body, prepared=manifest)
         if manifest is not None:
@@ -447,6 +460,10 @@ class MergeService:
             self.store.delete_version(manifest.source_key, version)
             logger.info("deleted the staging version", extra=fields)
         self.publisher.publish(self._events(manifest))
+        pending = pending_key(manifest.table, manifest.etag, manifest.batch)
+        # a quarantined batch stays pending: a redrive comes back for it
+        if manifest.status is not ManifestStatus.QUARANTINED and self.store.exists(pending):
+            self.store.delete(pending)
 
     def _version_exists(self, key: str, version_id: str) -> bool:
         return any(v.version_id == version_id for v in self.store.versions(key))
@@ -459,10 +476,17 @@ class MergeService:
             found = self._read_manifest(etag, batch_id(ref.version_id, etag))
             manifests = [found] if found else []
         else:
-            manifests = [
-                BatchManifest.model_validate_json(self.store.get(key).data)
-                for key in self.store.keys(manifest_prefix(table, etag))
+            # No versionId (moto): the batches of this content still in progress, if any.
+            batches = [
+                key.rsplit("/", 1)[1] for key in self.store.keys(pending_prefix(table, etag))
             ]
+            manifests = [m for m in map(partial(self._read_manifest, etag), batches) if m]
+            if not manifests:
+                logger.info(
+                    "already processed: no version with this eTag is left",
+                    extra={"table": table, "key": ref.key, "etag": etag},
+                )
+                return None
         if not manifests:
             raise BatchGoneError(
                 f"{ref.key} version {ref.version_id or 'with eTag ' + etag} is gone and no "

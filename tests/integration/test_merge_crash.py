@@ -106,6 +106,7 @@ def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted):
     crashed, writes, expected = uninterrupted
     assert not crashed
     assert [w.split(" ")[0] for w in writes] == [
+        "put",  # pending marker
         "put",  # manifest: the plan
         "put",  # history
         "put",  # latest (the commit point)
@@ -113,6 +114,7 @@ def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted):
         "put",  # archive
         "delete",  # exactly the staging version
         "publish",
+        "delete",  # pending marker
     ]
     assert set(expected["history"]) == {
         (row_json(TABLES["staff"], r), at, "<batch>")
@@ -126,7 +128,7 @@ def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted):
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["before-write", "after-write"])
-@pytest.mark.parametrize("crash_at", range(1, 8))
+@pytest.mark.parametrize("crash_at", range(1, 10))
 def test_crash_then_redelivery_matches_the_uninterrupted_run(
     aws_env, uninterrupted, crash_at, after
 ):
@@ -145,7 +147,7 @@ def test_crash_after_the_commit_then_another_batch_then_redelivery(aws):
     pipeline.deliver()
     pipeline.stage(STAGED)
     (first,) = pipeline.receive_records()
-    crashing = pipeline.faulty_service(crash_at=3, after=True)  # right after latest is written
+    crashing = pipeline.faulty_service(crash_at=4, after=True)  # right after latest is written
     assert pipeline.invoke_with(crashing, [first]).failed == [first["MessageId"]]
     (redelivered,) = pipeline.receive_records()
 

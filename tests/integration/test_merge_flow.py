@@ -75,23 +75,19 @@ def test_baseline_is_promoted_then_staging_merges_archives_and_emits(pipeline):
     assert archived == pipeline.rows_bytes([staff(2, 20, name="Jo"), staff(3, 20)])
 
 
-def test_replaying_a_batch_changes_nothing_and_reemits_the_same_ids(pipeline):
+def test_a_notification_without_version_id_for_a_finished_batch_changes_nothing(pipeline):
+    # moto's notifications name no version: once it is merged and deleted, a repeat of the
+    # message is acknowledged (the versionId case re-emits: see the real-AWS event tests)
     pipeline.stage([staff(1, 0)])
     pipeline.deliver()
     pipeline.stage([staff(1, 20, name="Jo"), staff(2, 0)])
     (message,) = pipeline.receive_records()
     pipeline.invoke([message])
-    before = pipeline.all_object_versions()
-    first_ids = pipeline.event_ids()
+    before, ids = pipeline.all_object_versions(), pipeline.event_ids()
     pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=message["Body"])
     assert pipeline.deliver().failed == []
     assert pipeline.all_object_versions() == before
-    again = pipeline.event_ids() - first_ids
-    assert set(pipeline.event_ids()) == set(first_ids)
-    assert sorted(i.split(":")[0] for i in again.elements()) == [
-        "HistoryAppended",
-        "StagingArchived",
-    ]
+    assert pipeline.event_ids() == ids
 
 
 def test_empty_staging_is_checked_deleted_not_archived(pipeline):
@@ -132,9 +128,12 @@ def test_baseline_is_not_promoted_over_an_existing_latest(pipeline):
     pipeline.stage([staff(1, 0)])
     pipeline.deliver()
     before = pipeline.get(latest_key("staff"))
+    objects = pipeline.all_object_versions()
     pipeline.upload_baseline([staff(9, 0)])
     assert pipeline.deliver().failed == []
     assert pipeline.get(latest_key("staff")) == before
+    changed = set(pipeline.all_object_versions()) - set(objects)
+    assert [key for key, *_ in changed] == ["baseline/staff.json"]
     assert "BaselinePromoted" not in by_type(pipeline.events())
 
 
@@ -279,7 +278,9 @@ def test_real_aws_event_with_version_id_merges_that_version_and_replays_cleanly(
     # the same notification again, after its version was deleted: finish, change nothing
     assert merge_handler.handler(event, LambdaContext()) == {"batchItemFailures": []}
     assert pipeline.all_object_versions() == before
-    assert set(pipeline.event_ids()) == set(ids)
+    again = pipeline.event_ids() - ids
+    assert sorted(i.split(":")[0] for i in again) == ["HistoryAppended", "StagingArchived"]
+    assert set(again) <= set(ids)
 
 
 def test_an_unknown_gone_version_fails_the_record_with_a_clear_error(pipeline, caplog):
