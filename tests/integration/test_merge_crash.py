@@ -41,13 +41,17 @@ STAGED = [
 ]
 
 
-def run(crash_at=None, after=False):
-    """Baseline, then one staging file merged (crashing at its Nth write), then redelivery."""
+BAD = b'[{"staff_id": 1, "first_name": "no other columns"}]'
+SCENARIOS = {"merge": STAGED, "empty": b"[]", "rejected": BAD}
+
+
+def run(staged=STAGED, crash_at=None, after=False):
+    """Baseline, then one staging file applied (crashing at its Nth write), then redelivery."""
     with mock_aws():
         pipeline = Pipeline("staff")
         pipeline.upload_baseline(BASELINE)
         assert pipeline.deliver().failed == []
-        put = pipeline.stage(STAGED)
+        put = pipeline.stage(staged)
         batch = batch_id(put["VersionId"], put["ETag"])
         staged = pipeline.s3.head_object(
             Bucket=BUCKET, Key="staging/staff.json", VersionId=put["VersionId"]
@@ -81,7 +85,10 @@ def state(pipeline, batch, names):
         "history": history,
         "history_objects": len(pipeline.keys("history/")),
         "archives": [pipeline.get(key) for key in pipeline.archives()],
-        "quarantine": pipeline.quarantined(),
+        "quarantine": {
+            norm(key): norm(pipeline.get(key).decode()) for key in pipeline.quarantined()
+        },
+        "dead_letters": len(set(pipeline.dlq_bodies())),  # the one message, maybe sent twice
         "staging": pipeline.staging_versions(),
         "event_ids": {
             norm(e["detail"]["event_id"]) for e in events if e["detail"]["batch"] == batch
@@ -99,11 +106,11 @@ def uninterrupted():
     with pytest.MonkeyPatch.context() as patch:
         for name, value in AWS_ENV.items():
             patch.setenv(name, value)
-        return run()
+        return {name: run(staged) for name, staged in SCENARIOS.items()}
 
 
 def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted):
-    crashed, writes, expected = uninterrupted
+    crashed, writes, expected = uninterrupted["merge"]
     assert not crashed
     assert [w.split(" ")[0] for w in writes] == [
         "put",  # pending marker
@@ -127,16 +134,37 @@ def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted):
     }
 
 
+def test_the_uninterrupted_empty_and_rejected_runs(aws_env, uninterrupted):
+    _, writes, empty = uninterrupted["empty"]
+    assert [w.split(" ")[0] for w in writes] == ["put", "put", "delete", "publish", "delete"]
+    assert empty["archives"] == []
+    assert not empty["history"]
+    assert empty["event_ids"] == {"StagingEmpty:staff:<batch>"}
+    _, writes, rejected = uninterrupted["rejected"]
+    assert len(writes) == 6  # pending, copy, report, manifest, staging version, publish
+    assert len(rejected["quarantine"]) == 2
+    assert rejected["dead_letters"] == 1
+    assert rejected["event_ids"] == {"StagingRejected:staff:<batch>"}
+    assert rejected["latest"] == empty["latest"]
+
+
+CRASHES = [
+    (scenario, crash_at)
+    for scenario, steps in (("merge", 9), ("empty", 5), ("rejected", 6))
+    for crash_at in range(1, steps + 1)
+]
+
+
 @pytest.mark.parametrize("after", [False, True], ids=["before-write", "after-write"])
-@pytest.mark.parametrize("crash_at", range(1, 10))
+@pytest.mark.parametrize(("scenario", "crash_at"), CRASHES)
 def test_crash_then_redelivery_matches_the_uninterrupted_run(
-    aws_env, uninterrupted, crash_at, after
+    aws_env, uninterrupted, scenario, crash_at, after
 ):
-    _, writes, expected = uninterrupted
-    crashed, _, got = run(crash_at=crash_at, after=after)
+    _, writes, expected = uninterrupted[scenario]
+    crashed, _, got = run(SCENARIOS[scenario], crash_at=crash_at, after=after)
     assert crashed, f"no crash at write {crash_at}: {writes}"
     assert got == expected, f"crash {'after' if after else 'before'} {writes[crash_at - 1]}"
-    assert max(got["history"].values()) == 1
+    assert max(got["history"].values(), default=1) == 1
     merge_handler.use_service(None)
 
 
