@@ -145,23 +145,23 @@ class BucketStore:
 
     def versions(self, key: str) -> list[ObjectVersion]:
         """Every version of exactly `key` (not of keys it is a prefix of), newest first."""
-        found: list[ObjectVersion] = []
+        return list(self.iter_versions(key))
+
+    def iter_versions(self, key: str) -> Iterator[ObjectVersion]:
+        """Like `versions`, page by page, so a caller that stops early lists no more."""
         paginator = self.client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
             for version in page.get("Versions", []):
                 if version["Key"] != key:
                     continue
-                found.append(
-                    ObjectVersion(
-                        key=key,
-                        version_id=version["VersionId"],
-                        etag=version["ETag"],
-                        last_modified=version["LastModified"],
-                        is_latest=version["IsLatest"],
-                        size=version["Size"],
-                    )
+                yield ObjectVersion(
+                    key=key,
+                    version_id=version["VersionId"],
+                    etag=version["ETag"],
+                    last_modified=version["LastModified"],
+                    is_latest=version["IsLatest"],
+                    size=version["Size"],
                 )
-        return found
 
     def delete_version(self, key: str, version_id: str) -> None:
         """Delete exactly one version; never a bare delete (that would add a delete marker)."""

@@ -355,7 +355,7 @@ class MergeService:
             return False
         if latest.metadata.get(BATCH_METADATA) == source.batch:
             return True
-        for version in self.store.versions(latest.key):
+        for version in self.store.iter_versions(latest.key):
             if version.last_modified < source.last_modified:
                 break
             if version.version_id == latest.version_id:
