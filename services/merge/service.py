@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
 
@@ -68,6 +68,10 @@ class WrongTargetError(ValueError):
 
 class MergeConflictError(Exception):
     """latest kept changing under this merge past the retry budget; SQS will redeliver."""
+
+
+class BatchBusyError(Exception):
+    """Another invocation started this batch moments ago (a duplicate notification)."""
 
 
 class BatchGoneError(Exception):
@@ -198,16 +202,40 @@ class MergeService:
         source = self._locate(ref, area)
         if source is None:
             return self._finish_gone(ref, area)
-        manifest = self._read_manifest(source.etag, source.batch)
+        found = self.store.get_if_exists(manifest_key(self.spec.name, source.etag, source.batch))
+        manifest = None if found is None else BatchManifest.model_validate_json(found.data)
         if manifest is None and area is Area.STAGING:
-            # Marks the batch as in progress until its events are out, so a notification
-            # without a versionId (moto) can still find it after its version is deleted.
-            self.store.put(pending_key(self.spec.name, source.etag, source.batch), b"")
+            self._claim(source)
+        elif found is not None and manifest and manifest.status is ManifestStatus.PREPARED:
+            self._check_lease(found.key, found.last_modified)
         if manifest is None or manifest.status is ManifestStatus.PREPARED:
             manifest = self._apply(source, ref.message_body, prepared=manifest)
         if manifest is not None:
             self._finish(manifest, source.data)
         return manifest
+
+    def _claim(self, source: SourceVersion) -> None:
+        """Start a batch: a marker created only once, which also says "in progress" until the
+        events are out, so a notification without a versionId (moto) can still find the batch
+        after its version is deleted."""
+        marker = pending_key(self.spec.name, source.etag, source.batch)
+        try:
+            self.store.put(marker, b"", create_only=True)
+        except PreconditionFailedError:
+            found = self.store.get_if_exists(marker)
+            if found is not None:
+                self._check_lease(marker, found.last_modified)
+
+    def _check_lease(self, key: str, started: datetime) -> None:
+        """Leave a batch another invocation started recently to it (the record is retried
+        later, when it will be done); take it over once that one must have timed out."""
+        age = (datetime.now(UTC) - started).total_seconds()
+        if age < self.settings.lease_seconds:
+            raise BatchBusyError(
+                f"{key} was written {age:.0f}s ago: another invocation is on this batch; "
+                "retrying later"
+            )
+        logger.warning("taking over a batch left unfinished", extra={"key": key, "age": age})
 
     def _check_target(self, ref: ObjectRef) -> Area:
         if ref.bucket != self.settings.bucket_name:

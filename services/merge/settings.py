@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.naming import MERGE_FUNCTION_TIMEOUT_SECONDS
 from shared.tables import TABLES, UnknownTableError
 
 
@@ -19,6 +20,9 @@ class MergeSettings(BaseModel):
     dlq_url: str = Field(min_length=1)
     # Optimistic-concurrency retries of one record before it fails and SQS redelivers it.
     conflict_retries: int = 5
+    # How long a batch that another invocation has started is left to it (a live twin from a
+    # duplicate notification) before this one takes over (the other crashed).
+    lease_seconds: float = MERGE_FUNCTION_TIMEOUT_SECONDS
 
     @field_validator("table_name")
     @classmethod

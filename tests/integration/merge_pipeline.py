@@ -97,7 +97,8 @@ class FaultyPublisher(EventPublisher):
 
 
 class Pipeline:
-    def __init__(self, table="staff"):
+    def __init__(self, table="staff", lease_seconds=None):
+        """`lease_seconds=0` lets a redelivery take over a crashed batch at once."""
         self.table = table
         self.spec = TABLES[table]
         self.s3 = boto3.client("s3", region_name=REGION)
@@ -143,6 +144,8 @@ class Pipeline:
         self.settings = MergeSettings(
             bucket_name=BUCKET, table_name=table, event_bus_name=self.bus, dlq_url=self.dlq_url
         )
+        if lease_seconds is not None:
+            self.settings = self.settings.model_copy(update={"lease_seconds": lease_seconds})
         self.captured = []
         self.use(merge_handler.build_service(self.settings))
 
@@ -192,6 +195,20 @@ class Pipeline:
     def receive_records(self):
         """Received messages that are S3 notifications (not S3's test event)."""
         return [m for m in self.receive() if "Records" in json.loads(m["Body"])]
+
+    def ref(self, message):
+        """The ObjectRef a message names, for calling a service directly (not via Lambda)."""
+        from services.merge.notifications import parse_body
+        from services.merge.service import ObjectRef
+
+        (record,) = parse_body(message["Body"]).Records  # type: ignore[union-attr]
+        return ObjectRef(
+            bucket=record.bucket,
+            key=record.object_key,
+            version_id=record.s3.object.versionId,
+            etag=record.s3.object.eTag,
+            message_body=message["Body"],
+        )
 
     def lambda_event(self, messages):
         arn = self._arn(self.queue_url)

@@ -8,12 +8,13 @@ import pytest
 from moto import mock_aws
 
 from services.merge import handler as merge_handler
+from services.merge.service import BatchBusyError
 from shared.layout import batch_id, object_stamp
 from shared.rows import row_json
 from shared.schemas import Staff
 from shared.tables import TABLES
 from tests.integration.conftest import AWS_ENV
-from tests.integration.merge_pipeline import BUCKET, Pipeline
+from tests.integration.merge_pipeline import BUCKET, FaultyStore, Pipeline
 
 T0 = datetime(2024, 11, 14, 9, 0, 0)
 
@@ -48,7 +49,7 @@ SCENARIOS = {"merge": STAGED, "empty": b"[]", "rejected": BAD}
 def run(staged=STAGED, crash_at=None, after=False):
     """Baseline, then one staging file applied (crashing at its Nth write), then redelivery."""
     with mock_aws():
-        pipeline = Pipeline("staff")
+        pipeline = Pipeline("staff", lease_seconds=0)
         pipeline.upload_baseline(BASELINE)
         assert pipeline.deliver().failed == []
         put = pipeline.stage(staged)
@@ -170,7 +171,7 @@ def test_crash_then_redelivery_matches_the_uninterrupted_run(
 
 def test_crash_after_the_commit_then_another_batch_then_redelivery(aws):
     """The commit is found in an older version of latest, so the batch is not merged again."""
-    pipeline = Pipeline("staff")
+    pipeline = Pipeline("staff", lease_seconds=0)
     pipeline.upload_baseline(BASELINE)
     pipeline.deliver()
     pipeline.stage(STAGED)
@@ -193,3 +194,36 @@ def test_crash_after_the_commit_then_another_batch_then_redelivery(aws):
         by_batch.values()
     )
     assert pipeline.staging_versions() == []
+
+
+def test_a_duplicate_notification_during_a_merge_backs_off_then_only_finishes(aws):
+    """Two copies of one notification at once: the second leaves the batch to the first."""
+    pipeline = Pipeline("staff")  # the production lease
+    pipeline.upload_baseline(BASELINE)
+    pipeline.deliver()
+    pipeline.stage(STAGED)
+    (message,) = pipeline.receive_records()
+    pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=message["Body"])
+    (duplicate,) = pipeline.receive_records()
+    twin_errors: list[BatchBusyError] = []
+
+    class Slow(FaultyStore):
+        def put(self, key, data, **kwargs):
+            if key == "latest/staff.json" and not twin_errors:
+                # the duplicate arrives while the first is about to commit
+                with pytest.raises(BatchBusyError) as busy:
+                    healthy.process(pipeline.ref(duplicate))
+                twin_errors.append(busy.value)
+            return super().put(key, data, **kwargs)
+
+    healthy = pipeline.faulty_service()
+    first = pipeline.faulty_service()
+    first.store = Slow(BUCKET)
+    assert pipeline.invoke_with(first, [message]).failed == []
+    assert "another invocation is on this batch" in str(twin_errors[0])
+    assert healthy.store.writes == []  # the twin wrote nothing
+
+    assert pipeline.invoke_with(healthy, [duplicate]).failed == []  # retried later
+    assert healthy.store.writes == []  # already done: nothing to redo
+    assert max(pipeline.history_texts().values()) == 1
+    assert len(pipeline.history_texts()) == 4
