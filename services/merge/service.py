@@ -305,7 +305,9 @@ class MergeService:
         table_latest = latest_key(spec.name)
         for attempt in range(self.settings.conflict_retries + 1):
             latest = self.store.get_if_exists(table_latest)
-            if self._committed(source, latest):
+            # With no plan written before, no earlier attempt can have committed: a plan
+            # always precedes the commit. So only search versions when there was one.
+            if self._committed(source, latest, search=prepared is not None or attempt > 0):
                 return self._mark_committed(source)
             if latest is not None and source.area is Area.BASELINE:
                 logger.info(
@@ -373,7 +375,9 @@ class MergeService:
             raise FileFormatError(key, f"latest has invalid rows: {report.problems[0]}")
         return report.rows
 
-    def _committed(self, source: SourceVersion, latest: StoredObject | None) -> bool:
+    def _committed(
+        self, source: SourceVersion, latest: StoredObject | None, *, search: bool = True
+    ) -> bool:
         """Did some earlier attempt replace latest with this batch (the commit point)?
 
         Only versions of latest written after the source object can hold it, so the search
@@ -383,6 +387,8 @@ class MergeService:
             return False
         if latest.metadata.get(BATCH_METADATA) == source.batch:
             return True
+        if not search:
+            return False
         for version in self.store.iter_versions(latest.key):
             if version.last_modified < source.last_modified:
                 break
