@@ -91,6 +91,19 @@ class BucketStore:
         except ObjectMissingError:
             return None
 
+    def metadata(self, key: str, version_id: str | None = None) -> dict[str, str]:
+        """The user metadata of an object (or of one version of it), without its body."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            response = self.client.head_object(**kwargs)
+        except ClientError as exc:
+            if _code(exc) in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}:
+                raise ObjectMissingError(f"s3://{self.bucket}/{key} ({version_id})") from None
+            raise
+        return dict(response.get("Metadata", {}))
+
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
@@ -132,27 +145,31 @@ class BucketStore:
 
     def versions(self, key: str) -> list[ObjectVersion]:
         """Every version of exactly `key` (not of keys it is a prefix of), newest first."""
-        found: list[ObjectVersion] = []
+        return list(self.iter_versions(key))
+
+    def iter_versions(self, key: str) -> Iterator[ObjectVersion]:
+        """Like `versions`, page by page, so a caller that stops early lists no more."""
         paginator = self.client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
             for version in page.get("Versions", []):
                 if version["Key"] != key:
                     continue
-                found.append(
-                    ObjectVersion(
-                        key=key,
-                        version_id=version["VersionId"],
-                        etag=version["ETag"],
-                        last_modified=version["LastModified"],
-                        is_latest=version["IsLatest"],
-                        size=version["Size"],
-                    )
+                yield ObjectVersion(
+                    key=key,
+                    version_id=version["VersionId"],
+                    etag=version["ETag"],
+                    last_modified=version["LastModified"],
+                    is_latest=version["IsLatest"],
+                    size=version["Size"],
                 )
-        return found
 
     def delete_version(self, key: str, version_id: str) -> None:
         """Delete exactly one version; never a bare delete (that would add a delete marker)."""
         self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+
+    def delete(self, key: str) -> None:
+        """Remove a key from view (a delete marker in a versioned bucket; versions are kept)."""
+        self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def keys(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -1,0 +1,86 @@
+"""The merge Lambda: an SQS batch of S3 notifications in, a partial batch response out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from services.merge.notifications import S3TestEvent, parse_body
+from services.merge.observability import logger, metrics
+from services.merge.service import MergeService, ObjectRef
+from services.merge.settings import MergeSettings
+from shared.events import EventPublisher
+from shared.queues import MessageQueue
+from shared.storage import BucketStore
+
+processor = BatchProcessor(event_type=EventType.SQS, model=SqsRecordModel)
+_service: MergeService | None = None
+
+
+def build_service(settings: MergeSettings | None = None) -> MergeService:
+    """The service with real adapters; each creates its boto3 client on first use."""
+    settings = settings or MergeSettings.from_env()
+    metrics.set_default_dimensions(table=settings.table_name)
+    return MergeService(
+        settings=settings,
+        store=BucketStore(settings.bucket_name),
+        publisher=EventPublisher(settings.event_bus_name),
+        dead_letters=MessageQueue(settings.dlq_url),
+    )
+
+
+def get_service() -> MergeService:
+    global _service
+    if _service is None:
+        _service = build_service()
+    return _service
+
+
+def use_service(service: MergeService | None) -> None:
+    """Tests inject a service (e.g. with a faulty store); None goes back to the default."""
+    global _service
+    _service = service
+
+
+def record_handler(record: SqsRecordModel) -> None:
+    text = str(record.body)
+    body = parse_body(text)
+    if isinstance(body, S3TestEvent):
+        logger.info("ignored S3 test event", extra={"event": body.Event})
+        metrics.add_metric("TestEventsIgnored", MetricUnit.Count, 1)
+        return
+    service = get_service()
+    for s3_record in body.Records:
+        ref = ObjectRef(
+            bucket=s3_record.bucket,
+            key=s3_record.object_key,
+            version_id=s3_record.s3.object.versionId,
+            etag=s3_record.s3.object.eTag,
+            message_body=text,
+        )
+        try:
+            service.process(ref)
+        except Exception:
+            # the record fails (SQS redelivers it); say which object and why
+            logger.exception(
+                "merge failed; the message will be retried",
+                extra={"key": ref.key, "version": ref.version_id, "etag": ref.etag},
+            )
+            raise
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    response = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+    return dict(response)

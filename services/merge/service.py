@@ -1,0 +1,723 @@
+"""Applies one object version (a staging or baseline file of one table): the ordered steps.
+
+Steps, each safe to repeat: write the batch manifest (the plan), write history, replace latest
+with a conditional write that records the batch in latest's metadata (the commit point), mark
+the manifest committed, archive the staging bytes, delete exactly that staging version, emit
+events. A redelivered message reads the manifest and finds the commit (in the manifest, or in
+a version of latest written since the staging object was) and only finishes what is left.
+Everything is named from the batch id and the staging object's own stamp, never the clock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import partial
+
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, ConfigDict
+
+from services.merge.logic import (
+    MergeResult,
+    dump_history,
+    keys_needing_history,
+    load_history,
+    merge,
+)
+from services.merge.observability import logger, metrics
+from services.merge.settings import MergeSettings
+from shared.events import (
+    BaselinePromoted,
+    EventDetail,
+    EventPublisher,
+    HistoryAppended,
+    MergeCounts,
+    StagingArchived,
+    StagingEmpty,
+    StagingRejected,
+    keys_listed,
+)
+from shared.layout import (
+    Area,
+    archive_key,
+    batch_id,
+    history_key,
+    history_prefix,
+    latest_key,
+    object_stamp,
+    parse_trigger_key,
+    quarantine_key,
+    quarantine_report_key,
+    state_key,
+)
+from shared.queues import MessageQueue
+from shared.rows import FileFormatError, RowProblem, dump_rows, load_rows
+from shared.schemas import RowModel
+from shared.storage import BucketStore, ObjectMissingError, PreconditionFailedError, StoredObject
+from shared.tables import TableSpec, get_table
+
+# The user metadata on latest naming the batch that wrote it: the commit point.
+BATCH_METADATA = "merge-batch"
+
+
+class WrongTargetError(ValueError):
+    """A notification for another bucket or table than this function's, or not a trigger key."""
+
+
+class MergeConflictError(Exception):
+    """latest kept changing under this merge past the retry budget; SQS will redeliver."""
+
+
+class BatchBusyError(Exception):
+    """Another invocation started this batch moments ago (a duplicate notification)."""
+
+
+class BatchGoneError(Exception):
+    """The named object version no longer exists and no manifest says it was processed."""
+
+
+class ManifestStatus(StrEnum):
+    PREPARED = "prepared"  # planned; latest may or may not have been replaced yet
+    COMMITTED = "committed"  # latest and history hold the batch
+    EMPTY = "empty"  # checked and found empty
+    QUARANTINED = "quarantined"  # rejected, copied to quarantine
+
+
+class BatchManifest(BaseModel):
+    """What one batch did, under `_state/merge/<table>/<etag>/<batch>.json`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str
+    batch: str
+    area: Area
+    source_key: str
+    source_version: str | None
+    etag: str
+    stamp: str
+    source_last_modified: datetime
+    status: ManifestStatus
+    rows: int = 0
+    counts: MergeCounts = MergeCounts()
+    keys_written: list[int] = []
+    latest_changed: bool = False
+    history_key: str | None = None
+    archive_key: str | None = None
+    quarantine_key: str | None = None
+    report_key: str | None = None
+    reason: str | None = None
+    problems: int = 0
+    from_quarantine: bool = False
+
+
+class QuarantineReport(BaseModel):
+    """Why a staging file was rejected, row by row."""
+
+    table: str
+    batch: str
+    source_key: str
+    source_version: str | None
+    quarantine_key: str
+    reason: str
+    problems: list[RowProblem]
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One object version a notification names, and the message that named it."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str | None
+    message_body: str
+
+
+@dataclass(frozen=True)
+class SourceVersion:
+    """The exact staging or baseline version being applied, and its bytes."""
+
+    area: Area
+    key: str
+    version_id: str | None
+    etag: str
+    batch: str
+    stamp: str
+    last_modified: datetime
+    data: bytes
+
+
+def manifest_prefix(table: str, etag: str) -> str:
+    return state_key("merge", table, etag) + "/"
+
+
+def manifest_key(table: str, etag: str, batch: str) -> str:
+    return f"{manifest_prefix(table, etag)}{batch}.json"
+
+
+def pending_prefix(table: str, etag: str) -> str:
+    return state_key("merge", table, "pending", etag) + "/"
+
+
+def pending_key(table: str, etag: str, batch: str) -> str:
+    return f"{pending_prefix(table, etag)}{batch}"
+
+
+def _bare_etag(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+class MergeService:
+    """Applies the versions named by notifications to one table of one bucket."""
+
+    def __init__(
+        self,
+        settings: MergeSettings,
+        store: BucketStore,
+        publisher: EventPublisher,
+        dead_letters: MessageQueue,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.publisher = publisher
+        self.dead_letters = dead_letters
+
+    @property
+    def spec(self) -> TableSpec:
+        return get_table(self.settings.table_name)
+
+    # ---- entry point -------------------------------------------------------------------
+
+    def process(self, ref: ObjectRef) -> BatchManifest | None:
+        started = time.monotonic()
+        try:
+            return self._process(ref)
+        finally:
+            metrics.add_metric("MergeDuration", MetricUnit.Milliseconds, _ms_since(started))
+
+    def _process(self, ref: ObjectRef) -> BatchManifest | None:
+        area = self._check_target(ref)
+        source = self._locate(ref, area)
+        if source is None:
+            return self._finish_gone(ref, area)
+        found = self.store.get_if_exists(manifest_key(self.spec.name, source.etag, source.batch))
+        manifest = None if found is None else BatchManifest.model_validate_json(found.data)
+        if manifest is None and area is Area.STAGING:
+            self._claim(source)
+        elif found is not None and manifest and manifest.status is ManifestStatus.PREPARED:
+            self._check_lease(found.key, found.last_modified)
+        if manifest is None or manifest.status is ManifestStatus.PREPARED:
+            manifest = self._apply(source, ref.message_body, prepared=manifest)
+        if manifest is not None:
+            self._finish(manifest, source.data)
+        return manifest
+
+    def _claim(self, source: SourceVersion) -> None:
+        """Start a batch: a marker created only once, which also says "in progress" until the
+        events are out, so a notification without a versionId (moto) can still find the batch
+        after its version is deleted."""
+        marker = pending_key(self.spec.name, source.etag, source.batch)
+        try:
+            self.store.put(marker, b"", create_only=True)
+        except PreconditionFailedError:
+            found = self.store.get_if_exists(marker)
+            if found is not None:
+                self._check_lease(marker, found.last_modified)
+
+    def _check_lease(self, key: str, started: datetime) -> None:
+        """Leave a batch another invocation started recently to it (the record is retried
+        later, when it will be done); take it over once that one must have timed out."""
+        age = (datetime.now(UTC) - started).total_seconds()
+        if age < self.settings.lease_seconds:
+            raise BatchBusyError(
+                f"{key} was written {age:.0f}s ago: another invocation is on this batch; "
+                "retrying later"
+            )
+        logger.warning("taking over a batch left unfinished", extra={"key": key, "age": age})
+
+    def _check_target(self, ref: ObjectRef) -> Area:
+        if ref.bucket != self.settings.bucket_name:
+            raise WrongTargetError(
+                f"notification for bucket {ref.bucket!r}, this function merges "
+                f"{self.settings.bucket_name!r}"
+            )
+        try:
+            trigger = parse_trigger_key(ref.key)
+        except ValueError as exc:
+            raise WrongTargetError(str(exc)) from None
+        if trigger.table.name != self.settings.table_name:
+            raise WrongTargetError(
+                f"key {ref.key!r} is for table {trigger.table.name!r}, "
+                f"this function merges {self.settings.table_name!r}"
+            )
+        return trigger.area
+
+    def _locate(self, ref: ObjectRef, area: Area) -> SourceVersion | None:
+        """The exact version the event names; None when it is gone (already processed)."""
+        version_id = ref.version_id
+        if version_id is None:
+            # moto's events carry no versionId: find the version by its ETag. Of several
+            # versions with one content, take the oldest still there: each is one batch.
+            etag = _bare_etag(ref.etag)
+            if not etag:
+                raise WrongTargetError(
+                    f"notification for {ref.key!r} has neither versionId nor eTag"
+                )
+            matching = [v for v in self.store.versions(ref.key) if _bare_etag(v.etag) == etag]
+            if not matching:
+                return None
+            version_id = matching[-1].version_id
+        try:
+            found = self.store.get(ref.key, version_id)
+        except ObjectMissingError:
+            return None
+        return _source_version(area, found)
+
+    # ---- applying a batch --------------------------------------------------------------
+
+    def _apply(
+        self,
+        source: SourceVersion,
+        message_body: str | None,
+        *,
+        prepared: BatchManifest | None,
+        from_quarantine: bool = False,
+    ) -> BatchManifest | None:
+        """Validate and merge; returns the manifest (None: a baseline that was not promoted)."""
+        spec = self.spec
+        try:
+            report = load_rows(spec, source.data, source.key)
+            problems, reason = report.problems, f"{len(report.problems)} row problem(s)"
+        except FileFormatError as exc:
+            report, problems, reason = None, [], str(exc)
+        if report is None or problems:
+            if message_body is None:
+                raise RuntimeError(f"{source.key}: a re-validated file failed again: {reason}")
+            return self._quarantine(source, message_body, reason, problems)
+        if not report.rows and source.area is Area.STAGING:
+            manifest = self._new_manifest(source, ManifestStatus.EMPTY)
+            self._write_manifest(manifest)
+            logger.info("checked and found empty", extra=self._log_fields(source))
+            return manifest
+
+        table_latest = latest_key(spec.name)
+        for attempt in range(self.settings.conflict_retries + 1):
+            latest = self.store.get_if_exists(table_latest)
+            # With no plan written before, no earlier attempt can have committed: a plan
+            # always precedes the commit. So only search versions when there was one.
+            if self._committed(source, latest, search=prepared is not None or attempt > 0):
+                return self._mark_committed(source)
+            if latest is not None and source.area is Area.BASELINE:
+                logger.info(
+                    "latest exists: baseline not promoted, nothing changed",
+                    extra=self._log_fields(source),
+                )
+                return None
+            result = self._merge(source, report.rows, latest)
+            manifest = self._manifest_of(source, result, len(report.rows), from_quarantine)
+            if not result.changes_anything:
+                self._drop_orphan_history(prepared)
+                manifest = manifest.model_copy(update={"status": ManifestStatus.COMMITTED})
+                self._write_manifest(manifest)
+                self._count(manifest)
+                return manifest
+            self._write_manifest(manifest)
+            if result.history and manifest.history_key:
+                self.store.put(manifest.history_key, dump_history(spec, result.history))
+            else:
+                self._drop_orphan_history(prepared)
+            prepared = manifest
+            try:
+                self.store.put(
+                    table_latest,
+                    dump_rows(spec, result.latest),
+                    if_match=None if latest is None else latest.etag,
+                    create_only=latest is None,
+                    metadata={BATCH_METADATA: source.batch},
+                )
+            except PreconditionFailedError:
+                logger.warning(
+                    "latest changed while merging: re-reading and merging again",
+                    extra={**self._log_fields(source), "attempt": attempt + 1},
+                )
+                continue
+            self._log_merged(source, manifest, result)
+            committed = manifest.model_copy(update={"status": ManifestStatus.COMMITTED})
+            self._write_manifest(committed)
+            self._count(committed)
+            return committed
+        raise MergeConflictError(
+            f"{source.key} batch {source.batch}: latest kept changing, "
+            f"{self.settings.conflict_retries + 1} attempts"
+        )
+
+    def _merge(
+        self, source: SourceVersion, staged: list[RowModel], latest: StoredObject | None
+    ) -> MergeResult:
+        spec = self.spec
+        current = [] if latest is None else self._read_rows(latest.data, latest.key)
+        needed = keys_needing_history(spec, current, staged)
+        known: list[RowModel] = []
+        if needed:
+            own = history_key(spec.name, source.stamp, source.batch)
+            for key in self.store.keys(history_prefix(spec.name)):
+                if key == own:  # this batch's own (uncommitted) history is being rewritten
+                    continue
+                rows = load_history(spec, self.store.get(key).data, key)
+                known.extend(h.row for h in rows if getattr(h.row, spec.primary_key) in needed)
+        return merge(spec, current, staged, source.batch, known)
+
+    def _read_rows(self, data: bytes, key: str) -> list[RowModel]:
+        report = load_rows(self.spec, data, key)
+        if report.problems:  # ours: a bad latest is a bug to stop at, never to overwrite
+            raise FileFormatError(key, f"latest has invalid rows: {report.problems[0]}")
+        return report.rows
+
+    def _committed(
+        self, source: SourceVersion, latest: StoredObject | None, *, search: bool = True
+    ) -> bool:
+        """Did some earlier attempt replace latest with this batch (the commit point)?
+
+        Only versions of latest written after the source object can hold it, so the search
+        stops there; usually latest itself answers.
+        """
+        if latest is None:
+            return False
+        if latest.metadata.get(BATCH_METADATA) == source.batch:
+            return True
+        if not search:
+            return False
+        for version in self.store.iter_versions(latest.key):
+            if version.last_modified < source.last_modified:
+                break
+            if version.version_id == latest.version_id:
+                continue
+            try:
+                meta = self.store.metadata(latest.key, version.version_id)
+            except ObjectMissingError:
+                continue
+            if meta.get(BATCH_METADATA) == source.batch:
+                return True
+        return False
+
+    def _mark_committed(self, source: SourceVersion) -> BatchManifest:
+        prepared = self._read_manifest(source.etag, source.batch)
+        if prepared is None:
+            raise RuntimeError(f"latest names batch {source.batch} but it has no manifest")
+        logger.info("batch already applied to latest", extra=self._log_fields(source))
+        if prepared.status is ManifestStatus.COMMITTED:
+            return prepared
+        committed = prepared.model_copy(update={"status": ManifestStatus.COMMITTED})
+        self._write_manifest(committed)
+        return committed
+
+    def _drop_orphan_history(self, prepared: BatchManifest | None) -> None:
+        """An uncommitted attempt's history object must not outlive a plan without history."""
+        if (
+            prepared is not None
+            and prepared.history_key
+            and self.store.exists(prepared.history_key)
+        ):
+            self.store.delete(prepared.history_key)
+
+    # ---- bad input ---------------------------------------------------------------------
+
+    def _quarantine(
+        self, source: SourceVersion, message_body: str, reason: str, problems: list[RowProblem]
+    ) -> BatchManifest:
+        table = self.spec.name
+        copy_key = quarantine_key(table, source.stamp, source.batch)
+        report_key = quarantine_report_key(table, source.stamp, source.batch)
+        if not self.store.exists(copy_key):
+            self.store.put(copy_key, source.data, content_type="application/octet-stream")
+        report = QuarantineReport(
+            table=table,
+            batch=source.batch,
+            source_key=source.key,
+            source_version=source.version_id,
+            quarantine_key=copy_key,
+            reason=reason,
+            problems=problems,
+        )
+        if not self.store.exists(report_key):
+            self.store.put(report_key, report.model_dump_json(indent=2).encode())
+        # A deterministic error: straight to the DLQ (which pauses ingest), no retries.
+        self.dead_letters.send(message_body)
+        manifest = self._new_manifest(source, ManifestStatus.QUARANTINED).model_copy(
+            update={
+                "quarantine_key": copy_key,
+                "report_key": report_key,
+                "reason": reason,
+                "problems": len(problems),
+            }
+        )
+        self._write_manifest(manifest)
+        logger.error(
+            "rejected: quarantined with a report, message sent to the DLQ",
+            extra={**self._log_fields(source), "reason": reason, "problems": len(problems)},
+        )
+        for problem in problems[:20]:
+            logger.debug("row problem", extra={"problem": str(problem)})
+        metrics.add_metric("RejectedRows", MetricUnit.Count, max(len(problems), 1))
+        return manifest
+
+    # ---- after the commit --------------------------------------------------------------
+
+    def _finish(self, manifest: BatchManifest, data: bytes | None) -> None:
+        """Archive, delete the staging version, emit events: each skipped when already done."""
+        fields = self._manifest_log_fields(manifest)
+        if manifest.status is ManifestStatus.PREPARED:
+            raise RuntimeError(f"batch {manifest.batch} is not committed")
+        if manifest.status is ManifestStatus.COMMITTED and manifest.archive_key:
+            if not self.store.exists(manifest.archive_key):
+                if data is None:
+                    raise BatchGoneError(f"{manifest.source_key}: no bytes left to archive")
+                self.store.put(manifest.archive_key, data)
+                logger.info("archived", extra={**fields, "archive_key": manifest.archive_key})
+            if manifest.from_quarantine:
+                table, stamp, batch = manifest.table, manifest.stamp, manifest.batch
+                for key in (
+                    quarantine_key(table, stamp, batch),
+                    quarantine_report_key(table, stamp, batch),
+                ):
+                    if self.store.exists(key):
+                        self.store.delete(key)
+                        logger.info("left quarantine", extra={**fields, "quarantine_key": key})
+        version = manifest.source_version
+        if (
+            manifest.area is Area.STAGING
+            and version
+            and self._version_exists(manifest.source_key, version)
+        ):  # never a bare delete: only this version, so a newer upload stays visible
+            self.store.delete_version(manifest.source_key, version)
+            logger.info("deleted the staging version", extra=fields)
+        self.publisher.publish(self._events(manifest))
+        pending = pending_key(manifest.table, manifest.etag, manifest.batch)
+        # a quarantined batch stays pending: a redrive comes back for it
+        if manifest.status is not ManifestStatus.QUARANTINED and self.store.exists(pending):
+            self.store.delete(pending)
+
+    def _version_exists(self, key: str, version_id: str) -> bool:
+        return any(v.version_id == version_id for v in self.store.versions(key))
+
+    def _finish_gone(self, ref: ObjectRef, area: Area) -> BatchManifest | None:
+        """The named version is gone: the batch was processed; finish what is left."""
+        table = self.spec.name
+        etag = _bare_etag(ref.etag)
+        if ref.version_id:
+            found = self._read_manifest(etag, batch_id(ref.version_id, etag))
+            manifests = [found] if found else []
+        else:
+            # No versionId (moto): the batches of this content still in progress, if any.
+            batches = [
+                key.rsplit("/", 1)[1] for key in self.store.keys(pending_prefix(table, etag))
+            ]
+            manifests = [m for m in map(partial(self._read_manifest, etag), batches) if m]
+            if not manifests:
+                logger.info(
+                    "already processed: no version with this eTag is left",
+                    extra={"table": table, "key": ref.key, "etag": etag},
+                )
+                return None
+        if not manifests:
+            raise BatchGoneError(
+                f"{ref.key} version {ref.version_id or 'with eTag ' + etag} is gone and no "
+                "manifest records it: nothing to merge"
+            )
+        last = None
+        for manifest in manifests:
+            last = self._resume(manifest)
+        return last
+
+    def _resume(self, manifest: BatchManifest) -> BatchManifest | None:
+        if manifest.status is ManifestStatus.QUARANTINED or (
+            manifest.status is ManifestStatus.PREPARED and manifest.from_quarantine
+        ):
+            return self._revalidate(manifest)
+        if manifest.status is ManifestStatus.PREPARED:
+            raise BatchGoneError(
+                f"{manifest.source_key} batch {manifest.batch}: planned, but its version is gone"
+            )
+        self._finish(manifest, None)
+        return manifest
+
+    def _revalidate(self, manifest: BatchManifest) -> BatchManifest | None:
+        """A redriven message whose file sits in quarantine: validate the copy again."""
+        copy_key = manifest.quarantine_key or quarantine_key(
+            manifest.table, manifest.stamp, manifest.batch
+        )
+        try:
+            data = self.store.get(copy_key).data
+        except ObjectMissingError:
+            logger.warning("quarantined copy is gone; nothing to do", extra={"key": copy_key})
+            return manifest
+        source = SourceVersion(
+            area=manifest.area,
+            key=manifest.source_key,
+            version_id=manifest.source_version,
+            etag=manifest.etag,
+            batch=manifest.batch,
+            stamp=manifest.stamp,
+            last_modified=manifest.source_last_modified,
+            data=data,
+        )
+        try:
+            report = load_rows(self.spec, data, manifest.source_key)
+            still_bad = bool(report.problems)
+        except FileFormatError:
+            still_bad = True
+        if still_bad and manifest.status is ManifestStatus.QUARANTINED:
+            logger.warning("still rejected: stays in quarantine", extra=self._log_fields(source))
+            self.publisher.publish(self._events(manifest))
+            return manifest
+        prepared = manifest if manifest.status is ManifestStatus.PREPARED else None
+        result = self._apply(source, None, prepared=prepared, from_quarantine=True)
+        if result is not None:
+            self._finish(result, data)
+        return result
+
+    # ---- manifests, events, logs -------------------------------------------------------
+
+    def _read_manifest(self, etag: str, batch: str) -> BatchManifest | None:
+        found = self.store.get_if_exists(manifest_key(self.spec.name, etag, batch))
+        return None if found is None else BatchManifest.model_validate_json(found.data)
+
+    def _write_manifest(self, manifest: BatchManifest) -> None:
+        key = manifest_key(manifest.table, manifest.etag, manifest.batch)
+        self.store.put(key, manifest.model_dump_json(indent=1).encode())
+
+    def _new_manifest(self, source: SourceVersion, status: ManifestStatus) -> BatchManifest:
+        return BatchManifest(
+            table=self.spec.name,
+            batch=source.batch,
+            area=source.area,
+            source_key=source.key,
+            source_version=source.version_id,
+            etag=source.etag,
+            stamp=source.stamp,
+            source_last_modified=source.last_modified,
+            status=status,
+        )
+
+    def _manifest_of(
+        self, source: SourceVersion, result: MergeResult, rows: int, from_quarantine: bool
+    ) -> BatchManifest:
+        table = self.spec.name
+        return self._new_manifest(source, ManifestStatus.PREPARED).model_copy(
+            update={
+                "rows": rows,
+                "counts": MergeCounts(
+                    inserted=len(result.inserted),
+                    updated=len(result.updated),
+                    unchanged=len(result.unchanged),
+                    late=len(result.late),
+                    history_rows=len(result.history),
+                ),
+                "keys_written": result.keys_written,
+                "latest_changed": result.latest_changed,
+                "history_key": (
+                    history_key(table, source.stamp, source.batch) if result.history else None
+                ),
+                "archive_key": (
+                    archive_key(table, source.stamp, source.batch)
+                    if source.area is Area.STAGING
+                    else None
+                ),
+                "from_quarantine": from_quarantine,
+            }
+        )
+
+    def _events(self, manifest: BatchManifest) -> list[EventDetail]:
+        common = {
+            "table": manifest.table,
+            "batch": manifest.batch,
+            "source_key": manifest.source_key,
+            "source_version": manifest.source_version,
+        }
+        if manifest.status is ManifestStatus.EMPTY:
+            return [StagingEmpty.for_batch(**common)]
+        if manifest.status is ManifestStatus.QUARANTINED:
+            return [
+                StagingRejected.for_batch(
+                    **common,
+                    quarantine_key=manifest.quarantine_key,
+                    report_key=manifest.report_key,
+                    problems=manifest.problems,
+                    reason=manifest.reason or "",
+                )
+            ]
+        if manifest.area is Area.BASELINE:
+            return [
+                BaselinePromoted.for_batch(
+                    **common, latest_key=latest_key(manifest.table), rows=manifest.rows
+                )
+            ]
+        keys, truncated = keys_listed(manifest.keys_written)
+        return [
+            HistoryAppended.for_batch(
+                **common,
+                latest_key=latest_key(manifest.table),
+                history_key=manifest.history_key,
+                keys_written=keys,
+                keys_truncated=truncated,
+                counts=manifest.counts,
+            ),
+            StagingArchived.for_batch(
+                **common, archive_key=manifest.archive_key, rows=manifest.rows
+            ),
+        ]
+
+    def _count(self, manifest: BatchManifest) -> None:
+        counts = manifest.counts
+        for name, value in (
+            ("InsertedRows", counts.inserted),
+            ("UpdatedRows", counts.updated),
+            ("UnchangedRows", counts.unchanged),
+            ("LateRows", counts.late),
+            ("HistoryRows", counts.history_rows),
+        ):
+            metrics.add_metric(name, MetricUnit.Count, value)
+
+    def _log_fields(self, source: SourceVersion) -> dict[str, object]:
+        return {
+            "table": self.spec.name,
+            "batch": source.batch,
+            "key": source.key,
+            "version": source.version_id,
+        }
+
+    def _manifest_log_fields(self, manifest: BatchManifest) -> dict[str, object]:
+        return {"table": manifest.table, "batch": manifest.batch, "key": manifest.source_key}
+
+    def _log_merged(
+        self, source: SourceVersion, manifest: BatchManifest, result: MergeResult
+    ) -> None:
+        fields = {**self._log_fields(source), **manifest.counts.model_dump()}
+        if result.latest_changed:
+            verb = "promoted baseline to latest" if source.area is Area.BASELINE else None
+            logger.info(verb or "appended to latest", extra=fields)
+        if result.history:
+            logger.info("moved to history", extra={**fields, "history_key": manifest.history_key})
+        logger.debug(
+            "rows written",
+            extra={"inserted": result.inserted, "updated": result.updated, "late": result.late},
+        )
+
+
+def _source_version(area: Area, found: StoredObject) -> SourceVersion:
+    return SourceVersion(
+        area=area,
+        key=found.key,
+        version_id=found.version_id,
+        etag=_bare_etag(found.etag),
+        batch=batch_id(found.version_id, found.etag),
+        stamp=object_stamp(found.last_modified),
+        last_modified=found.last_modified,
+        data=found.data,
+    )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 3)

@@ -1,0 +1,33 @@
+import pytest
+from moto import mock_aws
+
+from services.merge import handler as merge_handler
+from tests.integration.merge_pipeline import REGION, Pipeline
+
+AWS_ENV = {
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """Credentials and region for moto; each test enters `mock_aws` itself."""
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    yield
+    merge_handler.use_service(None)
+
+
+@pytest.fixture
+def aws(aws_env):
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def pipeline(aws):
+    return Pipeline("staff")

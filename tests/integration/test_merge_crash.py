@@ -1,0 +1,229 @@
+"""A crash at any step boundary, then redelivery, ends exactly where an uninterrupted run does."""
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+from moto import mock_aws
+
+from services.merge import handler as merge_handler
+from services.merge.service import BatchBusyError
+from shared.layout import batch_id, object_stamp
+from shared.rows import row_json
+from shared.schemas import Staff
+from shared.tables import TABLES
+from tests.integration.conftest import AWS_ENV
+from tests.integration.merge_pipeline import BUCKET, FaultyStore, Pipeline
+
+T0 = datetime(2024, 11, 14, 9, 0, 0)
+
+
+def staff(key, minutes, name="Jeremie"):
+    return Staff(
+        staff_id=key,
+        first_name=name,
+        last_name="Franey",
+        department_id=2,
+        email_address=f"s{key}@terrifictotes.com",
+        created_at=T0 - timedelta(days=1),
+        last_updated=T0 + timedelta(minutes=minutes),
+    )
+
+
+BASELINE = [staff(1, 0), staff(2, 0), staff(3, 0)]
+# an update, a silent edit, a late row, an insert with an older in-file version
+STAGED = [
+    staff(1, 20, name="Jo"),
+    staff(2, 0, name="Edited"),
+    staff(3, -10, name="Older"),
+    staff(4, 5),
+    staff(4, 1, name="First"),
+]
+
+
+BAD = b'[{"staff_id": 1, "first_name": "no other columns"}]'
+SCENARIOS = {"merge": STAGED, "empty": b"[]", "rejected": BAD}
+
+
+def run(staged=STAGED, crash_at=None, after=False):
+    """Baseline, then one staging file applied (crashing at its Nth write), then redelivery."""
+    with mock_aws():
+        pipeline = Pipeline("staff", lease_seconds=0)
+        pipeline.upload_baseline(BASELINE)
+        assert pipeline.deliver().failed == []
+        put = pipeline.stage(staged)
+        batch = batch_id(put["VersionId"], put["ETag"])
+        staged = pipeline.s3.head_object(
+            Bucket=BUCKET, Key="staging/staff.json", VersionId=put["VersionId"]
+        )
+        names = {
+            batch: "<batch>",
+            put["VersionId"]: "<version>",
+            object_stamp(staged["LastModified"]): "<stamp>",
+        }
+        faulty = pipeline.faulty_service(crash_at=crash_at, after=after)
+        first = pipeline.invoke_with(faulty, pipeline.receive_records())
+        crashed = bool(first.failed)
+        assert pipeline.deliver(rounds=2).failed == []
+        return crashed, faulty.store.writes, state(pipeline, batch, names)
+
+
+def state(pipeline, batch, names):
+    """Everything observable, with this run's batch id, version and stamp made comparable."""
+
+    def norm(text):
+        for name, placeholder in names.items():
+            text = text.replace(name, placeholder)
+        return text
+
+    history = Counter(
+        (row_json(pipeline.spec, h.row), h.superseded_at, norm(h.batch)) for h in pipeline.history()
+    )
+    events = pipeline.events()
+    return {
+        "latest": pipeline.get("latest/staff.json"),
+        "history": history,
+        "history_objects": len(pipeline.keys("history/")),
+        "archives": [pipeline.get(key) for key in pipeline.archives()],
+        "quarantine": {
+            norm(key): norm(pipeline.get(key).decode()) for key in pipeline.quarantined()
+        },
+        "dead_letters": len(set(pipeline.dlq_bodies())),  # the one message, maybe sent twice
+        "staging": pipeline.staging_versions(),
+        "event_ids": {
+            norm(e["detail"]["event_id"]) for e in events if e["detail"]["batch"] == batch
+        },
+        "events": {
+            norm(json.dumps(e["detail"], sort_keys=True))
+            for e in events
+            if e["detail"]["batch"] == batch
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in AWS_ENV.items():
+            patch.setenv(name, value)
+        return {name: run(staged) for name, staged in SCENARIOS.items()}
+
+
+def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted):
+    crashed, writes, expected = uninterrupted["merge"]
+    assert not crashed
+    assert [w.split(" ")[0] for w in writes] == [
+        "put",  # pending marker
+        "put",  # manifest: the plan
+        "put",  # history
+        "put",  # latest (the commit point)
+        "put",  # manifest: committed
+        "put",  # archive
+        "delete",  # exactly the staging version
+        "publish",
+        "delete",  # pending marker
+    ]
+    assert set(expected["history"]) == {
+        (row_json(TABLES["staff"], r), at, "<batch>")
+        for r, at in [
+            (staff(1, 0), staff(1, 20).last_updated),
+            (staff(2, 0), staff(2, 0).last_updated),
+            (staff(3, -10, name="Older"), staff(3, 0).last_updated),
+            (staff(4, 1, name="First"), staff(4, 5).last_updated),
+        ]
+    }
+
+
+def test_the_uninterrupted_empty_and_rejected_runs(aws_env, uninterrupted):
+    _, writes, empty = uninterrupted["empty"]
+    assert [w.split(" ")[0] for w in writes] == ["put", "put", "delete", "publish", "delete"]
+    assert empty["archives"] == []
+    assert not empty["history"]
+    assert empty["event_ids"] == {"StagingEmpty:staff:<batch>"}
+    _, writes, rejected = uninterrupted["rejected"]
+    assert len(writes) == 6  # pending, copy, report, manifest, staging version, publish
+    assert len(rejected["quarantine"]) == 2
+    assert rejected["dead_letters"] == 1
+    assert rejected["event_ids"] == {"StagingRejected:staff:<batch>"}
+    assert rejected["latest"] == empty["latest"]
+
+
+CRASHES = [
+    (scenario, crash_at)
+    for scenario, steps in (("merge", 9), ("empty", 5), ("rejected", 6))
+    for crash_at in range(1, steps + 1)
+]
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-write", "after-write"])
+@pytest.mark.parametrize(("scenario", "crash_at"), CRASHES)
+def test_crash_then_redelivery_matches_the_uninterrupted_run(
+    aws_env, uninterrupted, scenario, crash_at, after
+):
+    _, writes, expected = uninterrupted[scenario]
+    crashed, _, got = run(SCENARIOS[scenario], crash_at=crash_at, after=after)
+    assert crashed, f"no crash at write {crash_at}: {writes}"
+    assert got == expected, f"crash {'after' if after else 'before'} {writes[crash_at - 1]}"
+    assert max(got["history"].values(), default=1) == 1
+    merge_handler.use_service(None)
+
+
+def test_crash_after_the_commit_then_another_batch_then_redelivery(aws):
+    """The commit is found in an older version of latest, so the batch is not merged again."""
+    pipeline = Pipeline("staff", lease_seconds=0)
+    pipeline.upload_baseline(BASELINE)
+    pipeline.deliver()
+    pipeline.stage(STAGED)
+    (first,) = pipeline.receive_records()
+    crashing = pipeline.faulty_service(crash_at=4, after=True)  # right after latest is written
+    assert pipeline.invoke_with(crashing, [first]).failed == [first["MessageId"]]
+    (redelivered,) = pipeline.receive_records()
+
+    pipeline.stage([staff(5, 30)])
+    assert pipeline.deliver().failed == []
+    assert pipeline.invoke([redelivered]).failed == []
+
+    history = pipeline.history_texts()
+    assert max(history.values()) == 1
+    assert len(history) == 4
+    appended = [e["detail"] for e in pipeline.events() if e["detail-type"] == "HistoryAppended"]
+    by_batch = {d["batch"]: d["counts"] for d in appended}
+    assert len(by_batch) == 2
+    assert {"inserted": 1, "updated": 2, "unchanged": 0, "late": 1, "history_rows": 4} in list(
+        by_batch.values()
+    )
+    assert pipeline.staging_versions() == []
+
+
+def test_a_duplicate_notification_during_a_merge_backs_off_then_only_finishes(aws):
+    """Two copies of one notification at once: the second leaves the batch to the first."""
+    pipeline = Pipeline("staff")  # the production lease
+    pipeline.upload_baseline(BASELINE)
+    pipeline.deliver()
+    pipeline.stage(STAGED)
+    (message,) = pipeline.receive_records()
+    pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=message["Body"])
+    (duplicate,) = pipeline.receive_records()
+    twin_errors: list[BatchBusyError] = []
+
+    class Slow(FaultyStore):
+        def put(self, key, data, **kwargs):
+            if key == "latest/staff.json" and not twin_errors:
+                # the duplicate arrives while the first is about to commit
+                with pytest.raises(BatchBusyError) as busy:
+                    healthy.process(pipeline.ref(duplicate))
+                twin_errors.append(busy.value)
+            return super().put(key, data, **kwargs)
+
+    healthy = pipeline.faulty_service()
+    first = pipeline.faulty_service()
+    first.store = Slow(BUCKET)
+    assert pipeline.invoke_with(first, [message]).failed == []
+    assert "another invocation is on this batch" in str(twin_errors[0])
+    assert healthy.store.writes == []  # the twin wrote nothing
+
+    assert pipeline.invoke_with(healthy, [duplicate]).failed == []  # retried later
+    assert healthy.store.writes == []  # already done: nothing to redo
+    assert max(pipeline.history_texts().values()) == 1
+    assert len(pipeline.history_texts()) == 4
