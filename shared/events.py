@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 from pydantic import BaseModel, ConfigDict
@@ -58,7 +58,7 @@ class BatchEvent(EventDetail):
     source_version: str | None
 
     @classmethod
-    def for_batch(cls, **fields: Any) -> Any:
+    def for_batch(cls, **fields: Any) -> Self:
         """Build the event with its id derived from table and batch."""
         return cls(event_id=event_id(cls.detail_type(), fields["table"], fields["batch"]), **fields)
 

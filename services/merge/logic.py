@@ -9,7 +9,7 @@ newest goes to latest, every other version goes to history exactly once.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -192,7 +192,3 @@ def load_history(spec: TableSpec, data: bytes, source: str) -> list[HistoryRow]:
         HistoryRow(row, parse_timestamp(superseded_at), str(batch))
         for row, (superseded_at, batch) in zip(report.rows, audits, strict=True)
     ]
-
-
-def distinct_versions(spec: TableSpec, rows: Collection[RowModel]) -> set[str]:
-    return {row_json(spec, row) for row in rows}

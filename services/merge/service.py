@@ -470,21 +470,21 @@ class MergeService:
         fields = self._manifest_log_fields(manifest)
         if manifest.status is ManifestStatus.PREPARED:
             raise RuntimeError(f"batch {manifest.batch} is not committed")
-        if manifest.status is ManifestStatus.COMMITTED and manifest.archive_key:
-            if not self.store.exists(manifest.archive_key):
-                if data is None:
-                    raise BatchGoneError(f"{manifest.source_key}: no bytes left to archive")
-                self.store.put(manifest.archive_key, data)
-                logger.info("archived", extra={**fields, "archive_key": manifest.archive_key})
-            if manifest.from_quarantine:
-                table, stamp, batch = manifest.table, manifest.stamp, manifest.batch
-                for key in (
-                    quarantine_key(table, stamp, batch),
-                    quarantine_report_key(table, stamp, batch),
-                ):
-                    if self.store.exists(key):
-                        self.store.delete(key)
-                        logger.info("left quarantine", extra={**fields, "quarantine_key": key})
+        archive = manifest.archive_key if manifest.status is ManifestStatus.COMMITTED else None
+        if archive and not self.store.exists(archive):
+            if data is None:
+                raise BatchGoneError(f"{manifest.source_key}: no bytes left to archive")
+            self.store.put(archive, data)
+            logger.info("archived", extra={**fields, "archive_key": archive})
+        if manifest.status is ManifestStatus.COMMITTED and manifest.from_quarantine:
+            table, stamp, batch = manifest.table, manifest.stamp, manifest.batch
+            for key in (
+                quarantine_key(table, stamp, batch),
+                quarantine_report_key(table, stamp, batch),
+            ):
+                if self.store.exists(key):
+                    self.store.delete(key)
+                    logger.info("left quarantine", extra={**fields, "quarantine_key": key})
         version = manifest.source_version
         if (
             manifest.area is Area.STAGING

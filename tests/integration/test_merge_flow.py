@@ -91,13 +91,25 @@ def test_a_notification_without_version_id_for_a_finished_batch_changes_nothing(
 
 
 def test_empty_staging_is_checked_deleted_not_archived(pipeline):
-    for data in (b"", b"  \n", b"[]"):
+    for data in (b"", b"  \n", b"[]", b"[]"):  # the last two share an ETag
         pipeline.stage(data)
     assert pipeline.deliver().failed == []
     assert pipeline.staging_versions() == []
     assert pipeline.archives() == []
     assert pipeline.keys("latest/") == []
-    assert [e["detail-type"] for e in pipeline.events()] == ["StagingEmpty"] * 3
+    events = pipeline.events()
+    assert [e["detail-type"] for e in events] == ["StagingEmpty"] * 4
+    assert len({e["detail"]["event_id"] for e in events}) == 4
+
+
+def test_one_bad_record_fails_alone_in_a_partial_batch_response(pipeline):
+    pipeline.stage([staff(1, 0)])
+    (good,) = pipeline.receive_records()
+    wrong = dict(good, MessageId="wrong-table", Body=good["Body"].replace("staff.json", "x.json"))
+    event = pipeline.lambda_event([wrong, good])
+    response = merge_handler.handler(event, LambdaContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "wrong-table"}]}
+    assert pipeline.latest_texts() == texts([staff(1, 0)])
 
 
 def test_two_versions_staged_before_either_merge_are_both_applied(pipeline):
