@@ -90,16 +90,12 @@ def ingest_now(
 ) -> None:
     """Run one ingest now: every registry table into baseline/ or staging/ of the bucket."""
     import os
+    from contextlib import nullcontext
 
+    from ops.local.runtime import aws_environment, endpoint_environment
     from services.ingest.app import run_with_settings
     from services.ingest.settings import IngestSettings, SettingsError
 
-    if endpoint_url:
-        # boto3 reads AWS_ENDPOINT_URL itself; moto's server takes any credentials.
-        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     overrides = {"SOURCE_URL": source, "BUCKET_NAME": bucket}
     environ = {**os.environ, **{k: v for k, v in overrides.items() if v}}
     try:
@@ -107,7 +103,10 @@ def ingest_now(
     except SettingsError as exc:
         err_console.print(str(exc))
         raise typer.Exit(2) from None
-    report = run_with_settings(settings)
+    # boto3 reads AWS_ENDPOINT_URL itself; moto's server takes any credentials.
+    pointed = aws_environment(endpoint_environment(endpoint_url)) if endpoint_url else nullcontext()
+    with pointed:
+        report = run_with_settings(settings)
     if report.paused:
         console.print(f"paused, nothing read: {report.paused}", highlight=False)
         raise typer.Exit(0)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -47,6 +48,31 @@ def _check_port(host: str, port: int) -> None:
             raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+@contextlib.contextmanager
+def aws_environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Point this process's boto3 somewhere else for a while, then leave it as it was."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def endpoint_environment(endpoint_url: str, region: str = DEFAULT_REGION) -> dict[str, str]:
+    """What boto3 needs to reach a local endpoint: its URL, a region, dummy credentials."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        **LOCAL_CREDENTIALS,
+    }
+
+
 class LocalRuntime:
     """Start with `start()` (or `with`): endpoint up, resources created, dispatcher running.
 
@@ -82,7 +108,7 @@ class LocalRuntime:
         self.config = config or DispatcherConfig(log_dir=log_dir)
         self.verbose = verbose
         self._server: ThreadedMotoServer | None = None
-        self._saved_env: dict[str, str | None] = {}
+        self._environment = contextlib.ExitStack()
         self.dispatcher: Dispatcher | None = None
         self.deployment: Deployment | None = None
 
@@ -91,12 +117,7 @@ class LocalRuntime:
         return f"http://{self.host}:{self.port}"
 
     def environment(self) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_REGION": self.region,
-            **LOCAL_CREDENTIALS,
-        }
+        return endpoint_environment(self.endpoint_url, self.region)
 
     def start(self) -> LocalRuntime:
         for path in self.handlers.values():  # a missing handler: fail before anything starts
@@ -113,9 +134,7 @@ class LocalRuntime:
                 urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
                 timeout=10,
             ).close()
-            environment = self.environment()
-            self._saved_env = {name: os.environ.get(name) for name in environment}
-            os.environ.update(environment)
+            self._environment.enter_context(aws_environment(self.environment()))
             clients = Clients.create(self.endpoint_url, self.region)
             self.deployment = create_resources(
                 clients,
@@ -145,12 +164,7 @@ class LocalRuntime:
         if self._server is not None:
             self._server.stop()
             self._server = None
-        for name, value in self._saved_env.items():  # leave this process as we found it
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        self._saved_env = {}
+        self._environment.close()  # leave this process as we found it
 
     def __enter__(self) -> LocalRuntime:
         return self.start()
