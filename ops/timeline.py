@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-AUDIT_COLUMNS = ("_superseded_at", "_batch")
+from shared.history import AUDIT_COLUMNS
 
 
 @dataclass(frozen=True)

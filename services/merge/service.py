@@ -19,13 +19,7 @@ from functools import partial
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
-from services.merge.logic import (
-    MergeResult,
-    dump_history,
-    keys_needing_history,
-    load_history,
-    merge,
-)
+from services.merge.logic import MergeResult, keys_needing_history, merge
 from services.merge.observability import logger, metrics
 from services.merge.settings import MergeSettings
 from shared.events import (
@@ -39,6 +33,7 @@ from shared.events import (
     StagingRejected,
     keys_listed,
 )
+from shared.history import dump_history, load_history
 from shared.layout import (
     Area,
     archive_key,

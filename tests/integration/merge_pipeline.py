@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import boto3
 
 from services.merge import handler as merge_handler
-from services.merge.logic import load_history
 from services.merge.service import MergeService
 from services.merge.settings import MergeSettings
 from shared.events import EventPublisher
+from shared.history import load_history
 from shared.layout import (
     archive_prefix,
     baseline_key,

@@ -6,14 +6,8 @@ from datetime import datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.merge.logic import (
-    HistoryRow,
-    dump_history,
-    keys_needing_history,
-    load_history,
-    merge,
-    primary_key,
-)
+from services.merge.logic import keys_needing_history, merge, primary_key
+from shared.history import HistoryRow, dump_history, load_history
 from shared.rows import row_json
 from shared.schemas import RowModel, Staff
 from shared.tables import TABLES
