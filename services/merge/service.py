@@ -304,12 +304,9 @@ class MergeService:
             # always precedes the commit. So only search versions when there was one.
             if self._committed(source, latest, search=prepared is not None or attempt > 0):
                 return self._mark_committed(source)
-            if latest is not None and source.area is Area.BASELINE:
-                logger.info(
-                    "latest exists: baseline not promoted, nothing changed",
-                    extra=self._log_fields(source),
-                )
-                return None
+            # A baseline that arrives after latest exists (its first delivery failed, or it
+            # was re-taken) is merged by the same rules as staging: newer rows win, the
+            # others go to history. Ignoring it would lose the versions only it holds.
             result = self._merge(source, report.rows, latest)
             manifest = self._manifest_of(source, result, len(report.rows), from_quarantine)
             if not result.changes_anything:
@@ -643,13 +640,26 @@ class MergeService:
                     reason=manifest.reason or "",
                 )
             ]
+        keys, truncated = keys_listed(manifest.keys_written)
         if manifest.area is Area.BASELINE:
-            return [
+            promoted: list[EventDetail] = [
                 BaselinePromoted.for_batch(
                     **common, latest_key=latest_key(manifest.table), rows=manifest.rows
                 )
             ]
-        keys, truncated = keys_listed(manifest.keys_written)
+            if not manifest.history_key:
+                return promoted
+            return [
+                *promoted,
+                HistoryAppended.for_batch(
+                    **common,
+                    latest_key=latest_key(manifest.table),
+                    history_key=manifest.history_key,
+                    keys_written=keys,
+                    keys_truncated=truncated,
+                    counts=manifest.counts,
+                ),
+            ]
         return [
             HistoryAppended.for_batch(
                 **common,
@@ -691,7 +701,7 @@ class MergeService:
     ) -> None:
         fields = {**self._log_fields(source), **manifest.counts.model_dump()}
         if result.latest_changed:
-            verb = "promoted baseline to latest" if source.area is Area.BASELINE else None
+            verb = "merged baseline into latest" if source.area is Area.BASELINE else None
             logger.info(verb or "appended to latest", extra=fields)
         if result.history:
             logger.info("moved to history", extra={**fields, "history_key": manifest.history_key})

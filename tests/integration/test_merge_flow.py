@@ -136,17 +136,15 @@ def test_a_redelivered_message_after_the_key_was_overwritten_applies_its_own_ver
     assert list(pipeline.history_texts()) == texts([staff(1, 0)])
 
 
-def test_baseline_is_not_promoted_over_an_existing_latest(pipeline):
-    pipeline.stage([staff(1, 0)])
+def test_a_baseline_after_latest_exists_merges_by_the_same_rules(pipeline):
+    pipeline.stage([staff(1, 30, name="Newer")])
     pipeline.deliver()
-    before = pipeline.get(latest_key("staff"))
-    objects = pipeline.all_object_versions()
-    pipeline.upload_baseline([staff(9, 0)])
+    pipeline.upload_baseline([staff(1, 0), staff(9, 0)])
     assert pipeline.deliver().failed == []
-    assert pipeline.get(latest_key("staff")) == before
-    changed = set(pipeline.all_object_versions()) - set(objects)
-    assert [key for key, *_ in changed] == ["baseline/staff.json"]
-    assert "BaselinePromoted" not in by_type(pipeline.events())
+    # key 9 only the baseline had: inserted; key 1's older baseline version: history
+    assert pipeline.latest_texts() == texts([staff(1, 30, name="Newer"), staff(9, 0)])
+    assert list(pipeline.history_texts()) == texts([staff(1, 0)])
+    assert {"BaselinePromoted", "HistoryAppended"} <= set(by_type(pipeline.events()))
 
 
 def test_s3_test_event_is_acknowledged(pipeline):
