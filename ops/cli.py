@@ -149,8 +149,19 @@ def local_up(
     pause_handler: Annotated[
         str, typer.Option(help="module:function of the pause Lambda.", hidden=True)
     ] = DEFAULT_HANDLERS["pause"],
+    source: Annotated[
+        str | None,
+        typer.Option(help="Source database (postgresql://USER:PASS@HOST:PORT/DB) to ingest."),
+    ] = None,
+    ingest_every: Annotated[
+        float, typer.Option(help="Seconds between ingest runs (the schedule's rate).")
+    ] = 1200.0,
 ) -> None:
-    """Start the local AWS endpoint, create the resources and run the dispatcher until Ctrl-C."""
+    """Start the local AWS endpoint, create the resources and run the dispatcher until Ctrl-C.
+
+    With --source, the ingest schedule runs too: the first ingest at once, then every
+    --ingest-every seconds while the schedule rule is enabled.
+    """
     from ops.local.cli_support import run_up
 
     raise typer.Exit(
@@ -162,7 +173,9 @@ def local_up(
             visibility_timeout=visibility_timeout,
             log_dir=log_dir,
             verbose=verbose,
-            handlers={"merge": merge_handler, "pause": pause_handler},
+            handlers={**DEFAULT_HANDLERS, "merge": merge_handler, "pause": pause_handler},
+            source=source,
+            ingest_every=ingest_every,
         )
     )
 

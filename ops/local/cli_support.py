@@ -34,6 +34,8 @@ def run_up(
     log_dir: Path,
     verbose: bool,
     handlers: Mapping[str, str],
+    source: str | None = None,
+    ingest_every: float = 1200.0,
 ) -> int:
     # Stop cleanly on Ctrl-C and when a supervisor terminates us (SIGINT explicitly too: a
     # shell's background job starts with SIGINT ignored).
@@ -46,7 +48,10 @@ def run_up(
         bucket=bucket,
         tables=tables,
         config=DispatcherConfig(
-            visibility_timeout=visibility_timeout, log_dir=None if verbose else log_dir
+            visibility_timeout=visibility_timeout,
+            log_dir=None if verbose else log_dir,
+            ingest_source=source,
+            ingest_every_seconds=ingest_every,
         ),
         verbose=verbose,
         handlers=handlers,

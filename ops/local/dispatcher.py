@@ -38,6 +38,7 @@ from ops.local.resources import LOCAL_ACCOUNT, Clients, Deployment, QueueRef, Ta
 from shared import naming
 
 PAUSE_FUNCTION_TIMEOUT_SECONDS = 60.0
+INGEST_FUNCTION_TIMEOUT_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class DispatcherConfig:
     batch_size: int = naming.MERGE_BATCH_SIZE
     alarm_poll_seconds: float = 1.0
     log_dir: Path | None = None  # function stdout/stderr; None leaves them on the console
+    # The source database of the ingest function (a postgresql:// URL); None: no ingest runs.
+    ingest_source: str | None = None
+    ingest_every_seconds: float = 20 * 60.0  # the schedule rule's rate; shorter for trials
+    ingest_overlap_seconds: int = 300
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,14 @@ class BusEvent:
 
 
 @dataclass(frozen=True)
+class IngestRun:
+    """The schedule rule fired (or was skipped, being disabled) and the ingest function ran."""
+
+    rule_state: str
+    result: InvokeResult | None
+
+
+@dataclass(frozen=True)
 class DispatcherError:
     """A poller's AWS call failed; it carries on after a second."""
 
@@ -88,11 +101,11 @@ class DispatcherError:
     error: str
 
 
-Outcome = Invocation | AlarmChange | BusEvent | DispatcherError
+Outcome = Invocation | AlarmChange | BusEvent | IngestRun | DispatcherError
 
 
 def function_environment(
-    deployment: Deployment, endpoint_url: str, table: TableResources | None
+    deployment: Deployment, endpoint_url: str, table: TableResources | None, service: str = "pause"
 ) -> dict[str, str]:
     """A function's environment: per table for the merge (TABLE_NAME, DLQ_URL), else shared."""
     env = {
@@ -106,7 +119,7 @@ def function_environment(
         "SCHEDULE_RULE_NAME": deployment.schedule_rule,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": deployment.prefix,
-        "POWERTOOLS_SERVICE_NAME": "pause" if table is None else "merge",
+        "POWERTOOLS_SERVICE_NAME": service if table is None else "merge",
     }
     if table is not None:
         env["TABLE_NAME"] = table.table
@@ -272,6 +285,13 @@ class Dispatcher:
             self._add_function(res.function_name, self.handlers["merge"], env)
         pause_env = function_environment(self.deployment, self.endpoint_url, None)
         self._add_function(self.pause_function_name, self.handlers["pause"], pause_env)
+        if self.config.ingest_source:
+            ingest_env = function_environment(
+                self.deployment, self.endpoint_url, None, service="ingest"
+            )
+            ingest_env["SOURCE_URL"] = self.config.ingest_source
+            ingest_env["OVERLAP_SECONDS"] = str(self.config.ingest_overlap_seconds)
+            self._add_function(self.ingest_function_name, self.handlers["ingest"], ingest_env)
         for function in self.functions.values():  # they start side by side; wait for all
             function.wait_ready()
         for res in self.deployment.tables.values():
@@ -279,10 +299,16 @@ class Dispatcher:
         self._spawn("dlq-alarms", self._watch_dlqs)
         for consumer, queue in self.deployment.consumers.items():
             self._spawn(f"consumer-{consumer}", self._drain_consumer, consumer, queue)
+        if self.config.ingest_source:
+            self._spawn("ingest-schedule", self._run_schedule)
 
     @property
     def pause_function_name(self) -> str:
         return f"{self.deployment.prefix}-pause"
+
+    @property
+    def ingest_function_name(self) -> str:
+        return naming.ingest_function_name(self.deployment.prefix)
 
     def stop(self) -> None:
         self._stop.set()
@@ -296,11 +322,10 @@ class Dispatcher:
         log_dir = self.config.log_dir
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
-        timeout = (
-            naming.MERGE_FUNCTION_TIMEOUT_SECONDS
-            if name != self.pause_function_name
-            else PAUSE_FUNCTION_TIMEOUT_SECONDS
-        )
+        timeout = {
+            self.pause_function_name: PAUSE_FUNCTION_TIMEOUT_SECONDS,
+            self.ingest_function_name: INGEST_FUNCTION_TIMEOUT_SECONDS,
+        }.get(name, naming.MERGE_FUNCTION_TIMEOUT_SECONDS)
         spec = FunctionSpec(name=name, handler=handler, environment=env, timeout_seconds=timeout)
         function = FunctionProcess(spec, log_dir / f"{name}.log" if log_dir else None)
         function.start()
@@ -410,3 +435,32 @@ class Dispatcher:
                 self.clients.sqs.delete_message(
                     QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"]
                 )
+
+    def _run_schedule(self) -> None:
+        # EventBridge fires an enabled rule at its rate: first at start, then every period. A
+        # disabled rule (ingest paused) fires nothing; the ingest also checks the pause itself.
+        while not self._stop.is_set():
+            state = self.clients.events.describe_rule(
+                Name=self.deployment.schedule_rule, EventBusName="default"
+            )["State"]
+            result = None
+            if state == "ENABLED":
+                event = scheduled_event(self.deployment.schedule_rule, self.deployment.region)
+                result = self.functions[self.ingest_function_name].invoke(event)
+            self._report(IngestRun(state, result))
+            self._stop.wait(self.config.ingest_every_seconds)
+
+
+def scheduled_event(rule_name: str, region: str) -> dict[str, Any]:
+    """What EventBridge sends a function on a schedule rule ("Scheduled Event")."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": LOCAL_ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [f"arn:aws:events:{region}:{LOCAL_ACCOUNT}:rule/{rule_name}"],
+        "detail": {},
+    }

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ops.local.dispatcher import AlarmChange, BusEvent, DispatcherError, Invocation, Outcome
+from ops.local.dispatcher import (
+    AlarmChange,
+    BusEvent,
+    DispatcherError,
+    IngestRun,
+    Invocation,
+    Outcome,
+)
 
 
 def outcome_lines(outcome: Outcome) -> list[str]:
@@ -15,6 +22,12 @@ def outcome_lines(outcome: Outcome) -> list[str]:
             f"receive={r.receive_count} {'ok' if r.ok else 'failed'}{error}"
             for r in outcome.records
         ]
+    if isinstance(outcome, IngestRun):
+        if outcome.result is None:
+            return [f"ingest rule={outcome.rule_state} skipped (ingest is paused)"]
+        if not outcome.result.ok:
+            return [f"ingest failed error={_last_line(outcome.result.error)}"]
+        return [f"ingest ok {_ingest_summary(outcome.result.response)}"]
     if isinstance(outcome, AlarmChange):
         line = (
             f"alarm table={outcome.table} name={outcome.alarm_name} state={outcome.state} "
@@ -38,3 +51,15 @@ def outcome_lines(outcome: Outcome) -> list[str]:
 def _last_line(text: str | None) -> str:
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
+
+
+def _ingest_summary(value: object) -> str:
+    """`table=action:rows` pairs from the ingest function's report."""
+    tables = value.get("tables", []) if isinstance(value, dict) else []
+    parts = [
+        f"{t.get('table')}={t.get('action')}:{t.get('rows_written')}"
+        for t in tables
+        if isinstance(t, dict)
+    ]
+    paused = value.get("paused") if isinstance(value, dict) else None
+    return f"paused={paused}" if paused else " ".join(parts)
