@@ -641,34 +641,22 @@ class MergeService:
                 )
             ]
         keys, truncated = keys_listed(manifest.keys_written)
+        appended = HistoryAppended.for_batch(
+            **common,
+            latest_key=latest_key(manifest.table),
+            history_key=manifest.history_key,
+            keys_written=keys,
+            keys_truncated=truncated,
+            counts=manifest.counts,
+        )
         if manifest.area is Area.BASELINE:
-            promoted: list[EventDetail] = [
-                BaselinePromoted.for_batch(
-                    **common, latest_key=latest_key(manifest.table), rows=manifest.rows
-                )
-            ]
-            if not manifest.history_key:
-                return promoted
-            return [
-                *promoted,
-                HistoryAppended.for_batch(
-                    **common,
-                    latest_key=latest_key(manifest.table),
-                    history_key=manifest.history_key,
-                    keys_written=keys,
-                    keys_truncated=truncated,
-                    counts=manifest.counts,
-                ),
-            ]
+            promoted = BaselinePromoted.for_batch(
+                **common, latest_key=latest_key(manifest.table), rows=manifest.rows
+            )
+            # a baseline merged into an existing latest may have superseded rows
+            return [promoted, appended] if manifest.history_key else [promoted]
         return [
-            HistoryAppended.for_batch(
-                **common,
-                latest_key=latest_key(manifest.table),
-                history_key=manifest.history_key,
-                keys_written=keys,
-                keys_truncated=truncated,
-                counts=manifest.counts,
-            ),
+            appended,
             StagingArchived.for_batch(
                 **common, archive_key=manifest.archive_key, rows=manifest.rows
             ),
