@@ -269,6 +269,25 @@ def insert_rows(
     return len(lines)
 
 
+def upsert_rows(
+    conn: pg8000.native.Connection, spec: TableSpec, rows: Iterable[Mapping[str, Any]]
+) -> int:
+    """Insert rows, or update them where their key exists: what the business does to a table."""
+    ident = pg8000.native.identifier
+    columns = spec.columns
+    updates = ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in columns[1:])
+    statement = (
+        f"INSERT INTO {ident(spec.name)} ({', '.join(ident(c) for c in columns)}) "
+        f"VALUES ({', '.join(f':p{i}' for i in range(len(columns)))}) "
+        f"ON CONFLICT ({ident(spec.primary_key)}) DO UPDATE SET {updates}"
+    )
+    count = 0
+    for row in rows:
+        conn.run(statement, **{f"p{i}": row[c] for i, c in enumerate(columns)})
+        count += 1
+    return count
+
+
 def load_snapshot(
     conn: pg8000.native.Connection, snapshot: Mapping[str, Iterable[Mapping[str, Any]]]
 ) -> dict[str, int]:
@@ -303,4 +322,5 @@ __all__ = [
     "insert_rows",
     "load_snapshot",
     "table_ddl",
+    "upsert_rows",
 ]

@@ -8,12 +8,13 @@ The merge and pause functions are the real ones, found by import path (`DEFAULT_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ops.local.dispatcher import AlarmChange, BusEvent, Invocation, Outcome
+from ops.local.dispatcher import AlarmChange, BusEvent, DispatcherConfig, Invocation, Outcome
 from ops.local.functions import (
     DEFAULT_HANDLERS,
     FunctionStartError,
@@ -31,6 +32,7 @@ from ops.local.functions import (
 from ops.local.report import outcome_lines
 from ops.local.runtime import LocalRuntime
 from ops.operations import Operator, ResumeRefusedError
+from ops.pg import LocalPostgres, PostgresUnavailableError, connect, create_schema, upsert_rows
 from ops.sample_data import Row, SampleDatabase
 from shared.layout import (
     archive_prefix,
@@ -90,8 +92,17 @@ def run_demo(console: Console, *, seed: int = 7) -> int:
         return 3
     started = time.monotonic()
     journal = _Journal(console)
-    with tempfile.TemporaryDirectory(prefix="ingest-demo-") as logs:
-        runtime = LocalRuntime(journal, log_dir=Path(logs))
+    db = SampleDatabase(seed)
+    with (
+        tempfile.TemporaryDirectory(prefix="ingest-demo-") as logs,
+        _start_source(console, db) as source,
+    ):
+        config = DispatcherConfig(
+            log_dir=Path(logs),
+            ingest_source=source.url if source else None,
+            ingest_every_seconds=None,  # the story fires the schedule itself, step by step
+        )
+        runtime = LocalRuntime(journal, config=config)
         console.rule("[bold]Local AWS")
         try:
             runtime.start()
@@ -105,7 +116,7 @@ def run_demo(console: Console, *, seed: int = 7) -> int:
             highlight=False,
         )
         try:
-            _story(console, runtime, journal, seed)
+            _story(console, runtime, journal, db, source)
         except DemoError as exc:
             console.print(f"[red]✗ {exc}[/]")
             console.print(f"function logs: {logs} (kept until the demo exits)")
@@ -116,22 +127,41 @@ def run_demo(console: Console, *, seed: int = 7) -> int:
     return 0
 
 
-def _story(console: Console, runtime: LocalRuntime, journal: _Journal, seed: int) -> None:
+def _story(
+    console: Console,
+    runtime: LocalRuntime,
+    journal: _Journal,
+    db: SampleDatabase,
+    source: _Source | None,
+) -> None:
     store = BucketStore(runtime.bucket)
     operator = Operator(runtime.bucket, prefix=runtime.prefix)
-    db = SampleDatabase(seed)
+    dispatcher = runtime.dispatcher
+    assert dispatcher is not None
+
+    def ingest(changes: dict[str, list[Row]], area: str) -> None:
+        """The ingest function reads PostgreSQL; without one, upload what it would write."""
+        if source is None:
+            key = baseline_key if area == "baseline" else staging_key
+            for table in TABLES:
+                _upload(store, key(table), table, changes[table])
+            return
+        source.apply(changes)
+        run = dispatcher.run_ingest_now()
+        if run.result is None or not run.result.ok:
+            error = run.result.error if run.result else f"schedule rule {run.rule_state}"
+            raise DemoError(f"the ingest function failed: {error}")
+        console.print(f"[green]✓[/] ingest function read PostgreSQL, wrote {area}/ files")
 
     console.rule("[bold]1. Baseline")
-    for table in TABLES:
-        _upload(store, baseline_key(table), table, db.rows(table))
+    ingest(db.snapshot(), "baseline")
     _wait(lambda: all(store.exists(latest_key(t)) for t in TABLES), "every baseline promoted")
     console.print(f"[green]✓[/] {len(TABLES)} baselines promoted to latest/")
 
     for cycle in range(1, 4):
         console.rule(f"[bold]2.{cycle} Ingest cycle {cycle} (+20 minutes)")
         changes = db.advance(minutes=20)
-        for table in TABLES:
-            _upload(store, staging_key(table), table, changes[table])
+        ingest(changes, "staging")
         _wait_staging_empty(store, list(TABLES))
         _cycle_table(console, changes, store)
 
@@ -153,10 +183,17 @@ def _story(console: Console, runtime: LocalRuntime, journal: _Journal, seed: int
     console.print(f"[green]✓[/] schedule rule {operator.schedule_rule}: {_rule_state(operator)}")
     if not quarantined:
         raise DemoError("the bad file is in no quarantine/ key")
+    if source is not None:
+        skipped = dispatcher.run_ingest_now()
+        if skipped.result is not None:
+            raise DemoError("the ingest ran although the schedule rule is disabled")
+        console.print("[green]✓[/] the schedule fires nothing while ingest is paused")
 
     console.rule("[bold]4. The operator fixes it, redrives, resumes")
     _upload(store, staging_key(BAD_TABLE), BAD_TABLE, [staff])
     db.tables[BAD_TABLE][staff["staff_id"]] = staff
+    if source is not None:  # the same correction in the source, so ingest agrees with it
+        source.apply({BAD_TABLE: [staff]})
     _wait(lambda: _latest_matches(store, db, BAD_TABLE), "the corrected staff row in latest")
     console.print("[green]✓[/] corrected staging/staff.json merged")
     for result in operator.redrive(operator.queue_pairs([BAD_TABLE])):
@@ -181,6 +218,10 @@ def _story(console: Console, runtime: LocalRuntime, journal: _Journal, seed: int
         )
         operator.resume(force=True)
     console.print(f"[green]✓[/] schedule rule {operator.schedule_rule}: {_rule_state(operator)}")
+    if source is not None:
+        ingest(db.advance(minutes=20), "staging")
+        _wait_staging_empty(store, list(TABLES))
+        console.print("[green]✓[/] the next scheduled ingest merged as usual")
 
     console.rule("[bold]5. Final state")
     _final_table(console, store, db)
@@ -194,6 +235,41 @@ def _story(console: Console, runtime: LocalRuntime, journal: _Journal, seed: int
     if mismatched:
         raise DemoError(f"latest differs from the database for {', '.join(mismatched)}")
     console.print("[green]✓[/] latest/ equals the source database, table by table")
+
+
+# -- the source database --------------------------------------------------------------------
+class _Source:
+    """The demo's PostgreSQL: loaded with the sample baseline, changed as the business would."""
+
+    def __init__(self, server: LocalPostgres) -> None:
+        self.server = server
+        self.url = server.url()
+        self.conn = connect(server.credentials())
+
+    def apply(self, changes: dict[str, list[Row]]) -> None:
+        for table, rows in changes.items():
+            upsert_rows(self.conn, get_table(table), rows)
+
+
+@contextlib.contextmanager
+def _start_source(console: Console, db: SampleDatabase) -> Iterator[_Source | None]:
+    """A PostgreSQL of our own where the binaries exist; else None (simulated uploads)."""
+    with tempfile.TemporaryDirectory(prefix="ingest-demo-pg-") as folder:
+        try:
+            server = LocalPostgres(Path(folder))
+            server.start()
+        except (PostgresUnavailableError, RuntimeError) as exc:
+            console.print(f"[yellow]![/] no PostgreSQL here ({exc}); uploading what ingest would")
+            yield None
+            return
+        try:
+            source = _Source(server)
+            create_schema(source.conn)
+            console.print(f"PostgreSQL at {server.url().rsplit('@', 1)[-1]}: the source database")
+            yield source
+            source.conn.close()
+        finally:
+            server.stop()
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -50,7 +50,9 @@ class DispatcherConfig:
     log_dir: Path | None = None  # function stdout/stderr; None leaves them on the console
     # The source database of the ingest function (a postgresql:// URL); None: no ingest runs.
     ingest_source: str | None = None
-    ingest_every_seconds: float = 20 * 60.0  # the schedule rule's rate; shorter for trials
+    # The schedule rule's rate; shorter for trials; None: the ingest runs only when asked
+    # (`Dispatcher.run_ingest_now`), as the demo does to tell its story step by step.
+    ingest_every_seconds: float | None = 20 * 60.0
     ingest_overlap_seconds: int = 300
 
 
@@ -299,8 +301,8 @@ class Dispatcher:
         self._spawn("dlq-alarms", self._watch_dlqs)
         for consumer, queue in self.deployment.consumers.items():
             self._spawn(f"consumer-{consumer}", self._drain_consumer, consumer, queue)
-        if self.config.ingest_source:
-            self._spawn("ingest-schedule", self._run_schedule)
+        if self.config.ingest_source and self.config.ingest_every_seconds is not None:
+            self._spawn("ingest-schedule", self._run_schedule, self.config.ingest_every_seconds)
 
     @property
     def pause_function_name(self) -> str:
@@ -436,19 +438,25 @@ class Dispatcher:
                     QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"]
                 )
 
-    def _run_schedule(self) -> None:
+    def run_ingest_now(self) -> IngestRun:
+        """Fire the schedule rule once, as EventBridge would: nothing when it is disabled."""
+        state = self.clients.events.describe_rule(
+            Name=self.deployment.schedule_rule, EventBusName="default"
+        )["State"]
+        result = None
+        if state == "ENABLED":
+            event = scheduled_event(self.deployment.schedule_rule, self.deployment.region)
+            result = self.functions[self.ingest_function_name].invoke(event)
+        run = IngestRun(state, result)
+        self._report(run)
+        return run
+
+    def _run_schedule(self, every_seconds: float) -> None:
         # EventBridge fires an enabled rule at its rate: first at start, then every period. A
         # disabled rule (ingest paused) fires nothing; the ingest also checks the pause itself.
         while not self._stop.is_set():
-            state = self.clients.events.describe_rule(
-                Name=self.deployment.schedule_rule, EventBusName="default"
-            )["State"]
-            result = None
-            if state == "ENABLED":
-                event = scheduled_event(self.deployment.schedule_rule, self.deployment.region)
-                result = self.functions[self.ingest_function_name].invoke(event)
-            self._report(IngestRun(state, result))
-            self._stop.wait(self.config.ingest_every_seconds)
+            self.run_ingest_now()
+            self._stop.wait(every_seconds)
 
 
 def scheduled_event(rule_name: str, region: str) -> dict[str, Any]:
