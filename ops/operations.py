@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import boto3
 from botocore.exceptions import ClientError
 
-from services.pause.adapters import BucketPauseState, BusPublisher, RuleSchedule
+from services.pause.adapters import BucketPauseState, RuleSchedule, pause_publisher
 from services.pause.logic import PauseOutcome, pause_ingest, resume_record
 from services.pause.models import PauseReason, PauseRecord
 from shared import naming
@@ -301,7 +301,7 @@ class Operator:
             ),
             state=BucketPauseState(self.store),
             schedule=RuleSchedule(self.schedule_rule, self.events),
-            publisher=BusPublisher(naming.event_bus_name(self.prefix), self.events),
+            publisher=pause_publisher(naming.event_bus_name(self.prefix), self.events),
             schedule_rule=self.schedule_rule,
         )
 
