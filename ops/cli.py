@@ -297,6 +297,7 @@ def pause(
 @app.command()
 def resume(
     force: Annotated[bool, typer.Option(help="Resume even while a DLQ holds messages.")] = False,
+    table: TablesOption = None,
     stack: StackOption = None,
     bucket: BucketOption = None,
     endpoint_url: EndpointOption = None,
@@ -304,10 +305,11 @@ def resume(
     region: RegionOption = None,
     prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
-    """Enable the ingest schedule again; refused while any DLQ holds messages unless --force."""
+    """Enable the ingest schedule again; refused while a DLQ (of --table, default all) holds
+    messages unless --force."""
     from ops.operations import ResumeRefusedError
 
-    with _operator(stack, bucket, endpoint_url, profile, region, prefix) as operator:
+    with _operator(stack, bucket, endpoint_url, profile, region, prefix, table) as operator:
         try:
             operator.resume(force=force)
         except ResumeRefusedError as exc:

@@ -46,7 +46,10 @@ def status(console: Console, report: StatusReport) -> None:
             str(t.history_rows),
         )
     wide = Console(
-        file=console.file, width=max(console.width, STATUS_WIDTH), color_system=console.color_system
+        file=console.file,
+        width=max(console.width, STATUS_WIDTH),
+        force_terminal=console.is_terminal,
+        no_color=console.no_color,
     )
     wide.print(table)
     for name, t in report.tables.items():
