@@ -264,7 +264,8 @@ def status(
     prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
     """Per table: latest, last merge, staging, DLQ, quarantine, history; and the pause.
-    Exit 3 when paused or a DLQ holds messages."""
+    Exit 3 when paused, a DLQ holds messages or a quarantined file is neither merged nor
+    dismissed."""
     from ops import render
     from ops.status import collect_status
 

@@ -4,7 +4,9 @@ dismiss: the bad file's corrected version has been staged (and merged), so the D
 the quarantined batch needs no redrive. Its message is deleted; the quarantined copy and its
 report stay as evidence; `_state/dismissed/<table>/<batch>.json` says who, when and why (status
 lists dismissed batches but no longer counts them). Only messages whose batch the merge's
-manifest records as quarantined are touched; every other message is put back untouched.
+manifest records as quarantined are touched; every other message is put back untouched. A
+quarantined batch whose message is already gone (a redrive of a still-bad file consumes it:
+the merge validates the copy again and leaves it in quarantine) is recorded the same way.
 
 replay: an archived file staged again, for recovery drills; the merge makes it a no-op unless
 latest lost its rows.
@@ -22,8 +24,14 @@ from pydantic import BaseModel, ConfigDict
 
 from ops.operations import Operator
 from services.merge.notifications import NotificationError, S3Notification, parse_body
-from services.merge.service import BatchManifest, ManifestStatus, manifest_key, manifest_prefix
-from shared.layout import archive_prefix, batch_id, staging_key, state_key
+from services.merge.service import (
+    BatchManifest,
+    ManifestStatus,
+    QuarantineReport,
+    manifest_key,
+    manifest_prefix,
+)
+from shared.layout import archive_prefix, batch_id, quarantine_prefix, staging_key, state_key
 from shared.storage import BucketStore, PreconditionFailedError, WriteResult
 
 DISMISS_VISIBILITY_SECONDS = 60
@@ -38,7 +46,7 @@ class Dismissal(BaseModel):
     batch: str
     quarantine_key: str | None
     report_key: str | None
-    message_id: str
+    message_id: str | None  # None: no DLQ message named the batch any more
     dismissed_by: str
     dismissed_at: datetime
     reason: str
@@ -128,13 +136,8 @@ def dismiss(
                         reason=reason,
                     )
                     # Record first, then delete: an interruption leaves the message, never an
-                    # unexplained deletion. A record already there (a rerun) stands.
-                    with contextlib.suppress(PreconditionFailedError):
-                        store.put(
-                            dismissal_key(table, manifest.batch),
-                            record.model_dump_json(indent=2).encode(),
-                            create_only=True,
-                        )
+                    # unexplained deletion.
+                    _record(store, record)
                     dismissed.append(record)
                 sqs.delete_message(QueueUrl=pair.dlq_url, ReceiptHandle=message["ReceiptHandle"])
     finally:
@@ -145,7 +148,51 @@ def dismiss(
                     ReceiptHandle=message["ReceiptHandle"],
                     VisibilityTimeout=0,
                 )
+    done = {d.batch for d in dismissed} | dismissed_batches(store, table)
+    for report in quarantine_reports(store, table):
+        if report.batch in done or (batches is not None and report.batch not in batches):
+            continue
+        record = Dismissal(
+            table=table,
+            batch=report.batch,
+            quarantine_key=report.quarantine_key,
+            report_key=quarantine_report_key_of(report.quarantine_key),
+            message_id=None,
+            dismissed_by=by,
+            dismissed_at=now,
+            reason=reason,
+        )
+        _record(store, record)
+        dismissed.append(record)
     return DismissResult(dismissed=dismissed, kept=len(held))
+
+
+def _record(store: BucketStore, record: Dismissal) -> None:
+    # A record already there (a rerun) stands.
+    with contextlib.suppress(PreconditionFailedError):
+        store.put(
+            dismissal_key(record.table, record.batch),
+            record.model_dump_json(indent=2).encode(),
+            create_only=True,
+        )
+
+
+REPORT_SUFFIX = ".report.json"
+
+
+def quarantine_report_key_of(copy_key: str) -> str:
+    return copy_key.removesuffix(".json") + REPORT_SUFFIX
+
+
+def quarantine_reports(store: BucketStore, table: str) -> list[QuarantineReport]:
+    """The reports of the files in the table's quarantine, oldest first."""
+    reports = []
+    for key in sorted(store.keys(quarantine_prefix(table))):
+        if key.endswith(REPORT_SUFFIX):
+            found = store.get_if_exists(key)
+            if found is not None:
+                reports.append(QuarantineReport.model_validate_json(found.data))
+    return reports
 
 
 class ReplayError(ValueError):

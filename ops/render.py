@@ -11,7 +11,7 @@ from ops.operations import DlqDepth, RedriveResult
 from ops.status import StatusReport
 from ops.timeline import RowVersion
 
-STATUS_WIDTH = 130  # the status table's columns, unwrapped, even on a narrow terminal
+STATUS_WIDTH = 140  # the status table's columns, unwrapped, even on a narrow terminal
 
 
 def status(console: Console, report: StatusReport) -> None:

@@ -1,6 +1,7 @@
 """`ingestctl status`: what each table holds and waits for, and whether ingest is paused.
 
 Data collection only; `ops.render` draws it for people and `--json` prints the model as is.
+Healthy (exit 0) = not paused, no DLQ message, no quarantined file left unresolved.
 Sources: latest (rows, and its `merge-batch` metadata = the last committed batch), that batch's
 manifest under `_state/merge/<t>/` (time, counts), the staging versions still waiting, the DLQ
 depth, the quarantine (its `.report.json` for the first error; batches dismissed by an
@@ -13,7 +14,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from ops.dismissal import dismissed_batches
+from ops.dismissal import REPORT_SUFFIX, dismissed_batches, quarantine_report_key_of
 from ops.operations import Operator
 from services.merge.service import BATCH_METADATA, BatchManifest, QuarantineReport
 from shared.events import MergeCounts
@@ -21,8 +22,6 @@ from shared.layout import latest_key, quarantine_prefix, staging_key, state_key
 from shared.reader import iter_history, read_latest
 from shared.storage import BucketStore
 from shared.tables import get_table
-
-REPORT_SUFFIX = ".report.json"
 
 
 class _Model(BaseModel):
@@ -71,8 +70,11 @@ class StatusReport(_Model):
 
     @property
     def healthy(self) -> bool:
-        """Not paused and no DLQ holding messages: what `status` exits 0 for."""
-        return not self.paused and not any(t.dlq_messages for t in self.tables.values())
+        """What `status` exits 0 for: not paused, no DLQ message, no quarantined file that is
+        neither merged (it leaves quarantine) nor dismissed."""
+        return not self.paused and not any(
+            t.dlq_messages or t.quarantined for t in self.tables.values()
+        )
 
 
 def last_merge(store: BucketStore, table: str) -> LastMerge | None:
@@ -105,7 +107,7 @@ def quarantine_files(store: BucketStore, table: str) -> list[QuarantinedFile]:
     for key in keys:
         if key.endswith(REPORT_SUFFIX):
             continue
-        report_key = key.removesuffix(".json") + REPORT_SUFFIX
+        report_key = quarantine_report_key_of(key)
         stored = store.get_if_exists(report_key)
         report = None if stored is None else QuarantineReport.model_validate_json(stored.data)
         batch = report.batch if report else key.removesuffix(".json").rsplit("_", 1)[-1]

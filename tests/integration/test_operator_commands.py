@@ -323,3 +323,34 @@ def test_history_and_asof_agree_with_the_versions_that_were_staged(aws, tmp_path
         assert result.exit_code == 0, result.output
         got = [row_json(SPEC, r) for r in load_rows(SPEC, out.read_bytes(), str(out)).rows]
         assert got == expected, at
+
+
+def test_a_redrive_of_still_bad_data_leaves_it_quarantined_until_dismissed(aws):
+    env = aws
+    base = staff_rows()
+    put(env, "baseline/staff.json", dump_rows(SPEC, base))
+    deliver(env)
+    changed = [r.model_copy(update={"last_updated": T0 + timedelta(days=400)}) for r in base[:2]]
+    put(env, staging_key(TABLE), bad_staging(changed))
+    deliver(env)
+    assert cli("redrive", "--table", TABLE).exit_code == 0
+    deliver(env)  # validated again from quarantine: still bad, stays there; message consumed
+
+    code, report = status(env)
+    table = report["tables"][TABLE]
+    assert (table["dlq_messages"], table["quarantined"]) == (0, 1)
+    assert code == 3  # unresolved bad data, though no DLQ message is left
+    batch = table["quarantine"][0]["batch"]
+    put(env, staging_key(TABLE), dump_rows(SPEC, changed))
+    deliver(env)
+
+    result = cli("dismiss", "--table", TABLE, "--batch", batch, "--by", "ana")
+    assert result.exit_code == 0, result.output
+    assert f"dismissed batch {batch}" in result.stdout
+    record = json.loads(get(env, f"_state/dismissed/{TABLE}/{batch}.json"))
+    assert record["message_id"] is None
+    assert status(env)[0] == 0
+    assert latest_texts(env) == sorted(
+        row_json(SPEC, r)
+        for r in ({r.staff_id: r for r in base} | {r.staff_id: r for r in changed}).values()
+    )
