@@ -14,6 +14,16 @@ from ops.timeline import RowVersion
 STATUS_WIDTH = 140  # the status table's columns, unwrapped, even on a narrow terminal
 
 
+def _wide(console: Console) -> Console:
+    """The console, at least STATUS_WIDTH wide: tables stay unwrapped in a pipe or a README."""
+    return Console(
+        file=console.file,
+        width=max(console.width, STATUS_WIDTH),
+        force_terminal=console.is_terminal,
+        no_color=console.no_color,
+    )
+
+
 def status(console: Console, report: StatusReport) -> None:
     if report.paused:
         since = f" since {report.paused_since.isoformat()}" if report.paused_since else ""
@@ -45,13 +55,7 @@ def status(console: Console, report: StatusReport) -> None:
             str(t.history_objects),
             str(t.history_rows),
         )
-    wide = Console(
-        file=console.file,
-        width=max(console.width, STATUS_WIDTH),
-        force_terminal=console.is_terminal,
-        no_color=console.no_color,
-    )
-    wide.print(table)
+    _wide(console).print(table)
     for name, t in report.tables.items():
         for q in t.quarantine:
             mark = "dismissed" if q.dismissed else "quarantined"
@@ -86,4 +90,4 @@ def versions(console: Console, versions: Sequence[RowVersion]) -> None:
             v.valid_to.isoformat(sep=" ") if v.valid_to else "(current)",
             ", ".join(f"{k}={val}" for k, val in row.items()),
         )
-    console.print(table)
+    _wide(console).print(table)
