@@ -147,6 +147,10 @@ def table_status(operator: Operator, table: str, dlq_messages: int) -> TableStat
     )
 
 
+def _said(cause: str, message: str) -> str:
+    return cause if message in cause else f"{cause}: {message}"
+
+
 def collect_status(operator: Operator) -> StatusReport:
     depths = {d.table: d.total for d in operator.dlq_depths()}
     record = operator.pause_state()
@@ -154,7 +158,7 @@ def collect_status(operator: Operator) -> StatusReport:
     recorded = record is not None and record.paused
     reason = None
     if recorded and record is not None:
-        reason = "; ".join(f"{r.cause}: {r.message}" for r in record.reasons) or "paused"
+        reason = "; ".join(_said(r.cause, r.message) for r in record.reasons) or "paused"
     elif not enabled:
         reason = f"the schedule rule {operator.schedule_rule} is disabled (no pause record)"
     return StatusReport(

@@ -354,3 +354,28 @@ def test_a_redrive_of_still_bad_data_leaves_it_quarantined_until_dismissed(aws):
         row_json(SPEC, r)
         for r in ({r.staff_id: r for r in base} | {r.staff_id: r for r in changed}).values()
     )
+
+
+def test_pause_by_hand_is_idempotent_and_status_says_why(aws):
+    env = aws
+    first = cli("pause", "--reason", "database maintenance")
+    again = cli("pause", "--reason", "database maintenance")
+
+    assert (first.exit_code, again.exit_code) == (0, 0)
+    assert "already paused" in again.stdout
+    code, report = status(env)
+    assert code == 3
+    assert report["paused"] is True
+    assert report["pause_reason"] == "operator: database maintenance"
+    assert report["schedule_enabled"] is False
+    assert cli("resume", "--table", TABLE).exit_code == 0
+    assert status(env)[0] == 0
+
+
+def test_exit_codes_for_usage_and_failure(aws):
+    assert cli("history", "no_such_table", "1").exit_code == 2
+    assert cli("status", "--table", "no_such_table").exit_code == 2
+    missing = CliRunner().invoke(app, ["status", "--table", TABLE, "--bucket", "no-such-bucket"])
+    assert missing.exit_code == 1
+    assert "NoSuchBucket" in missing.output
+    assert cli("history", TABLE, "999").exit_code == 1  # no such row
