@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from ops.local.functions import DEFAULT_HANDLERS
 from ops.sample_data import SampleDatabase
+from shared import naming
 from shared.rows import FileFormatError, decode_rows, dump_rows, validate_rows
 from shared.tables import TABLES, get_table
+
+if TYPE_CHECKING:
+    from ops.operations import Operator
 
 app = typer.Typer(
     name="ingestctl",
@@ -196,6 +204,285 @@ def _split_tables(tables: list[str] | None) -> list[str]:
     if unknown:
         raise typer.BadParameter(f"unknown tables {unknown}; known: {', '.join(sorted(TABLES))}")
     return names or list(TABLES)
+
+
+# -- operator commands: the same code against a stack on AWS or the local runtime ------------
+# Exit codes: 0 ok, 1 failure, 2 usage (or no such deployment), 3 `status`: paused or unhealthy.
+EXIT_FAILURE, EXIT_USAGE, EXIT_UNHEALTHY = 1, 2, 3
+
+StackOption = Annotated[
+    str | None,
+    typer.Option(help="CloudFormation stack: resources from its outputs.", envvar="INGEST_STACK"),
+]
+BucketOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The ingest bucket (no stack: other names from naming).", envvar="BUCKET_NAME"
+    ),
+]
+EndpointOption = Annotated[
+    str | None,
+    typer.Option(help="AWS endpoint, e.g. the local runtime's http://127.0.0.1:4566."),
+]
+ProfileOption = Annotated[str | None, typer.Option(help="AWS CLI profile.")]
+RegionOption = Annotated[str | None, typer.Option(help="AWS region.")]
+PrefixOption = Annotated[str, typer.Option(help="Resource name prefix (no stack).")]
+TablesOption = Annotated[
+    list[str] | None, typer.Option("--table", help="Table (repeat or comma-separate); all.")
+]
+
+
+@contextmanager
+def _operator(
+    stack: str | None,
+    bucket: str | None,
+    endpoint_url: str | None,
+    profile: str | None,
+    region: str | None,
+    prefix: str,
+    tables: list[str] | None = None,
+) -> Iterator[Operator]:
+    """The Operator on the named deployment; AWS and bad-input errors become exit codes."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ops.deployment import Target, TargetError, connect
+
+    target = Target(
+        stack=stack,
+        bucket=bucket,
+        endpoint_url=endpoint_url,
+        profile=profile,
+        region=region,
+        prefix=prefix,
+    )
+    try:
+        yield connect(target, tuple(_split_tables(tables)))
+    except TargetError as exc:
+        err_console.print(f"error: {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except (ClientError, BotoCoreError) as exc:
+        err_console.print(f"error: AWS: {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILURE) from None
+
+
+@app.command()
+def status(
+    json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    table: TablesOption = None,
+    stack: StackOption = None,
+    bucket: BucketOption = None,
+    endpoint_url: EndpointOption = None,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+    prefix: PrefixOption = naming.DEFAULT_PREFIX,
+) -> None:
+    """Per table: latest, last merge, staging, DLQ, quarantine, history; and the pause.
+    Exit 3 when paused, a DLQ holds messages or a quarantined file is neither merged nor
+    dismissed."""
+    from ops import render
+    from ops.status import collect_status
+
+    with _operator(stack, bucket, endpoint_url, profile, region, prefix, table) as operator:
+        report = collect_status(operator)
+    if json_output:
+        print(report.model_dump_json(indent=2))
+    else:
+        render.status(console, report)
+    raise typer.Exit(0 if report.healthy else EXIT_UNHEALTHY)
+
+
+@app.command()
+def pause(
+    reason: Annotated[str, typer.Option(help="Why (kept in _state/pause.json).")] = "by operator",
+    stack: StackOption = None,
+    bucket: BucketOption = None,
+    endpoint_url: EndpointOption = None,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+    prefix: PrefixOption = naming.DEFAULT_PREFIX,
+) -> None:
+    """Disable the ingest schedule and record why (merges keep running)."""
+    with _operator(stack, bucket, endpoint_url, profile, region, prefix) as operator:
+        outcome = operator.pause(reason)
+    state = "paused" if outcome.changed else "already paused for this reason"
+    console.print(f"{state}: schedule rule {operator.schedule_rule} disabled", highlight=False)
+
+
+@app.command()
+def resume(
+    force: Annotated[bool, typer.Option(help="Resume even while a DLQ holds messages.")] = False,
+    table: TablesOption = None,
+    stack: StackOption = None,
+    bucket: BucketOption = None,
+    endpoint_url: EndpointOption = None,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+    prefix: PrefixOption = naming.DEFAULT_PREFIX,
+) -> None:
+    """Enable the ingest schedule again; refused while a DLQ (of --table, default all) holds
+    messages unless --force."""
+    from ops.operations import ResumeRefusedError
+
+    with _operator(stack, bucket, endpoint_url, profile, region, prefix, table) as operator:
+        try:
+            operator.resume(force=force)
+        except ResumeRefusedError as exc:
+            err_console.print(f"refused: {exc}", highlight=False)
+            raise typer.Exit(EXIT_FAILURE) from None
+    console.print(f"resumed: schedule rule {operator.schedule_rule} enabled", highlight=False)
+
+
+@app.command()
+def redrive(
+    table: TablesOption = None,
+    dry_run: Annotated[bool, typer.Option(help="Only say what would move.")] = False,
+    stack: StackOption = None,
+    bucket: BucketOption = None,
+    endpoint_url: EndpointOption = None,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+    prefix: PrefixOption = naming.DEFAULT_PREFIX,
+) -> None:
+    """Move DLQ messages back to their queues, where the merge takes them again."""
+    from ops import render
+
+    with _operator(stack, bucket, endpoint_url, profile, region, prefix, table) as operator:
+        if dry_run:
+            render.redrive_plan(console, operator.dlq_depths())
+        else:
+            render.redrive(console, operator.redrive())
+
+
+@app.command()
+def dismiss(
+    table: Annotated[str, typer.Option(help="The table whose quarantined batches to dismiss.")],
+    batch: Annotated[
+        list[str] | None, typer.Option(help="Only these batches (repeat); default all.")
+    ] = None,
+    reason: Annotated[
+        str, typer.Option(help="Why (kept in the record).")
+    ] = "corrected file staged",
+    by: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
+    stack: StackOption = None,
+    bucket: BucketOption = None,
+    endpoint_url: EndpointOption = None,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+    prefix: PrefixOption = naming.DEFAULT_PREFIX,
+) -> None:
+    """Drop a table's DLQ messages of quarantined batches (files kept, record under _state/)."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from ops.dismissal import dismiss as dismiss_batches
+    from ops.dismissal import dismissal_key
+
+    with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:
+        result = dismiss_batches(
+            operator,
+            table,
+            batches=set(batch) if batch else None,
+            reason=reason,
+            by=by or getpass.getuser(),
+            now=datetime.now(UTC),
+        )
+    for record in result.dismissed:
+        console.print(
+            f"{table}: dismissed batch {record.batch} (kept {record.quarantine_key}); "
+            f"record {dismissal_key(table, record.batch)}",
+            highlight=False,
+        )
+    console.print(
+        f"{len(result.dismissed)} dismissed, {result.kept} other message(s) left in the DLQ",
+        highlight=False,
+    )
+    if batch and not result.dismissed:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def replay(
+    table: Annotated[str, typer.Option(help="The table.")],
+    archive: Annotated[str, typer.Option(help="Key of the archived file, under archive/<t>/.")],
+    stack: StackOption = None,
+    bucket: BucketOption = None,
+    endpoint_url: EndpointOption = None,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+    prefix: PrefixOption = naming.DEFAULT_PREFIX,
+) -> None:
+    """Stage an archived file again (a no-op merge unless latest lost it): recovery drills."""
+    from ops.dismissal import ReplayError
+    from ops.dismissal import replay as replay_archive
+
+    with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:
+        try:
+            written = replay_archive(operator.store, table, archive)
+        except ReplayError as exc:
+            err_console.print(f"error: {exc}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+    console.print(f"staged {archive} as {written.key} (version {written.version_id})")
+
+
+@app.command()
+def history(
+    table: Annotated[str, typer.Argument(help="Table name.")],
+    key: Annotated[int, typer.Argument(help="Primary key of the row.")],
+    json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    stack: StackOption = None,
+    bucket: BucketOption = None,
+    endpoint_url: EndpointOption = None,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+    prefix: PrefixOption = naming.DEFAULT_PREFIX,
+) -> None:
+    """The version timeline of one row (valid_from / valid_to) from latest + history."""
+    import json
+
+    from ops import render
+    from ops.inspection import row_history
+
+    with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:
+        versions = row_history(operator.store, get_table(table), key)
+    if not versions:
+        err_console.print(f"{table} has no row with key {key}", highlight=False)
+        raise typer.Exit(EXIT_FAILURE)
+    if json_output:
+        document = [
+            {
+                "valid_from": v.valid_from.isoformat(),
+                "valid_to": v.valid_to.isoformat() if v.valid_to else None,
+                "row": dict(v.row),
+            }
+            for v in versions
+        ]
+        print(json.dumps(document, indent=2))
+    else:
+        render.versions(console, versions)
+
+
+@app.command()
+def asof(
+    table: Annotated[str, typer.Argument(help="Table name.")],
+    at: Annotated[datetime, typer.Option(help="The time, e.g. 2024-11-03T14:20:00.")],
+    out: Annotated[Path | None, typer.Option(help="Write the rows here (default stdout).")] = None,
+    stack: StackOption = None,
+    bucket: BucketOption = None,
+    endpoint_url: EndpointOption = None,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+    prefix: PrefixOption = naming.DEFAULT_PREFIX,
+) -> None:
+    """The table as it stood at a time, rebuilt from latest + history (a file of rows)."""
+    from ops.inspection import table_as_of
+
+    with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:
+        data = table_as_of(operator.store, get_table(table), at)
+    if out is None:
+        sys.stdout.write(data.decode())
+    else:
+        out.write_bytes(data)
+        err_console.print(f"wrote {out}", highlight=False)
 
 
 if __name__ == "__main__":

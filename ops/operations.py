@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import boto3
 from botocore.exceptions import ClientError
 
-from services.pause.adapters import BucketPauseState, BusPublisher, RuleSchedule
+from services.pause.adapters import BucketPauseState, RuleSchedule, pause_publisher
 from services.pause.logic import PauseOutcome, pause_ingest, resume_record
 from services.pause.models import PauseReason, PauseRecord
 from shared import naming
@@ -121,10 +121,18 @@ class Operator:
         sqs: SQSClient | None = None,
         events: EventBridgeClient | None = None,
         store: BucketStore | None = None,
+        schedule_rule: str | None = None,
+        event_bus: str | None = None,
+        queue_urls: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
+        """Names not given (schedule rule, bus, each table's (queue URL, DLQ URL)) come from
+        `shared.naming` with `prefix`; `ops.deployment` passes them from a stack's outputs."""
         self.bucket = bucket
         self.prefix = prefix
         self.tables = tuple(tables)
+        self._schedule_rule = schedule_rule
+        self.event_bus = event_bus or naming.event_bus_name(prefix)
+        self._queue_urls = dict(queue_urls or {})
         self._sqs = sqs
         self._events = events
         self.store = store or BucketStore(bucket)
@@ -140,22 +148,26 @@ class Operator:
 
     @property
     def schedule_rule(self) -> str:
-        return naming.ingest_schedule_rule_name(self.prefix)
+        return self._schedule_rule or naming.ingest_schedule_rule_name(self.prefix)
+
+    def schedule_enabled(self) -> bool:
+        return RuleSchedule(self.schedule_rule, self.events).is_enabled()
 
     # -- queues ------------------------------------------------------------------------------
     def queue_pairs(self, tables: Iterable[str] | None = None) -> list[QueuePair]:
-        return [
-            QueuePair(
-                table=t,
-                dlq_url=self._url(naming.merge_dlq_name(t, self.prefix)),
-                source_url=self._url(naming.merge_queue_name(t, self.prefix)),
-            )
-            for t in (tables or self.tables)
-        ]
+        pairs = []
+        for t in tables or self.tables:
+            if t in self._queue_urls:
+                source_url, dlq_url = self._queue_urls[t]
+            else:
+                source_url = self._url(naming.merge_queue_name(t, self.prefix))
+                dlq_url = self._url(naming.merge_dlq_name(t, self.prefix))
+            pairs.append(QueuePair(table=t, dlq_url=dlq_url, source_url=source_url))
+        return pairs
 
-    def dlq_depths(self) -> list[DlqDepth]:
+    def dlq_depths(self, tables: Iterable[str] | None = None) -> list[DlqDepth]:
         depths = []
-        for pair in self.queue_pairs():
+        for pair in self.queue_pairs(tables):
             attributes = self.sqs.get_queue_attributes(
                 QueueUrl=pair.dlq_url,
                 AttributeNames=[
@@ -301,7 +313,7 @@ class Operator:
             ),
             state=BucketPauseState(self.store),
             schedule=RuleSchedule(self.schedule_rule, self.events),
-            publisher=BusPublisher(naming.event_bus_name(self.prefix), self.events),
+            publisher=pause_publisher(self.event_bus, self.events),
             schedule_rule=self.schedule_rule,
         )
 

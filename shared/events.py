@@ -3,16 +3,19 @@
 Each event's `detail` is a versioned Pydantic model. PutEvents cannot set the envelope id, so
 every detail carries its own deterministic `event_id` (batch + type): a consumer drops
 duplicates by it, and a replay of a batch re-emits the same ids. The detail-type is the class
-name. To add an event (IngestPaused, RowsMissingAtSource, ...): subclass `EventDetail`.
+name. To add an event: subclass `EventDetail`. The one module of event models: the merge's,
+the ingest's (RowsMissingAtSource) and the pause function's (IngestPaused).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import boto3
 from pydantic import BaseModel, ConfigDict
@@ -104,6 +107,39 @@ class BaselinePromoted(BatchEvent):
     rows: int
 
 
+class RowsMissingAtSource(EventDetail):
+    """Keys that latest holds but the source no longer has (latest keeps them; the ingest)."""
+
+    table: str
+    missing_count: int
+    keys: list[int]  # the first MAX_KEYS_LISTED of them, in key order
+    truncated: bool
+
+    @classmethod
+    def of(cls, table: str, keys: Sequence[int]) -> Self:
+        ordered = sorted(keys)
+        listed, truncated = keys_listed(ordered)
+        # The same missing keys give the same id run after run: consumers drop the repeats.
+        digest = hashlib.sha256(",".join(map(str, ordered)).encode()).hexdigest()[:32]
+        return cls(
+            event_id=event_id(cls.detail_type(), table, digest),
+            table=table,
+            missing_count=len(ordered),
+            keys=listed,
+            truncated=truncated,
+        )
+
+
+class IngestPaused(EventDetail):
+    """The ingest schedule was disabled: a DLQ alarm (or an operator) asked for it (pause)."""
+
+    cause: str  # the alarm name, or "operator: <reason>"
+    table: str | None
+    queue_name: str | None
+    schedule_rule: str
+    paused_at: datetime
+
+
 def keys_listed(keys: Sequence[int]) -> tuple[list[int], bool]:
     """The keys to list in an event, and whether the list was cut to stay under 256 KB."""
     return list(keys[:MAX_KEYS_LISTED]), len(keys) > MAX_KEYS_LISTED
@@ -111,6 +147,12 @@ def keys_listed(keys: Sequence[int]) -> tuple[list[int], bool]:
 
 class EventDeliveryError(Exception):
     """Some events were still refused after the bounded resends."""
+
+
+class EventSink(Protocol):
+    """What logic needs of a publisher (tests pass a list-backed one)."""
+
+    def publish(self, details: Sequence[EventDetail]) -> None: ...
 
 
 class EventPublisher:

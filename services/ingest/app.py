@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from services.ingest.events import EventBridgePublisher
 from services.ingest.ingest import IngestReport, run_ingest
 from services.ingest.pause import EventBridgeSchedule
 from services.ingest.settings import IngestSettings
 from services.ingest.source import PostgresSource, SecretsManagerCredentials, SourceCredentials
+from shared.events import EventPublisher
 from shared.storage import BucketStore
 
 
@@ -28,7 +28,7 @@ def run_with_settings(settings: IngestSettings) -> IngestReport:
         return run_ingest(
             source,
             BucketStore(settings.bucket_name),
-            EventBridgePublisher(settings.event_bus_name),
+            EventPublisher(settings.event_bus_name),
             overlap=settings.overlap,
             schedule=schedule,
         )

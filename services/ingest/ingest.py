@@ -20,9 +20,9 @@ from typing import Literal
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict
 
-from services.ingest.events import EventPublisher, RowsMissingAtSource
 from services.ingest.pause import ScheduleState, pause_reason
 from services.ingest.source import SourceUnavailableError, TableSource
+from shared.events import EventSink, RowsMissingAtSource
 from shared.layout import baseline_key, latest_key, staging_key, state_key
 from shared.rows import FileFormatError, RowProblem, dump_rows, load_rows, row_json, validate_rows
 from shared.schemas import RowModel
@@ -130,7 +130,7 @@ class Ingest:
         self,
         source: TableSource,
         store: BucketStore,
-        publisher: EventPublisher,
+        publisher: EventSink,
         *,
         overlap: timedelta,
     ) -> None:
@@ -193,7 +193,7 @@ class Ingest:
                 "rows missing at source",
                 extra={"table": spec.name, "count": len(missing), "keys": missing[:20]},
             )
-            self.publisher.publish(RowsMissingAtSource.of(spec.name, missing))
+            self.publisher.publish([RowsMissingAtSource.of(spec.name, missing)])
         new_state = next_state(spec, state.watermark, rows, self.overlap)
         if new_state != state:
             self._save_state(new_state)  # only after the staging file is written
@@ -263,7 +263,7 @@ def _result(
 def run_ingest(
     source: TableSource,
     store: BucketStore,
-    publisher: EventPublisher,
+    publisher: EventSink,
     *,
     overlap: timedelta,
     schedule: ScheduleState | None = None,

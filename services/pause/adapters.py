@@ -1,21 +1,20 @@
-"""The pause function's AWS adapters: the record in the bucket, the rule, the bus."""
+"""The pause function's AWS adapters: the record in the bucket, the rule (the bus: shared)."""
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 import boto3
 
-from services.pause.models import PAUSE_EVENT_SOURCE, IngestPausedDetail, PauseRecord
+from services.pause.models import PAUSE_EVENT_SOURCE, PauseRecord
+from shared.events import EventPublisher
 from shared.layout import state_key
 from shared.storage import BucketStore
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
-PUT_EVENTS_ATTEMPTS = 3
 PAUSE_RECORD_KEY = state_key("pause.json")
 
 
@@ -65,26 +64,6 @@ class RuleSchedule(_EventsClient):
         self.client.enable_rule(Name=self.rule_name)
 
 
-class BusPublisher(_EventsClient):
-    """Puts our events on the bus; resends entries PutEvents reports as failed."""
-
-    def __init__(self, bus_name: str, client: EventBridgeClient | None = None) -> None:
-        super().__init__(client)
-        self.bus_name = bus_name
-
-    def publish(self, detail_type: str, detail: IngestPausedDetail) -> None:
-        entry = {
-            "Source": PAUSE_EVENT_SOURCE,
-            "DetailType": detail_type,
-            "Detail": json.dumps(detail.model_dump(mode="json")),
-            "EventBusName": self.bus_name,
-        }
-        for _ in range(PUT_EVENTS_ATTEMPTS):
-            response = self.client.put_events(Entries=[entry])  # type: ignore[list-item]
-            if response.get("FailedEntryCount", 0) == 0:
-                return
-        failed = response["Entries"][0]
-        raise RuntimeError(
-            f"PutEvents failed for {detail_type}: {failed.get('ErrorCode')} "
-            f"{failed.get('ErrorMessage')}"
-        )
+def pause_publisher(bus_name: str, client: EventBridgeClient | None = None) -> EventPublisher:
+    """The shared publisher, with the pause function's own event source."""
+    return EventPublisher(bus_name, client, source=PAUSE_EVENT_SOURCE)

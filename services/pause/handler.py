@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from services.pause.adapters import BucketPauseState, BusPublisher, RuleSchedule
+from services.pause.adapters import BucketPauseState, RuleSchedule, pause_publisher
 from services.pause.logic import pause_ingest, reason_from_alarm
 from services.pause.models import AlarmStateChangeEvent, PauseSettings
 from shared.storage import BucketStore
@@ -27,7 +27,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         reason,
         state=BucketPauseState(BucketStore(settings.bucket_name)),
         schedule=RuleSchedule(settings.schedule_rule_name),
-        publisher=BusPublisher(settings.event_bus_name),
+        publisher=pause_publisher(settings.event_bus_name),
         schedule_rule=settings.schedule_rule_name,
     )
     logger.info(

@@ -14,12 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from services.pause.models import (
-    AlarmStateChangeEvent,
-    IngestPausedDetail,
-    PauseReason,
-    PauseRecord,
-)
+from services.pause.models import AlarmStateChangeEvent, PauseReason, PauseRecord
+from shared.events import EventSink, IngestPaused
 from shared.storage import PreconditionFailedError
 from shared.tables import TABLES
 
@@ -42,10 +38,6 @@ class Schedule(Protocol):
     def disable(self) -> None: ...
 
     def enable(self) -> None: ...
-
-
-class Publisher(Protocol):
-    def publish(self, detail_type: str, detail: IngestPausedDetail) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -82,9 +74,9 @@ def reason_from_alarm(alarm: AlarmStateChangeEvent) -> PauseReason | None:
     )
 
 
-def paused_event(reason: PauseReason, schedule_rule: str) -> IngestPausedDetail:
+def paused_event(reason: PauseReason, schedule_rule: str) -> IngestPaused:
     identity = f"{reason.cause}|{reason.at.isoformat()}"
-    return IngestPausedDetail(
+    return IngestPaused(
         event_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
         cause=reason.cause,
         table=reason.table,
@@ -99,7 +91,7 @@ def pause_ingest(
     *,
     state: PauseState,
     schedule: Schedule,
-    publisher: Publisher,
+    publisher: EventSink,
     schedule_rule: str,
 ) -> PauseOutcome:
     disabled = False
@@ -111,7 +103,7 @@ def pause_ingest(
         active = record if record is not None and record.paused else None
         if active is not None and any(r.cause == reason.cause for r in active.reasons):
             return PauseOutcome(rule_disabled=disabled, recorded=False, record=active)
-        publisher.publish("IngestPaused", paused_event(reason, schedule_rule))
+        publisher.publish([paused_event(reason, schedule_rule)])
         updated = PauseRecord(
             paused=True,
             paused_at=active.paused_at if active else reason.at,

@@ -103,17 +103,3 @@ class PauseRecord(BaseModel):
     paused_at: datetime | None = None
     resumed_at: datetime | None = None
     reasons: list[PauseReason] = Field(default_factory=list)
-
-
-class IngestPausedDetail(BaseModel):
-    """Detail of the IngestPaused event (move to shared/events.py beside the merge's events)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    schema_version: Literal[1] = 1
-    event_id: str  # deterministic: a retried pause re-sends the same id
-    cause: str
-    table: str | None
-    queue_name: str | None
-    schedule_rule: str
-    paused_at: datetime

@@ -132,3 +132,14 @@ def test_all_functions_share_one_code_asset(synth):
         if not logical_id.startswith("BucketNotificationsHandler")
     }
     assert len(codes) == 1
+
+
+def test_the_stack_outputs_everything_the_operator_commands_look_up(synth):
+    from ops.deployment import stack_resources
+
+    outputs = {key: f"value-of-{key}" for key in synth.template["Outputs"]}
+    names = stack_resources(outputs, tuple(TABLES))  # raises on any missing output id
+    assert names["queue_urls"]["payment_type"] == (
+        "value-of-QueueUrlPaymentType",
+        "value-of-DlqUrlPaymentType",
+    )

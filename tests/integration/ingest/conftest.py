@@ -27,8 +27,8 @@ from ops.pg import (
     load_snapshot,
 )
 from ops.sample_data import SampleDatabase
-from services.ingest.events import EventBridgePublisher
 from services.ingest.source import PostgresSource, SourceCredentials, connect
+from shared.events import EventPublisher
 from shared.naming import EVENT_SOURCE
 from shared.storage import BucketStore
 from shared.tables import TABLES, TableSpec
@@ -193,7 +193,7 @@ def store(aws: None) -> BucketStore:
 class EventCapture:
     """A bus whose every event lands in an SQS queue, as a downstream consumer would see it."""
 
-    publisher: EventBridgePublisher
+    publisher: EventPublisher
     queue_url: str
 
     def received(self) -> list[dict[str, Any]]:
@@ -222,7 +222,7 @@ def events(aws: None) -> EventCapture:
         Name="all-ingest", EventBusName=BUS, EventPattern=json.dumps({"source": [EVENT_SOURCE]})
     )
     bridge.put_targets(Rule="all-ingest", EventBusName=BUS, Targets=[{"Id": "q", "Arn": arn}])
-    return EventCapture(EventBridgePublisher(BUS), queue_url)
+    return EventCapture(EventPublisher(BUS), queue_url)
 
 
 OVERLAP = timedelta(seconds=300)

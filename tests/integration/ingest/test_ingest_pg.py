@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from services.ingest.events import RowsMissingAtSource
 from services.ingest.ingest import IngestReport, TableState, run_ingest, watermark_key
 from services.ingest.pause import PAUSE_KEY, EventBridgeSchedule
+from shared.events import EventDetail, RowsMissingAtSource
 from shared.layout import baseline_key, latest_key, staging_key
 from shared.rows import decode_rows, dump_rows, load_rows, validate_rows
 from shared.schemas import Payment
@@ -26,8 +27,8 @@ class ListPublisher:
     def __init__(self) -> None:
         self.events: list[RowsMissingAtSource] = []
 
-    def publish(self, event: RowsMissingAtSource) -> None:
-        self.events.append(event)
+    def publish(self, details: Sequence[EventDetail]) -> None:
+        self.events += [d for d in details if isinstance(d, RowsMissingAtSource)]
 
 
 def ingest(db: SourceDb, store: BucketStore, publisher=None, **kwargs) -> IngestReport:

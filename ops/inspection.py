@@ -1,0 +1,40 @@
+"""`history` and `asof`: ops.timeline (pure) over the rows shared.reader reads from the bucket."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from ops.timeline import RowVersion, as_of, timelines
+from shared.reader import iter_history, read_latest
+from shared.rows import dump_rows, row_json, validate_rows
+from shared.storage import BucketStore
+from shared.tables import TableSpec
+
+
+def _plain(spec: TableSpec, row: Any) -> dict[str, Any]:
+    return dict(json.loads(row_json(spec, row)))
+
+
+def table_versions(store: BucketStore, spec: TableSpec) -> tuple[list[Any], list[Any]]:
+    """latest's rows and every history row, as plain canonical dicts."""
+    latest = [_plain(spec, row) for row in read_latest(store, spec).rows]
+    history = [_plain(spec, item.row) for _, items in iter_history(store, spec) for item in items]
+    return latest, history
+
+
+def row_history(store: BucketStore, spec: TableSpec, key: int) -> list[RowVersion]:
+    """Every version of one row, oldest first; empty when the key was never seen."""
+    latest, history = table_versions(store, spec)
+    return timelines(latest, history, spec.primary_key).get(key, [])
+
+
+def table_as_of(store: BucketStore, spec: TableSpec, at: datetime) -> bytes:
+    """The table as it stood at `at`, as a canonical file of rows (sorted by key)."""
+    latest, history = table_versions(store, spec)
+    rows = as_of(latest, history, spec.primary_key, at)
+    report = validate_rows(spec, list(rows), f"asof:{spec.name}@{at.isoformat()}")
+    if report.problems:  # rows we wrote ourselves: failing here is a bug
+        raise ValueError(str(report.problems[0]))
+    return dump_rows(spec, report.rows)

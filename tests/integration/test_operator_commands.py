@@ -1,0 +1,381 @@
+"""`ingestctl` operator commands on moto, in-process: the local runtime's resources
+(`create_resources`), the merge handler called by the test as the dispatcher would, the pause
+handler called with a real-shaped alarm event once a DLQ holds a message."""
+
+import dataclasses
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from moto import mock_aws
+from typer.testing import CliRunner
+
+from ops.cli import app
+from ops.local.resources import Clients, create_resources
+from ops.sample_data import SampleDatabase
+from services.merge import handler as merge_handler
+from services.merge.settings import MergeSettings
+from services.pause.handler import handler as pause_handler
+from shared import naming, schemas
+from shared.layout import quarantine_prefix, staging_key
+from shared.rows import dump_rows, load_rows, row_json, validate_rows
+from shared.tables import TABLES
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+BUCKET = "ingest-ops-test"
+TABLE = "staff"
+SPEC = TABLES[TABLE]
+PK = SPEC.primary_key
+T0 = datetime(2024, 11, 4, 9, 0)
+
+
+@pytest.fixture
+def aws(aws_env, monkeypatch):
+    monkeypatch.setenv("BUCKET_NAME", BUCKET)
+    monkeypatch.setenv("EVENT_BUS_NAME", naming.event_bus_name())
+    monkeypatch.setenv("SCHEDULE_RULE_NAME", naming.ingest_schedule_rule_name())
+    with mock_aws():
+        clients = Clients.create(region="eu-west-2")
+        deployment = create_resources(clients, bucket=BUCKET, tables=[TABLE])
+        for queue in [*deployment.consumers.values(), deployment.tables[TABLE].queue]:
+            clients.sqs.purge_queue(QueueUrl=queue.url)  # S3's test events
+        settings = MergeSettings(
+            bucket_name=BUCKET,
+            table_name=TABLE,
+            event_bus_name=deployment.event_bus,
+            dlq_url=deployment.tables[TABLE].dlq.url,
+        )
+        merge_handler.use_service(merge_handler.build_service(settings))
+        yield SimpleNamespace(
+            clients=clients, deployment=deployment, table=deployment.tables[TABLE]
+        )
+
+
+def _context(name):
+    return SimpleNamespace(
+        function_name=name,
+        memory_limit_in_mb=256,
+        invoked_function_arn=f"arn:aws:lambda:eu-west-2:123456789012:function:{name}",
+        aws_request_id="req-1",
+    )
+
+
+def deliver(env, rounds=5):
+    """Play the SQS event source mapping for the table's queue until it is empty."""
+    sqs, queue = env.clients.sqs, env.table.queue
+    for _ in range(rounds):
+        messages = sqs.receive_message(
+            QueueUrl=queue.url, MaxNumberOfMessages=10, AttributeNames=["All"]
+        ).get("Messages", [])
+        if not messages:
+            return
+        records = [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m["Attributes"],
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue.arn,
+                "awsRegion": "eu-west-2",
+            }
+            for m in messages
+        ]
+        response = merge_handler.handler({"Records": records}, _context("ingest-merge-staff"))
+        failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+        assert not failed, "the merge failed a message"
+        for m in messages:
+            sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=m["ReceiptHandle"])
+    raise AssertionError("the queue did not drain")
+
+
+def play_alarm_if_dlq_holds_messages(env):
+    """What the DLQ alarm and its EventBridge rule do: invoke pause with the alarm event."""
+    depth = env.clients.sqs.get_queue_attributes(
+        QueueUrl=env.table.dlq.url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    if int(depth):
+        event = json.loads((FIXTURES / "alarm_state_change.json").read_text())
+        pause_handler(event, _context("ingest-pause"))
+    return int(depth)
+
+
+def cli(*args):
+    result = CliRunner().invoke(app, [*args, "--bucket", BUCKET])
+    return result
+
+
+def status(env):
+    result = cli("status", "--json", "--table", TABLE)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def staff_rows():
+    return validate_rows(SPEC, SampleDatabase(7).rows(TABLE), "sample").rows
+
+
+def put(env, key, data):
+    return env.clients.s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+
+
+def get(env, key):
+    return env.clients.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def quarantined_copies(env):
+    listed = env.clients.s3.list_objects_v2(Bucket=BUCKET, Prefix=quarantine_prefix(TABLE))
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    return [k for k in keys if not k.endswith(".report.json")]
+
+
+def operator_events(env):
+    found = []
+    while messages := env.clients.sqs.receive_message(
+        QueueUrl=env.deployment.consumers["operator"].url, MaxNumberOfMessages=10
+    ).get("Messages", []):
+        for m in messages:
+            found.append(json.loads(m["Body"]))
+            env.clients.sqs.delete_message(
+                QueueUrl=env.deployment.consumers["operator"].url, ReceiptHandle=m["ReceiptHandle"]
+            )
+    return found
+
+
+def latest_texts(env):
+    return sorted(
+        row_json(SPEC, r) for r in load_rows(SPEC, get(env, "latest/staff.json"), "l").rows
+    )
+
+
+def bad_staging(rows):
+    raw = json.loads(dump_rows(SPEC, rows))
+    raw[1]["email_address"] = 42
+    return json.dumps(raw).encode()
+
+
+def test_bad_file_pauses_then_fix_redrive_resume_loses_and_duplicates_nothing(aws):
+    env = aws
+    base = staff_rows()
+    put(env, "baseline/staff.json", dump_rows(SPEC, base))
+    deliver(env)
+    assert play_alarm_if_dlq_holds_messages(env) == 0
+    operator_events(env)
+    changed = [r.model_copy(update={"last_updated": T0 + timedelta(days=400)}) for r in base[:2]]
+    changed = [changed[0].model_copy(update={"first_name": "Renamed"}), changed[1]]
+
+    put(env, staging_key(TABLE), bad_staging(changed))
+    deliver(env)
+
+    (copy,) = quarantined_copies(env)
+    assert play_alarm_if_dlq_holds_messages(env) == 1
+    rule = env.clients.events.describe_rule(Name=naming.ingest_schedule_rule_name())
+    assert rule["State"] == "DISABLED"
+    paused = [e for e in operator_events(env) if e["detail-type"] == "IngestPaused"]
+    assert [e["detail"]["table"] for e in paused] == [TABLE]
+    code, report = status(env)
+    assert code == 3
+    assert report["paused"] is True
+    assert naming.dlq_alarm_name(TABLE) in report["pause_reason"]
+    table = report["tables"][TABLE]
+    assert (table["dlq_messages"], table["quarantined"], table["latest_rows"]) == (1, 1, len(base))
+    assert "email_address" in table["quarantine"][0]["first_error"]
+    refused = cli("resume", "--table", TABLE)
+    assert refused.exit_code == 1
+    assert "staff (1)" in refused.output  # the DLQ still holds the message
+    assert rule["State"] == "DISABLED"
+
+    # The fix: a good version of the file in place of the quarantined copy, then redrive.
+    put(env, copy, dump_rows(SPEC, changed))
+    redriven = cli("redrive", "--table", TABLE)
+    assert redriven.exit_code == 0, redriven.output
+    assert "moved 1 message" in redriven.stdout
+    deliver(env)
+    assert play_alarm_if_dlq_holds_messages(env) == 0
+    resumed = cli("resume", "--table", TABLE)
+    assert resumed.exit_code == 0, resumed.output
+    rule = env.clients.events.describe_rule(Name=naming.ingest_schedule_rule_name())
+    assert rule["State"] == "ENABLED"
+
+    code, report = status(env)
+    assert code == 0
+    assert report["paused"] is False
+    table = report["tables"][TABLE]
+    assert (table["dlq_messages"], table["quarantined"], table["staging_pending"]) == (0, 0, 0)
+    assert quarantined_copies(env) == []
+    expected = {r.staff_id: r for r in base} | {r.staff_id: r for r in changed}
+    assert latest_texts(env) == sorted(row_json(SPEC, r) for r in expected.values())
+    # History holds exactly the two superseded baseline rows, once each.
+    assert (table["history_objects"], table["history_rows"]) == (1, 2)
+
+
+class StaffWithNickname(schemas.Staff):
+    nickname: str | None = None
+
+
+def test_schema_drift_quarantined_then_merged_by_redrive_once_the_schema_knows_the_column(
+    aws, monkeypatch
+):
+    env = aws
+    base = staff_rows()
+    put(env, "baseline/staff.json", dump_rows(SPEC, base))
+    deliver(env)
+    raw = json.loads(dump_rows(SPEC, base[:1]))
+    raw[0] |= {"nickname": "Jo", "last_updated": "2025-12-09 10:00:00.000000"}
+    put(env, staging_key(TABLE), json.dumps(raw).encode())
+    deliver(env)
+    assert len(quarantined_copies(env)) == 1
+    report = status(env)[1]["tables"][TABLE]
+    assert report["dlq_messages"] == 1
+    assert "nickname" in report["quarantine"][0]["first_error"]
+
+    # The table learns the column (the registry the merge reads, in this process).
+    learnt = dataclasses.replace(SPEC, row_model=StaffWithNickname)
+    monkeypatch.setitem(TABLES, TABLE, learnt)
+    assert cli("redrive", "--table", TABLE).exit_code == 0
+    deliver(env)
+
+    assert quarantined_copies(env) == []
+    merged = load_rows(learnt, get(env, "latest/staff.json"), "latest").rows
+    (jo,) = [r for r in merged if getattr(r, PK) == getattr(base[0], PK)]
+    assert jo.model_dump()["nickname"] == "Jo"
+    assert len(merged) == len(base)
+    assert status(env)[1]["tables"][TABLE]["dlq_messages"] == 0
+
+
+def test_dismiss_keeps_the_evidence_records_why_and_empties_the_dlq(aws):
+    env = aws
+    base = staff_rows()
+    put(env, "baseline/staff.json", dump_rows(SPEC, base))
+    deliver(env)
+    changed = [r.model_copy(update={"last_updated": T0 + timedelta(days=400)}) for r in base[:2]]
+    put(env, staging_key(TABLE), bad_staging(changed))
+    deliver(env)
+    (copy,) = quarantined_copies(env)
+    put(env, staging_key(TABLE), dump_rows(SPEC, changed))  # the corrected file, staged
+    deliver(env)
+    batch = status(env)[1]["tables"][TABLE]["quarantine"][0]["batch"]
+
+    wrong = cli("dismiss", "--table", TABLE, "--batch", "not-a-batch")
+    assert wrong.exit_code == 1  # nothing matched: said so, nothing removed
+    assert status(env)[1]["tables"][TABLE]["dlq_messages"] == 1
+    result = cli("dismiss", "--table", TABLE, "--reason", "corrected file staged", "--by", "ana")
+    assert result.exit_code == 0, result.output
+
+    code, report = status(env)
+    assert code == 0  # (no alarm played here) nothing left in the DLQ: healthy
+    table = report["tables"][TABLE]
+    assert (table["dlq_messages"], table["quarantined"]) == (0, 0)
+    assert table["quarantine"][0]["dismissed"] is True
+    assert quarantined_copies(env) == [copy]  # kept as evidence
+    record = json.loads(get(env, f"_state/dismissed/{TABLE}/{batch}.json"))
+    assert (record["dismissed_by"], record["reason"]) == ("ana", "corrected file staged")
+    assert record["quarantine_key"] == copy
+
+
+def test_history_and_asof_agree_with_the_versions_that_were_staged(aws, tmp_path):
+    env = aws
+    base = staff_rows()
+    staged = [base]
+    put(env, "baseline/staff.json", dump_rows(SPEC, base))
+    deliver(env)
+    key = getattr(base[0], PK)
+    # Three later versions of the first rows, and one late arrival (older than the current).
+    edits = [(1, 300, "A"), (2, 200, "B"), (3, 500, "C"), (4, 400, "late")]
+    for n, day, name in edits:
+        rows = [
+            r.model_copy(
+                update={"first_name": f"{name}{i}", "last_updated": T0 + timedelta(days=day)}
+            )
+            for i, r in enumerate(base[: n + 1])
+        ]
+        staged.append(rows)
+        put(env, staging_key(TABLE), dump_rows(SPEC, rows))
+        deliver(env)
+
+    # Independent reconstruction: every staged version, per key, ordered by last_updated.
+    versions: dict[int, set[tuple[datetime, str]]] = {}
+    for rows in staged:
+        for r in rows:
+            text = row_json(SPEC, r)
+            versions.setdefault(getattr(r, PK), set()).add((r.last_updated, text))
+    timeline = sorted(versions[key])
+
+    shown = cli("history", TABLE, str(key), "--json")
+    assert shown.exit_code == 0, shown.output
+    document = json.loads(shown.stdout)
+    assert [v["row"] for v in document] == [json.loads(text) for _, text in timeline]
+    assert len(document) == 5  # the baseline row and its four staged versions
+    assert [datetime.fromisoformat(v["valid_from"]) for v in document] == [t for t, _ in timeline]
+    assert document[-1]["valid_to"] is None
+
+    for at in (T0 + timedelta(days=d) for d in (-1, 250, 350, 450, 600)):
+        expected = []
+        for k in sorted(versions):
+            current = [text for t, text in sorted(versions[k]) if t <= at]
+            if current:
+                expected.append(current[-1])
+        out = tmp_path / f"asof-{at:%Y%m%d}.json"
+        result = cli("asof", TABLE, "--at", at.isoformat(), "--out", str(out))
+        assert result.exit_code == 0, result.output
+        got = [row_json(SPEC, r) for r in load_rows(SPEC, out.read_bytes(), str(out)).rows]
+        assert got == expected, at
+
+
+def test_a_redrive_of_still_bad_data_leaves_it_quarantined_until_dismissed(aws):
+    env = aws
+    base = staff_rows()
+    put(env, "baseline/staff.json", dump_rows(SPEC, base))
+    deliver(env)
+    changed = [r.model_copy(update={"last_updated": T0 + timedelta(days=400)}) for r in base[:2]]
+    put(env, staging_key(TABLE), bad_staging(changed))
+    deliver(env)
+    assert cli("redrive", "--table", TABLE).exit_code == 0
+    deliver(env)  # validated again from quarantine: still bad, stays there; message consumed
+
+    code, report = status(env)
+    table = report["tables"][TABLE]
+    assert (table["dlq_messages"], table["quarantined"]) == (0, 1)
+    assert code == 3  # unresolved bad data, though no DLQ message is left
+    batch = table["quarantine"][0]["batch"]
+    put(env, staging_key(TABLE), dump_rows(SPEC, changed))
+    deliver(env)
+
+    result = cli("dismiss", "--table", TABLE, "--batch", batch, "--by", "ana")
+    assert result.exit_code == 0, result.output
+    assert f"dismissed batch {batch}" in result.stdout
+    record = json.loads(get(env, f"_state/dismissed/{TABLE}/{batch}.json"))
+    assert record["message_id"] is None
+    assert status(env)[0] == 0
+    assert latest_texts(env) == sorted(
+        row_json(SPEC, r)
+        for r in ({r.staff_id: r for r in base} | {r.staff_id: r for r in changed}).values()
+    )
+
+
+def test_pause_by_hand_is_idempotent_and_status_says_why(aws):
+    env = aws
+    first = cli("pause", "--reason", "database maintenance")
+    again = cli("pause", "--reason", "database maintenance")
+
+    assert (first.exit_code, again.exit_code) == (0, 0)
+    assert "already paused" in again.stdout
+    code, report = status(env)
+    assert code == 3
+    assert report["paused"] is True
+    assert report["pause_reason"] == "operator: database maintenance"
+    assert report["schedule_enabled"] is False
+    assert cli("resume", "--table", TABLE).exit_code == 0
+    assert status(env)[0] == 0
+
+
+def test_exit_codes_for_usage_and_failure(aws):
+    assert cli("history", "no_such_table", "1").exit_code == 2
+    assert cli("status", "--table", "no_such_table").exit_code == 2
+    missing = CliRunner().invoke(app, ["status", "--table", TABLE, "--bucket", "no-such-bucket"])
+    assert missing.exit_code == 1
+    assert "NoSuchBucket" in missing.output
+    assert cli("history", TABLE, "999").exit_code == 1  # no such row
