@@ -34,6 +34,7 @@ def run_up(
     log_dir: Path,
     verbose: bool,
     handlers: Mapping[str, str],
+    warehouse_dsn: str | None = None,
 ) -> int:
     # Stop cleanly on Ctrl-C and when a supervisor terminates us (SIGINT explicitly too: a
     # shell's background job starts with SIGINT ignored).
@@ -50,6 +51,7 @@ def run_up(
         ),
         verbose=verbose,
         handlers=handlers,
+        warehouse_dsn=warehouse_dsn,
     )
     try:
         runtime.start()

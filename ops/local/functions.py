@@ -28,6 +28,7 @@ from typing import Any
 DEFAULT_HANDLERS: Mapping[str, str] = {
     "merge": "services.merge.handler:handler",
     "pause": "services.pause.handler:handler",
+    "transform": "services.transform.handler:handler",
 }
 
 Handler = Callable[[dict[str, Any], Any], Any]
