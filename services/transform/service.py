@@ -140,6 +140,9 @@ class TransformService:
             tables=dict(sorted(report.tables.items())),
         )
 
+    # A retry after a crash finds the Parquet already written; so the manifest and the sink
+    # are brought up to date whether or not this attempt changed a file (both are idempotent).
+
     def _add_facts(
         self, table: WarehouseTable, rows: Sequence[Row], report: TransformReport
     ) -> None:
@@ -154,8 +157,8 @@ class TransformService:
             report.add(table.name, len(added))
             if added:
                 report.files_written.append(key)
-                if self.sink is not None:
-                    self.sink.upsert(table, added)
+            if self.sink is not None:
+                self.sink.upsert(table, new_rows)
         self._retry(lambda: self._update_manifest(table, counts))
 
     def _union_file(
@@ -174,53 +177,52 @@ class TransformService:
     def _widen_dates(self, dates: set[date], report: TransformReport) -> None:
         if not dates:
             return
+        key = warehouse_file_key(DIM_DATE.name)
 
-        def attempt() -> int:
-            key = warehouse_file_key(DIM_DATE.name)
+        def attempt() -> tuple[list[Row], bool]:
             found = self.store.get_if_exists(key)
             days = [r["date_id"] for r in parquet.decode(DIM_DATE, found.data)] if found else []
             first, last = min([*days, *dates]), max([*days, *dates])
-            if days and (first, last) == (days[0], days[-1]):
-                return 0
             rows = dim_date(first, last)
+            if days and (first, last) == (days[0], days[-1]):
+                return rows, False
             self._put(key, parquet.encode(DIM_DATE, rows), found.etag if found else None)
-            if self.sink is not None:
-                self.sink.replace(DIM_DATE, rows)
-            return len(rows)
+            return rows, True
 
-        written = self._retry(attempt)
-        report.add(DIM_DATE.name, written)
-        if written:
-            report.files_written.append(warehouse_file_key(DIM_DATE.name))
-            self._retry(
-                lambda: self._update_manifest(
-                    DIM_DATE, {warehouse_file_key(DIM_DATE.name): written}
-                )
-            )
+        rows, changed = self._retry(attempt)
+        report.add(DIM_DATE.name, len(rows) if changed else 0)
+        if changed:
+            report.files_written.append(key)
+        if self.sink is not None:
+            self.sink.replace(DIM_DATE, rows)
+        self._retry(lambda: self._update_manifest(DIM_DATE, {key: len(rows)}))
 
     def _refresh_dimension(self, table: WarehouseTable, report: TransformReport) -> None:
         key = warehouse_file_key(table.name)
 
-        def attempt() -> list[Row] | None:
+        def attempt() -> tuple[list[Row], bool, bool]:
+            """(rows, whether the file exists now, whether this attempt wrote it)."""
             # Read the file's ETag before latest: a write based on an older latest than
             # another transform's then fails its condition and is redone.
             found = self.store.get_if_exists(key)
             rows = build_dimension(table, self._latest(table.sources))
             data = parquet.encode(table, rows)
             if found is not None and found.data == data:
-                return None
+                return rows, True, False
             if found is None and not rows:
-                return None
+                return rows, False, False
             self._put(key, data, found.etag if found else None)
-            return rows
+            return rows, True, True
 
-        rows = self._retry(attempt)
-        report.add(table.name, 0 if rows is None else len(rows))
-        if rows is not None:
+        rows, exists, changed = self._retry(attempt)
+        report.add(table.name, len(rows) if changed else 0)
+        if changed:
             report.files_written.append(key)
-            if self.sink is not None:
-                self.sink.replace(table, rows)
-            self._retry(lambda: self._update_manifest(table, {key: len(rows)}))
+        if not exists:
+            return
+        if self.sink is not None:
+            self.sink.replace(table, rows)
+        self._retry(lambda: self._update_manifest(table, {key: len(rows)}))
 
     # ---- rebuild -----------------------------------------------------------------------
 

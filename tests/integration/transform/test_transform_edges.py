@@ -3,6 +3,7 @@
 import json
 from datetime import timedelta
 
+import pytest
 from typer.testing import CliRunner
 
 from ops.cli import app
@@ -113,3 +114,28 @@ def test_ingestctl_transform_rebuild_restores_the_warehouse(chain):
     assert result.exit_code == 0, result.output
     assert "fact_sales_order:" in result.output
     assert chain.files() == before
+
+
+class CrashAfterWrite(BucketStore):
+    """Dies right after its first write of a Parquet file (before the manifest is updated)."""
+
+    def put(self, key, data, **kwargs):
+        result = super().put(key, data, **kwargs)
+        if key.endswith(".parquet"):
+            raise RuntimeError(f"crashed after writing {key}")
+        return result
+
+
+def test_a_retry_after_a_crash_finishes_the_manifest(chain):
+    database = SampleDatabase(seed=43, orders=5)
+    chain.merge("address", database.rows("address"), baseline=True)
+    (body,) = [m["Body"] for m in chain.receive()]
+    detail = json.loads(body)["detail"]
+    from shared.events import BaselinePromoted
+
+    change = SourceChange.from_event(BaselinePromoted.model_validate(detail))
+    with pytest.raises(RuntimeError, match="crashed after writing"):
+        TransformService(CrashAfterWrite(BUCKET)).apply(change)
+    assert chain.table("dim_location") == []  # no manifest yet: the table is not visible
+    assert chain.invoke([body]) == []  # the redelivery
+    assert len(chain.table("dim_location")) == len(database.rows("address"))
