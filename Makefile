@@ -14,7 +14,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --python $(BIN)/python -q -c constraints.txt -e '.[cli,infra,dev]'
+	$(BIN)/uv pip install --python $(BIN)/python -q -c constraints.txt -e '.[cli,infra,dev,transform]'
 	@touch $@
 
 install: $(STAMP)
@@ -36,19 +36,26 @@ test: lint typecheck
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 -q -o constraints.txt
 
-# The Lambda code asset (runtime wheels for arm64 + shared/ + services/), built without Docker.
+# The Lambda code assets (runtime wheels for arm64 + shared/ + services/), built without Docker:
+# one for the merge/ingest/pause functions, one with pyarrow for the transform alone.
 BUNDLE := .lambda-bundle
 BUNDLE_STAMP := $(BUNDLE)/.built
+TRANSFORM_BUNDLE := .lambda-bundle-transform
+TRANSFORM_BUNDLE_STAMP := $(TRANSFORM_BUNDLE)/.built
 $(BUNDLE_STAMP): $(STAMP) scripts/bundle.py $(shell find shared services -name '*.py' 2>/dev/null)
-	$(BIN)/python scripts/bundle.py --out $(BUNDLE)
+	$(BIN)/python scripts/bundle.py --bundle base --out $(BUNDLE)
 	@touch $@
 
-bundle: $(BUNDLE_STAMP)
+$(TRANSFORM_BUNDLE_STAMP): $(STAMP) scripts/bundle.py $(shell find shared services -name '*.py' 2>/dev/null)
+	$(BIN)/python scripts/bundle.py --bundle transform --out $(TRANSFORM_BUNDLE)
+	@touch $@
+
+bundle: $(BUNDLE_STAMP) $(TRANSFORM_BUNDLE_STAMP)
 
 # Writes the CloudFormation template to cdk.out/ (no AWS account, no Docker needed).
-synth: $(BUNDLE_STAMP)
+synth: $(BUNDLE_STAMP) $(TRANSFORM_BUNDLE_STAMP)
 	@test -d node_modules/aws-cdk || npm ci --no-audit --no-fund
 	npx cdk synth --quiet
 
 clean:
-	rm -rf $(VENV) .demo cdk.out .mypy_cache .ruff_cache .pytest_cache $(BUNDLE)
+	rm -rf $(VENV) .demo cdk.out .mypy_cache .ruff_cache .pytest_cache $(BUNDLE) $(TRANSFORM_BUNDLE)

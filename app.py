@@ -2,7 +2,8 @@
 """CDK entry point: one environment-agnostic IngestStack, checked by cdk-nag's AwsSolutions pack.
 
 Context (all optional): `prefix` (resource names, default `ingest`), `asset_dir` (the Lambda
-bundle, default `.lambda-bundle`, built by `make bundle`), `source_secret_arn` (default value
+bundle, default `.lambda-bundle`, built by `make bundle`), `transform_asset_dir` (the
+transform's bundle, default `.lambda-bundle-transform`), `source_secret_arn` (default value
 of the SourceSecretArn parameter).
 """
 
@@ -31,14 +32,19 @@ def build_app(app: App) -> IngestStack:
         app.node.set_context(flag, value)
     prefix = app.node.try_get_context("prefix") or naming.DEFAULT_PREFIX
     asset_dir = Path(app.node.try_get_context("asset_dir") or ROOT / ".lambda-bundle")
-    if not asset_dir.is_dir():
-        raise SystemExit(f"Lambda bundle {asset_dir} is missing: run `make bundle` first")
+    transform_asset_dir = Path(
+        app.node.try_get_context("transform_asset_dir") or ROOT / ".lambda-bundle-transform"
+    )
+    for folder in (asset_dir, transform_asset_dir):
+        if not folder.is_dir():
+            raise SystemExit(f"Lambda bundle {folder} is missing: run `make bundle` first")
     stack = IngestStack(
         app,
         "IngestStack",
         stack_name=naming.stack_name(prefix),
         description="Ingest bucket kept in step with the source database, event by event",
         asset_dir=asset_dir,
+        transform_asset_dir=transform_asset_dir,
         prefix=prefix,
         source_secret_arn_default=app.node.try_get_context("source_secret_arn"),
     )

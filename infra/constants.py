@@ -18,6 +18,7 @@ LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 MERGE_HANDLER = "services.merge.handler.handler"
 PAUSE_HANDLER = "services.pause.handler.handler"
 INGEST_HANDLER = "services.ingest.handler.handler"
+TRANSFORM_HANDLER = "services.transform.handler.handler"
 
 MERGE_MEMORY_MB = 1024
 MERGE_TIMEOUT = Duration.seconds(naming.MERGE_FUNCTION_TIMEOUT_SECONDS)
@@ -54,4 +55,9 @@ ACCESS_LOG_EXPIRY = Duration.days(365)
 EVENT_ARCHIVE_RETENTION = Duration.days(90)
 
 # The downstream transform consumes these merge events (DESIGN §6).
-TRANSFORM_DETAIL_TYPES = ("HistoryAppended", "StagingArchived")
+TRANSFORM_DETAIL_TYPES = naming.TRANSFORM_DETAIL_TYPES
+# pyarrow and a month of fact rows per partition file: more memory than a merge.
+TRANSFORM_MEMORY_MB = 2048
+TRANSFORM_BATCH_SIZE = 10
+# Two transforms at once are safe (every warehouse file is replaced by a conditional write).
+TRANSFORM_MAX_CONCURRENCY = 2

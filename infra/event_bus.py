@@ -40,6 +40,8 @@ class ChainEventBus(Construct):
             "TransformQueue",
             queue_name=naming.consumer_queue_name(consumer, prefix),
             retention_period=Duration.days(naming.QUEUE_RETENTION_DAYS),
+            # Lambda asks for at least the function timeout; 6x leaves room for retries.
+            visibility_timeout=Duration.seconds(6 * naming.TRANSFORM_FUNCTION_TIMEOUT_SECONDS),
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             dead_letter_queue=sqs.DeadLetterQueue(

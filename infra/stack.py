@@ -17,12 +17,14 @@ from infra.ingest_bucket import IngestBucket
 from infra.ingest_schedule import IngestSchedule
 from infra.pause_on_dlq_alarm import PauseOnDlqAlarm
 from infra.table_pipeline import TablePipeline
+from infra.transform import Transform
 from shared import naming
 from shared.tables import TABLES
 
 
 class IngestStack(Stack):
-    """`asset_dir` is the Lambda code: the bundle `make bundle` builds (or any folder, in tests).
+    """`asset_dir` is the Lambda code: the bundle `make bundle` builds (or any folder, in tests);
+    `transform_asset_dir` the transform's own bundle (with pyarrow; default: `asset_dir`).
 
     `prefix` names every resource (shared/naming.py); it is fixed at synth time because names
     are needed to wire rules, alarms and outputs, and it lets two deployments share an account.
@@ -34,6 +36,7 @@ class IngestStack(Stack):
         construct_id: str,
         *,
         asset_dir: Path,
+        transform_asset_dir: Path | None = None,
         prefix: str = naming.DEFAULT_PREFIX,
         source_secret_arn_default: str | None = None,
         **kwargs: Any,
@@ -83,7 +86,18 @@ class IngestStack(Stack):
             schedule_rule_arn=self.schedule.rule_arn,
             dlq_alarms=[p.dlq_alarm for p in self.pipelines],
         )
+        self.transform = Transform(
+            self,
+            "Transform",
+            prefix=prefix,
+            bucket=bucket,
+            bus=bus,
+            queue=self.events.transform_queue,
+            dlq=self.events.transform_dlq,
+            code=lambda_.Code.from_asset(str(transform_asset_dir or asset_dir)),
+        )
         alarms = [self.schedule.error_alarm, self.pause.error_alarm]
+        alarms += [self.transform.dlq_alarm, self.transform.error_alarm]
         for p in self.pipelines:
             alarms += [p.dlq_alarm, p.age_alarm, p.error_alarm]
         ChainDashboard(
@@ -153,6 +167,11 @@ class IngestStack(Stack):
         output("PauseFunctionName", self.pause.pause.function.function_name, "Pause")
         output("TransformQueueUrl", self.events.transform_queue.queue_url, "Transform queue")
         output("TransformDlqUrl", self.events.transform_dlq.queue_url, "Transform DLQ")
+        output(
+            "TransformFunctionName",
+            self.transform.transform.function.function_name,
+            "Transform",
+        )
         for p in self.pipelines:
             output("QueueUrl", p.queue.queue_url, f"{p.table} merge queue", p.table)
             output("DlqUrl", p.dlq.queue_url, f"{p.table} merge DLQ", p.table)

@@ -164,6 +164,13 @@ def local_up(
     ingest_every: Annotated[
         float, typer.Option(help="Seconds between ingest runs (the schedule's rate).")
     ] = 1200.0,
+    transform_handler: Annotated[
+        str, typer.Option(help="module:function of the transform Lambda.", hidden=True)
+    ] = DEFAULT_HANDLERS["transform"],
+    warehouse_dsn: Annotated[
+        str | None,
+        typer.Option(help="postgresql://... warehouse the transform also upserts into."),
+    ] = None,
 ) -> None:
     """Start the local AWS endpoint, create the resources and run the dispatcher until Ctrl-C.
 
@@ -181,9 +188,15 @@ def local_up(
             visibility_timeout=visibility_timeout,
             log_dir=log_dir,
             verbose=verbose,
-            handlers={**DEFAULT_HANDLERS, "merge": merge_handler, "pause": pause_handler},
+            handlers={
+                **DEFAULT_HANDLERS,
+                "merge": merge_handler,
+                "pause": pause_handler,
+                "transform": transform_handler,
+            },
             source=source,
             ingest_every=ingest_every,
+            warehouse_dsn=warehouse_dsn,
         )
     )
 
@@ -196,6 +209,51 @@ def local_demo(
     from ops.local.demo import run_demo
 
     raise typer.Exit(run_demo(console, seed=seed))
+
+
+transform_app = typer.Typer(
+    help="The star-schema warehouse the transform keeps under warehouse/.", no_args_is_help=True
+)
+app.add_typer(transform_app, name="transform")
+
+
+@transform_app.command("rebuild")
+def transform_rebuild(
+    bucket: Annotated[
+        str | None, typer.Option(help="The ingest bucket (default: $BUCKET_NAME).")
+    ] = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(help="AWS endpoint, e.g. the local runtime's http://127.0.0.1:PORT."),
+    ] = None,
+    warehouse_dsn: Annotated[
+        str | None,
+        typer.Option(help="postgresql://... warehouse to replace with the same rows."),
+    ] = None,
+) -> None:
+    """Rebuild every warehouse table from latest + history (same output as the events gave)."""
+    import os
+    from contextlib import nullcontext
+
+    from ops.local.runtime import aws_environment, endpoint_environment
+    from services.transform.service import TransformService
+    from shared.storage import BucketStore
+
+    name = bucket or os.environ.get("BUCKET_NAME")
+    if not name:
+        err_console.print("name the bucket: --bucket or $BUCKET_NAME")
+        raise typer.Exit(2)
+    sink = None
+    if warehouse_dsn:
+        from services.transform.postgres import PostgresWarehouse
+
+        sink = PostgresWarehouse.from_url(warehouse_dsn)
+    pointed = aws_environment(endpoint_environment(endpoint_url)) if endpoint_url else nullcontext()
+    with pointed:
+        report = TransformService(BucketStore(name), sink=sink).rebuild()
+    for table, rows in sorted(report.tables.items()):
+        console.print(f"[green]✓[/] {table}: {rows} rows", highlight=False)
+    console.print(f"{len(report.files_written)} file(s) written", highlight=False)
 
 
 def _split_tables(tables: list[str] | None) -> list[str]:

@@ -140,6 +140,23 @@ class IngestPaused(EventDetail):
     paused_at: datetime
 
 
+class WarehouseUpdated(EventDetail):
+    """The transform applied one merge event (or a rebuild) to the warehouse.
+
+    `tables` maps each warehouse table written to its rows written: new fact versions, or the
+    rows of a dimension file that changed. Its id follows the event that caused it.
+    """
+
+    cause: str
+    source_table: str | None = None
+    batch: str | None = None
+    tables: dict[str, int]
+
+    @property
+    def rows_written(self) -> int:
+        return sum(self.tables.values())
+
+
 def keys_listed(keys: Sequence[int]) -> tuple[list[int], bool]:
     """The keys to list in an event, and whether the list was cut to stay under 256 KB."""
     return list(keys[:MAX_KEYS_LISTED]), len(keys) > MAX_KEYS_LISTED

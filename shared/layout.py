@@ -18,6 +18,7 @@ class Area(StrEnum):
     ARCHIVE = "archive"
     QUARANTINE = "quarantine"
     STATE = "_state"
+    WAREHOUSE = "warehouse"
 
 
 # The two areas whose uploads trigger a merge (S3 notifications filter on these whole keys).
@@ -70,6 +71,23 @@ def quarantine_report_key(table: str, stamp: str, batch: str) -> str:
 
 def state_key(*parts: str) -> str:
     return "/".join((Area.STATE, *parts))
+
+
+def warehouse_prefix(table: str) -> str:
+    """The folder of one warehouse table (its Athena/Glue table location)."""
+    return f"{Area.WAREHOUSE}/{table}/"
+
+
+def warehouse_file_key(table: str, partition: str | None = None) -> str:
+    """A warehouse table's Parquet file: one per `created_month=YYYY-MM` partition of a fact,
+    one file for a dimension."""
+    folder = warehouse_prefix(table) + (f"created_month={partition}/" if partition else "")
+    return f"{folder}part-0.parquet"
+
+
+def warehouse_manifest_key(table: str) -> str:
+    """The table's current files and row counts (a leading `_`: Athena skips it)."""
+    return f"{warehouse_prefix(table)}_manifest.json"
 
 
 def object_stamp(last_modified: datetime) -> str:

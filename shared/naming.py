@@ -51,6 +51,19 @@ EVENT_SOURCE = "ingest.merge"
 # operator CLI alike).
 INGEST_SCHEDULE_EXPRESSION = "rate(20 minutes)"
 TRANSFORM_CONSUMER = "transform"
+# The merge events the transform consumes (StagingArchived etc. carry no rows it needs), and
+# the source of the events the transform itself puts on the bus.
+TRANSFORM_DETAIL_TYPES = ("HistoryAppended", "BaselinePromoted")
+TRANSFORM_EVENT_SOURCE = "ingest.transform"
+TRANSFORM_FUNCTION_TIMEOUT_SECONDS = 300
+
+
+def transform_function_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-transform"
+
+
+def transform_dlq_alarm_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-transform-dlq-not-empty"
 
 
 def ingest_function_name(prefix: str = DEFAULT_PREFIX) -> str:

@@ -46,7 +46,12 @@ def history_keys(store: BucketStore, spec: TableSpec) -> list[str]:
     return sorted(store.keys(history_prefix(spec.name)))
 
 
+def read_history(store: BucketStore, spec: TableSpec, key: str) -> list[HistoryRow]:
+    """The rows of one history object (e.g. the one a HistoryAppended event names)."""
+    return load_history(spec, store.get(key).data, f"s3://{store.bucket}/{key}")
+
+
 def iter_history(store: BucketStore, spec: TableSpec) -> Iterator[tuple[str, list[HistoryRow]]]:
     """Each history object of the table with its rows, oldest first, one object in memory."""
     for key in history_keys(store, spec):
-        yield key, load_history(spec, store.get(key).data, f"s3://{store.bucket}/{key}")
+        yield key, read_history(store, spec, key)

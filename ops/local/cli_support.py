@@ -36,6 +36,7 @@ def run_up(
     handlers: Mapping[str, str],
     source: str | None = None,
     ingest_every: float = 1200.0,
+    warehouse_dsn: str | None = None,
 ) -> int:
     # Stop cleanly on Ctrl-C and when a supervisor terminates us (SIGINT explicitly too: a
     # shell's background job starts with SIGINT ignored).
@@ -55,6 +56,7 @@ def run_up(
         ),
         verbose=verbose,
         handlers=handlers,
+        warehouse_dsn=warehouse_dsn,
     )
     try:
         runtime.start()

@@ -1,9 +1,11 @@
 """`ingestctl local demo`: the mission's story on a private local endpoint, in under a minute.
 
 Baseline of every table promoted to latest; three 20-minute cycles of staging files (inserts,
-updates, empty files); a bad file quarantined, its message in the DLQ, ingest paused; the
-operator stages a corrected file, redrives and resumes; final counts and the events seen.
-The merge and pause functions are the real ones, found by import path (`DEFAULT_HANDLERS`).
+updates, empty files; in cycle 2 an order's delivery location changes); a bad file
+quarantined, its message in the DLQ, ingest paused; the operator stages a corrected file,
+redrives and resumes; final counts and the events seen; the warehouse the transform kept
+(row counts per table, and the changed order's two fact rows). The merge, pause and transform
+functions are the real ones, found by import path (`DEFAULT_HANDLERS`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from shared.tables import TABLES, get_table
 
 STEP_TIMEOUT_SECONDS = 30.0
 BAD_TABLE = "staff"
+CHANGED_ORDER_CYCLE = 2
 
 
 class DemoError(Exception):
@@ -161,6 +164,8 @@ def _story(
     for cycle in range(1, 4):
         console.rule(f"[bold]2.{cycle} Ingest cycle {cycle} (+20 minutes)")
         changes = db.advance(minutes=20)
+        if cycle == CHANGED_ORDER_CYCLE:
+            _move_delivery(console, db, changes)
         ingest(changes, "staging")
         _wait_staging_empty(store, list(TABLES))
         _cycle_table(console, changes, store)
@@ -236,6 +241,9 @@ def _story(
         raise DemoError(f"latest differs from the database for {', '.join(mismatched)}")
     console.print("[green]✓[/] latest/ equals the source database, table by table")
 
+    console.rule("[bold]6. The warehouse (transform)")
+    _show_warehouse(console, store, db)
+
 
 # -- the source database --------------------------------------------------------------------
 class _Source:
@@ -273,6 +281,65 @@ def _start_source(console: Console, db: SampleDatabase) -> Iterator[_Source | No
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _changed_order(db: SampleDatabase) -> int:
+    return min(db.tables["sales_order"])
+
+
+def _move_delivery(console: Console, db: SampleDatabase, changes: dict[str, list[Row]]) -> None:
+    """The sales team changes an order's delivery location: a new version of the order."""
+    order = db.tables["sales_order"][_changed_order(db)]
+    before = order["agreed_delivery_location_id"]
+    addresses = sorted(db.tables["address"])
+    order["agreed_delivery_location_id"] = next(a for a in addresses if a != before)
+    order["last_updated"] = db.now
+    changes["sales_order"] = [
+        *(r for r in changes["sales_order"] if r["sales_order_id"] != order["sales_order_id"]),
+        order,
+    ]
+    console.print(
+        f"order {order['sales_order_id']}: delivery location {before} → "
+        f"{order['agreed_delivery_location_id']}",
+        highlight=False,
+    )
+
+
+def _show_warehouse(console: Console, store: BucketStore, db: SampleDatabase) -> None:
+    from services.transform.service import TransformService
+    from services.transform.warehouse import FACT_SALES_ORDER, WAREHOUSE_TABLES
+
+    service = TransformService(store)
+    order = _changed_order(db)
+    # Every sales version: the orders of the database, plus the changed order's old version.
+    expected = len(db.tables["sales_order"]) + 1
+
+    def caught_up() -> bool:
+        return len(service.read_table(FACT_SALES_ORDER.name)) == expected
+
+    _wait(caught_up, f"{expected} sales fact rows (every version of every order)")
+    table = Table("warehouse table", "rows", box=None)
+    for name in WAREHOUSE_TABLES:
+        table.add_row(name, str(len(service.read_table(name))))
+    console.print(table)
+    versions = [
+        r for r in service.read_table(FACT_SALES_ORDER.name) if r["sales_order_id"] == order
+    ]
+    facts = Table(
+        "sales_record_id", "sales_order_id", "last_updated", "delivery location", box=None
+    )
+    for row in versions:
+        facts.add_row(
+            str(row["sales_record_id"]),
+            str(row["sales_order_id"]),
+            f"{row['last_updated_date']} {row['last_updated_time']}",
+            str(row["agreed_delivery_location_id"]),
+        )
+    console.print(f"order {order} in fact_sales_order: one row per version")
+    console.print(facts)
+    if len(versions) != 2:
+        raise DemoError(f"order {order} has {len(versions)} fact rows, expected 2")
+    console.print("[green]✓[/] the warehouse holds every version of the changed order")
+
+
 def _jsonable(row: Row) -> dict[str, Any]:
     spec = get_table(BAD_TABLE)
     report = validate_rows(spec, [row], "demo")

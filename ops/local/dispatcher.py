@@ -9,7 +9,9 @@
 - One alarm thread watches every DLQ: on OK -> ALARM it sets the CloudWatch alarm's state and
   invokes the pause function once with a "CloudWatch Alarm State Change" event (the shape
   EventBridge delivers on AWS, reference/event_shapes.md §4).
-- One thread per consumer queue drains the events the bus routed there and reports them.
+- The `transform` consumer queue is polled like a table queue and invokes the transform
+  function (when a `transform` handler is configured); every other consumer queue is drained
+  and its events reported.
 Every outcome goes to one callback, so `ingestctl local up` prints lines and the demo draws.
 """
 
@@ -66,10 +68,11 @@ class RecordOutcome:
 
 @dataclass(frozen=True)
 class Invocation:
-    table: str
+    table: str  # the table of a merge; the consumer's name for the transform
     function: str
     records: tuple[RecordOutcome, ...]
     error: str | None
+    kind: str = "merge"
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,10 @@ def describe_message(body: str) -> str:
         return "unparsable body"
     if isinstance(parsed, dict) and parsed.get("Event") == "s3:TestEvent":
         return "s3:TestEvent"
+    if isinstance(parsed, dict) and "detail-type" in parsed:  # an EventBridge event
+        detail = parsed.get("detail")
+        table = detail.get("table", "-") if isinstance(detail, dict) else "-"
+        return f"{parsed['detail-type']}:{table}"
     try:
         keys = [unquote_plus(r["s3"]["object"]["key"]) for r in parsed["Records"]]
     except (KeyError, TypeError):
@@ -264,7 +271,9 @@ class Dispatcher:
         *,
         handlers: Mapping[str, str] = DEFAULT_HANDLERS,
         config: DispatcherConfig | None = None,
+        warehouse_dsn: str | None = None,
     ) -> None:
+        self.warehouse_dsn = warehouse_dsn
         self.deployment = deployment
         self.clients = clients
         self.endpoint_url = endpoint_url
@@ -294,13 +303,23 @@ class Dispatcher:
             ingest_env["SOURCE_URL"] = self.config.ingest_source
             ingest_env["OVERLAP_SECONDS"] = str(self.config.ingest_overlap_seconds)
             self._add_function(self.ingest_function_name, self.handlers["ingest"], ingest_env)
+        if self.runs_transform:
+            env = {
+                **pause_env,
+                "POWERTOOLS_SERVICE_NAME": "transform",
+                **({"WAREHOUSE_DSN": self.warehouse_dsn} if self.warehouse_dsn else {}),
+            }
+            self._add_function(self.transform_function_name, self.handlers["transform"], env)
         for function in self.functions.values():  # they start side by side; wait for all
             function.wait_ready()
         for res in self.deployment.tables.values():
             self._spawn(f"poll-{res.table}", self._poll_table, res)
         self._spawn("dlq-alarms", self._watch_dlqs)
         for consumer, queue in self.deployment.consumers.items():
-            self._spawn(f"consumer-{consumer}", self._drain_consumer, consumer, queue)
+            if consumer == naming.TRANSFORM_CONSUMER and self.runs_transform:
+                self._spawn(f"consumer-{consumer}", self._poll_transform, queue)
+            else:
+                self._spawn(f"consumer-{consumer}", self._drain_consumer, consumer, queue)
         if self.config.ingest_source and self.config.ingest_every_seconds is not None:
             self._spawn("ingest-schedule", self._run_schedule, self.config.ingest_every_seconds)
 
@@ -311,6 +330,14 @@ class Dispatcher:
     @property
     def ingest_function_name(self) -> str:
         return naming.ingest_function_name(self.deployment.prefix)
+
+    @property
+    def transform_function_name(self) -> str:
+        return naming.transform_function_name(self.deployment.prefix)
+
+    @property
+    def runs_transform(self) -> bool:
+        return "transform" in self.handlers
 
     def stop(self) -> None:
         self._stop.set()
@@ -327,6 +354,7 @@ class Dispatcher:
         timeout = {
             self.pause_function_name: PAUSE_FUNCTION_TIMEOUT_SECONDS,
             self.ingest_function_name: INGEST_FUNCTION_TIMEOUT_SECONDS,
+            self.transform_function_name: float(naming.TRANSFORM_FUNCTION_TIMEOUT_SECONDS),
         }.get(name, naming.MERGE_FUNCTION_TIMEOUT_SECONDS)
         spec = FunctionSpec(name=name, handler=handler, environment=env, timeout_seconds=timeout)
         function = FunctionProcess(spec, log_dir / f"{name}.log" if log_dir else None)
@@ -366,15 +394,44 @@ class Dispatcher:
             if messages:
                 self._invoke_batch(res, list(messages))
 
+    def _poll_transform(self, queue: QueueRef) -> None:
+        while not self._stop.is_set():
+            messages = self.clients.sqs.receive_message(
+                QueueUrl=queue.url,
+                MaxNumberOfMessages=self.config.batch_size,
+                WaitTimeSeconds=self.config.wait_seconds,
+                VisibilityTimeout=max(self.config.visibility_timeout, 30),
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            if messages:
+                self._invoke_queue(
+                    naming.TRANSFORM_CONSUMER,
+                    queue,
+                    self.transform_function_name,
+                    list(messages),
+                    kind="transform",
+                )
+
     def _invoke_batch(self, res: TableResources, messages: list[Mapping[str, Any]]) -> None:
-        event = sqs_event(messages, res.queue.arn, self.deployment.region)
-        result = self.functions[res.function_name].invoke(event)
+        self._invoke_queue(res.table, res.queue, res.function_name, messages)
+
+    def _invoke_queue(
+        self,
+        label: str,
+        queue: QueueRef,
+        function_name: str,
+        messages: list[Mapping[str, Any]],
+        kind: str = "merge",
+    ) -> None:
+        event = sqs_event(messages, queue.arn, self.deployment.region)
+        result = self.functions[function_name].invoke(event)
         ids = [m["MessageId"] for m in messages]
         failed = failed_message_ids(result, ids)
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
             self.clients.sqs.delete_message_batch(
-                QueueUrl=res.queue.url,
+                QueueUrl=queue.url,
                 Entries=[
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                     for i, m in enumerate(done[start : start + 10])
@@ -389,7 +446,7 @@ class Dispatcher:
             )
             for m in messages
         )
-        self._report(Invocation(res.table, res.function_name, records, result.error))
+        self._report(Invocation(label, function_name, records, result.error, kind))
 
     def _watch_dlqs(self) -> None:
         while not self._stop.is_set():

@@ -29,6 +29,7 @@ DEFAULT_HANDLERS: Mapping[str, str] = {
     "merge": "services.merge.handler:handler",
     "pause": "services.pause.handler:handler",
     "ingest": "services.ingest.handler:handler",
+    "transform": "services.transform.handler:handler",
 }
 
 Handler = Callable[[dict[str, Any], Any], Any]

@@ -18,7 +18,7 @@ def outcome_lines(outcome: Outcome) -> list[str]:
     if isinstance(outcome, Invocation):
         error = f" error={_last_line(outcome.error)}" if outcome.error else ""
         return [
-            f"merge table={outcome.table} key={r.subject} message={r.message_id} "
+            f"{outcome.kind} table={outcome.table} key={r.subject} message={r.message_id} "
             f"receive={r.receive_count} {'ok' if r.ok else 'failed'}{error}"
             for r in outcome.records
         ]

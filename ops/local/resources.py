@@ -34,8 +34,13 @@ INGEST_SCHEDULE = "rate(20 minutes)"
 # Downstream consumers of the bus: a rule + a capture queue each. `transform` takes what the
 # merge says about the data; `operator` takes everything, pauses included.
 CONSUMER_PATTERNS: Mapping[str, dict[str, Any]] = {
-    "transform": {"source": [naming.EVENT_SOURCE]},
-    "operator": {"source": [naming.EVENT_SOURCE, PAUSE_EVENT_SOURCE]},
+    naming.TRANSFORM_CONSUMER: {
+        "source": [naming.EVENT_SOURCE],
+        "detail-type": list(naming.TRANSFORM_DETAIL_TYPES),
+    },
+    "operator": {
+        "source": [naming.EVENT_SOURCE, PAUSE_EVENT_SOURCE, naming.TRANSFORM_EVENT_SOURCE]
+    },
 }
 
 
@@ -229,7 +234,12 @@ def _create_dlq_alarm(cloudwatch: CloudWatchClient, res: TableResources) -> None
 def _create_consumer(
     clients: Clients, bus: str, consumer: str, pattern: dict[str, Any], prefix: str
 ) -> QueueRef:
-    queue = _create_queue(clients.sqs, naming.consumer_queue_name(consumer, prefix), {})
+    attributes: dict[str, str] = {}
+    if consumer == naming.TRANSFORM_CONSUMER:  # a consumer function's queue has its DLQ, as on AWS
+        dlq = _create_queue(clients.sqs, naming.consumer_dlq_name(consumer, prefix), {})
+        redrive = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": naming.MAX_RECEIVE_COUNT}
+        attributes["RedrivePolicy"] = json.dumps(redrive)
+    queue = _create_queue(clients.sqs, naming.consumer_queue_name(consumer, prefix), attributes)
     rule = f"{prefix}-{consumer}"
     clients.events.put_rule(
         Name=rule, EventBusName=bus, EventPattern=json.dumps(pattern), State="ENABLED"

@@ -96,8 +96,10 @@ class LocalRuntime:
         config: DispatcherConfig | None = None,
         verbose: bool = False,
         log_dir: Path | None = None,
+        warehouse_dsn: str | None = None,
     ) -> None:
         self.on_outcome = on_outcome
+        self.warehouse_dsn = warehouse_dsn
         self.host = host
         self.port = port or free_port(host)
         self.bucket = bucket
@@ -150,6 +152,7 @@ class LocalRuntime:
                 self.on_outcome,
                 handlers=self.handlers,
                 config=self.config,
+                warehouse_dsn=self.warehouse_dsn,
             )
             self.dispatcher.start()
         except BaseException:

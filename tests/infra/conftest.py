@@ -66,7 +66,9 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     asset = tmp_path_factory.mktemp("asset")
     (asset / "placeholder.py").write_text("# stands in for the Lambda bundle\n")
     outdir = tmp_path_factory.mktemp("cdk.out")
-    app = App(context={"asset_dir": str(asset)}, outdir=str(outdir))
+    app = App(
+        context={"asset_dir": str(asset), "transform_asset_dir": str(asset)}, outdir=str(outdir)
+    )
     build_app(app)
     error: str | None = None
     try:

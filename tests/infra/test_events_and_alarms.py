@@ -33,7 +33,7 @@ def test_transform_rule_sends_merge_events_to_its_queue_with_a_dlq(synth):
     assert rule["EventBusName"] == {"Ref": bus_id}
     assert rule["EventPattern"] == {
         "source": [naming.EVENT_SOURCE],
-        "detail-type": ["HistoryAppended", "StagingArchived"],
+        "detail-type": ["HistoryAppended", "BaselinePromoted"],
     }
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
@@ -141,7 +141,7 @@ def test_every_function_of_ours_has_a_log_group_with_retention_and_runs_on_arm64
         for k, v in synth.of_type("AWS::Lambda::Function").items()
         if not k.startswith("BucketNotificationsHandler")
     }
-    assert len(ours) == len(TABLES) + 2
+    assert len(ours) == len(TABLES) + 3  # merges, ingest, pause, transform
     for logical_id, fn in ours.items():
         log_group_id = fn["LoggingConfig"]["LogGroup"]["Ref"]
         assert synth.props(log_group_id)["RetentionInDays"] > 0, logical_id

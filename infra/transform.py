@@ -1,0 +1,110 @@
+"""The transform: merge events (bus rule → transform queue + DLQ) → the warehouse in the bucket.
+
+The queue, its DLQ and the rule are the bus's consumer wiring (infra/event_bus.py); this
+construct adds the function that drains the queue, with its own code asset (pyarrow: the
+merges do not carry it), a role that reads latest/ and history/ and writes warehouse/ only,
+and an alarm on the DLQ. A transform failure does not pause ingest: the merge chain is
+unaffected, and the warehouse catches up on redrive.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_events as events
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra import bucket_access, constants
+from infra.service_function import ServiceFunction
+from shared import layout, naming
+
+
+class Transform(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        prefix: str,
+        bucket: s3.IBucket,
+        bus: events.IEventBus,
+        queue: sqs.IQueue,
+        dlq: sqs.IQueue,
+        code: lambda_.Code,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.transform = ServiceFunction(
+            self,
+            "Transform",
+            function_name=naming.transform_function_name(prefix),
+            description="Keeps the star-schema warehouse (warehouse/ in the bucket) current "
+            "from the merge's events",
+            handler=constants.TRANSFORM_HANDLER,
+            code=code,
+            memory_mb=constants.TRANSFORM_MEMORY_MB,
+            timeout=Duration.seconds(naming.TRANSFORM_FUNCTION_TIMEOUT_SECONDS),
+            environment={
+                "BUCKET_NAME": bucket.bucket_name,
+                "EVENT_BUS_NAME": bus.event_bus_name,
+                "POWERTOOLS_SERVICE_NAME": "transform",
+            },
+        )
+        fn = self.transform
+        latest = f"{layout.Area.LATEST}/*"
+        history = f"{layout.Area.HISTORY}/*"
+        warehouse = f"{layout.Area.WAREHOUSE}/*"
+        fn.allow_objects(
+            "ReadLatestAndHistory",
+            bucket,
+            bucket_access.READ,
+            [latest, history],
+            why_pattern="The transform reads every table's latest rows and history objects "
+            "(read only).",
+        )
+        fn.allow_objects(
+            "ReadWriteWarehouse",
+            bucket,
+            bucket_access.READ_WRITE,
+            [warehouse],
+            why_pattern="The warehouse's Parquet files and manifests, named by table and "
+            "partition: only under warehouse/.",
+        )
+        fn.allow(bucket_access.listing("ListSources", bucket, [latest, history, warehouse]))
+        bus.grant_put_events_to(fn.role)
+        fn.function.add_event_source(
+            sources.SqsEventSource(
+                queue,
+                batch_size=constants.TRANSFORM_BATCH_SIZE,
+                max_batching_window=Duration.seconds(0),
+                report_batch_item_failures=True,
+                max_concurrency=constants.TRANSFORM_MAX_CONCURRENCY,
+            )
+        )
+        self.dlq_alarm = cloudwatch.Alarm(
+            self,
+            "DlqNotEmpty",
+            alarm_name=naming.transform_dlq_alarm_name(prefix),
+            alarm_description=f"A merge event failed the transform {naming.MAX_RECEIVE_COUNT} "
+            "times; the warehouse lags until an operator redrives it.",
+            metric=dlq.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(1), statistic="Maximum"
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.error_alarm = cloudwatch.Alarm(
+            self,
+            "TransformErrors",
+            alarm_description="The transform function failed an invocation.",
+            metric=fn.function.metric_errors(period=Duration.minutes(5), statistic="Sum"),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )

@@ -1,0 +1,10 @@
+"""The transform's one Logger and one Metrics (namespace from POWERTOOLS_METRICS_NAMESPACE)."""
+
+from __future__ import annotations
+
+import os
+
+from aws_lambda_powertools import Logger, Metrics
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "transform")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "IngestBucket")
