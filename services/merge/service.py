@@ -412,7 +412,8 @@ class MergeService:
         keys the batch names; the rest of latest is neither parsed nor validated."""
         spec = self.spec
         if head.partitioned:
-            held, data, replaced = self._merge_partitions(source, staged, head)
+            held, data, replaced, parts = self._merge_partitions(source, staged, head)
+            result = _combined(spec, parts)
         else:
             current = (
                 RowsFile.empty(spec, head.key)
@@ -420,25 +421,23 @@ class MergeService:
                 else RowsFile.parse(spec, head.stored.data, head.key)
             )
             held = current.held({primary_key(spec, row) for row in staged})
-            decided = merge(spec, list(held.values()), staged, source.batch)
-            data, replaced = current.replaced(_written_rows(spec, decided)).dump(), []
-        result = merge(
-            spec,
-            list(held.values()),
-            staged,
-            source.batch,
-            self._known_history(source, held, staged),
-        )
+            result = merge(spec, list(held.values()), staged, source.batch)
+            data, replaced = current.replaced(_written_rows(spec, result)).dump(), []
+        # Which rows go to latest never depends on history; which superseded versions go to
+        # history does, for late rows and in-file duplicates only (rare): redo those with it.
+        known = self._known_history(source, held, staged)
+        if known:
+            result = merge(spec, list(held.values()), staged, source.batch, known)
         return MergePlan(result=result, data=data, replaced=replaced)
 
     def _merge_partitions(
         self, source: SourceVersion, staged: list[RowModel], head: LatestHead
-    ) -> tuple[dict[int, RowModel], bytes, list[str]]:
+    ) -> tuple[dict[int, RowModel], bytes, list[str], list[MergeResult]]:
         """Each partition the batch touches, one at a time: read, splice, write a new object.
 
-        Returns the rows latest held for the staged keys, the new manifest, and the partition
-        objects it no longer lists. New partition objects are invisible until the manifest
-        that lists them is committed.
+        Returns the rows latest held for the staged keys, the new manifest, the partition
+        objects it no longer lists, and each partition's merge. New partition objects are
+        invisible until the manifest that lists them is committed.
         """
         spec = self.spec
         manifest = head.manifest
@@ -454,6 +453,7 @@ class MergeService:
             moving = RowsFile.parse(spec, head.single.data, head.single.key)
             lows |= {partition_low(key, width) for key in moving.row_keys()}
         held: dict[int, RowModel] = {}
+        parts: list[MergeResult] = []
         refs = dict(listed)
         replaced = [head.single.key] if head.single is not None else []
         for low in sorted(lows):
@@ -471,11 +471,12 @@ class MergeService:
             part_held = current.held({primary_key(spec, row) for row in part_staged})
             held.update(part_held)
             decided = merge(spec, list(part_held.values()), part_staged, source.batch)
+            parts.append(decided)
             if not decided.latest_changed and moving is None:
                 continue
             new = current.replaced(_written_rows(spec, decided))
             data = new.dump()
-            digest = hashlib.sha256(data).hexdigest()[:12]
+            digest = hashlib.blake2b(data, digest_size=6).hexdigest()
             key = latest_partition_key(spec.name, low, high, source.batch, digest)
             written = self.store.put(key, data)
             refs[low] = PartitionRef(
@@ -489,7 +490,7 @@ class MergeService:
             rows_per_partition=width,
             partitions=[refs[low] for low in sorted(refs)],
         )
-        return held, new_manifest.model_dump_json(indent=1).encode(), replaced
+        return held, new_manifest.model_dump_json(indent=1).encode(), replaced, parts
 
     def _known_history(
         self, source: SourceVersion, held: dict[int, RowModel], staged: list[RowModel]
@@ -874,6 +875,23 @@ def _source_version(area: Area, found: StoredObject) -> SourceVersion:
         last_modified=found.last_modified,
         data=found.data,
     )
+
+
+def _combined(spec: TableSpec, parts: list[MergeResult]) -> MergeResult:
+    """One batch's merge from its partitions' (disjoint keys, so just put together)."""
+    combined = MergeResult(latest=[], history=[])
+    for part in parts:
+        combined.latest.extend(part.latest)
+        combined.history.extend(part.history)
+        for mine, theirs in (
+            (combined.inserted, part.inserted),
+            (combined.updated, part.updated),
+            (combined.unchanged, part.unchanged),
+            (combined.late, part.late),
+        ):
+            mine.extend(theirs)
+    combined.history.sort(key=lambda h: (primary_key(spec, h.row), h.row.last_updated))
+    return combined
 
 
 def _written_rows(spec: TableSpec, decided: MergeResult) -> dict[int, RowModel]:
