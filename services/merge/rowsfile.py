@@ -2,78 +2,119 @@
 
 latest (or one partition of it) is written only by the merge, in the canonical form of
 `shared.rows.dump_rows`: `[`, one row per line sorted by key with the primary key first, `]`.
-So the merge never needs to parse or validate the rows a batch does not touch: it splits the
-bytes into row texts, finds a key by bisection (reading just the digits after `{"<pk>":`),
-parses the few rows it needs into models, and splices the new texts in. Untouched rows are
-carried over byte for byte; they were validated when they entered latest. A file not in that
-layout (hand-written, older tooling) takes the slow path: decode and validate every row.
+JSON strings escape newlines, so `\\n{` occurs only where a row starts. The merge therefore
+never splits, parses or validates the rows a batch does not touch: it finds a key by bisecting
+byte offsets (reading just the digits after `{"<pk>":`), parses the few rows it needs, and
+writes the new file as one join of the untouched byte runs and the new rows' texts. Untouched
+rows are carried over byte for byte; they were validated when they entered latest. A file not
+in that layout (hand-written, older tooling) takes the slow path: every row is decoded and
+validated, then written canonically.
 """
 
 from __future__ import annotations
 
 import json
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from shared.rows import FileFormatError, dump_rows, load_rows, row_json, validate_rows
 from shared.schemas import RowModel
 from shared.tables import TableSpec
 
-_OPEN, _SEP, _CLOSE, _EMPTY = b"[\n", b",\n", b"\n]\n", b"[]\n"
+_OPEN, _SEP, _CLOSE, _EMPTY, _ROW_START = b"[\n", b",\n", b"\n]\n", b"[]\n", b"\n{"
 
 
 @dataclass
 class RowsFile:
-    """The row texts of one canonical file (no separators), sorted by key."""
+    """One canonical file of rows, sorted by key, kept as its bytes."""
 
     spec: TableSpec
     source: str
-    rows: list[bytes]
+    data: bytes = _EMPTY
+    _skip: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._skip = len(_key_prefix(self.spec))
 
     @classmethod
     def empty(cls, spec: TableSpec, source: str) -> RowsFile:
-        return cls(spec, source, [])
+        return cls(spec, source)
 
     @classmethod
     def parse(cls, spec: TableSpec, data: bytes, source: str) -> RowsFile:
-        rows = _split_canonical(spec, data)
-        if rows is None:  # not our layout: validate every row, then use the canonical form
+        if not _is_canonical(spec, data):  # not our layout: validate every row
             report = load_rows(spec, data, source)
             if report.problems:  # ours: a bad latest is a bug to stop at, never to overwrite
                 raise FileFormatError(source, f"latest has invalid rows: {report.problems[0]}")
-            ordered = sorted(report.rows, key=lambda r: int(getattr(r, spec.primary_key)))
-            rows = _split_canonical(spec, dump_rows(spec, ordered)) or []
-        return cls(spec, source, rows)
+            data = dump_rows(spec, sorted(report.rows, key=lambda r: _key(spec, r)))
+        return cls(spec, source, data)
 
-    def key_of(self, text: bytes) -> int:
-        prefix = _key_prefix(self.spec)
-        if not text.startswith(prefix):
-            raise FileFormatError(self.source, f"row does not start with {prefix.decode()}")
-        end = text.find(b",", len(prefix))
+    # ---- positions: a row starts at an offset just after "\n" ---------------------------
+
+    @property
+    def _first(self) -> int:
+        return len(_OPEN)
+
+    @property
+    def _end(self) -> int:
+        """Where the rows end (the closing "\\n]\\n"); also "after the last row"."""
+        return len(self.data) - len(_CLOSE) if self.data != _EMPTY else len(_OPEN)
+
+    def _next_start(self, offset: int) -> int:
+        """The start of the first row at or after `offset`, or `_end`."""
+        if offset <= self._first:
+            return self._first if self.data != _EMPTY else self._end
+        found = self.data.find(_ROW_START, offset - 1, self._end)
+        return self._end if found < 0 else found + 1
+
+    def _key_at(self, start: int) -> int:
+        data = self.data
+        digits = start + self._skip
         try:
-            return int(text[len(prefix) : end])
+            return int(data[digits : data.index(b",", digits)])
         except ValueError:
-            raise FileFormatError(self.source, "row key is not an integer") from None
+            raise FileFormatError(self.source, f"no integer key at byte {start}") from None
 
-    def row_keys(self) -> list[int]:
-        return [self.key_of(text) for text in self.rows]
+    def _text_at(self, start: int) -> bytes:
+        end = self.data.find(b"\n", start)
+        text = self.data[start:end]
+        return text[:-1] if text.endswith(b",") else text
 
     def find(self, key: int) -> tuple[int, bool]:
-        """Where `key` is (or would be inserted), and whether it is there."""
-        at = bisect_left(self.rows, key, key=self.key_of)
-        return at, at < len(self.rows) and self.key_of(self.rows[at]) == key
+        """The offset of the first row whose key is >= `key`, and whether it is `key`."""
+        low, high = self._first, self._end
+        while low < high:
+            start = self._next_start((low + high) // 2)
+            if start >= high:
+                high = (low + high) // 2
+                continue
+            if self._key_at(start) < key:
+                low = self._next_start(start + 1)
+            else:
+                high = start
+        return low, low < self._end and self._key_at(low) == key
+
+    # ---- reading and replacing rows -----------------------------------------------------
+
+    @property
+    def rows(self) -> int:
+        return self.data.count(_ROW_START)
+
+    def first_and_last_keys(self) -> tuple[int, int] | None:
+        if self.data == _EMPTY:
+            return None
+        last = self.data.rfind(_ROW_START, 0, self._end) + 1
+        return self._key_at(self._first), self._key_at(last)
 
     def held(self, keys: Iterable[int]) -> dict[int, RowModel]:
         """The rows of `keys` that the file holds, parsed and validated (only these)."""
         found = {}
         for key in keys:
-            at, present = self.find(key)
+            start, present = self.find(key)
             if present:
-                report = validate_rows(
-                    self.spec, [json.loads(self.rows[at], parse_float=Decimal)], self.source
-                )
+                raw = json.loads(self._text_at(start), parse_float=Decimal)
+                report = validate_rows(self.spec, [raw], self.source)
                 if report.problems:
                     raise FileFormatError(self.source, f"latest row invalid: {report.problems[0]}")
                 found[key] = report.rows[0]
@@ -81,37 +122,55 @@ class RowsFile:
 
     def replaced(self, new_rows: Mapping[int, RowModel]) -> RowsFile:
         """A copy with the rows of `new_rows`' keys replaced or inserted (in key order)."""
-        spliced: list[bytes] = []
-        start = 0
+        pieces: list[bytes | memoryview] = []
+        view = memoryview(self.data)
+        current = self._first
         for key in sorted(new_rows):
-            at, present = self.find(key)
-            spliced.extend(self.rows[start:at])
-            spliced.append(row_json(self.spec, new_rows[key]).encode("utf-8"))
-            start = at + 1 if present else at
-        spliced.extend(self.rows[start:])
-        return RowsFile(self.spec, self.source, spliced)
+            start, present = self.find(key)
+            if start > current:
+                pieces.append(self._run(view, current, start))
+            pieces.append(row_json(self.spec, new_rows[key]).encode("utf-8"))
+            current = self._next_start(start + 1) if present else start
+        if current < self._end:
+            pieces.append(self._run(view, current, self._end))
+        return self._joined(pieces)
 
     def slice(self, low: int, high: int) -> RowsFile:
         """The rows with keys in `low..high`."""
-        start = bisect_left(self.rows, low, key=self.key_of)
-        end = bisect_left(self.rows, high + 1, key=self.key_of)
-        return RowsFile(self.spec, self.source, self.rows[start:end])
+        start, _ = self.find(low)
+        end, _ = self.find(high + 1)
+        if start >= end:
+            return RowsFile.empty(self.spec, self.source)
+        return self._joined([self._run(memoryview(self.data), start, end)])
+
+    def _run(self, view: memoryview, start: int, end: int) -> memoryview:
+        """Consecutive whole rows from `start` up to the row starting at `end` (no separator
+        after the last)."""
+        return view[start : end - len(_SEP) if end < self._end else end]
+
+    def _joined(self, pieces: list[bytes | memoryview]) -> RowsFile:
+        if not pieces:
+            return RowsFile.empty(self.spec, self.source)
+        parts: list[bytes | memoryview] = [_OPEN]
+        for piece in pieces:
+            parts += (piece, _SEP)
+        parts[-1] = _CLOSE
+        return RowsFile(self.spec, self.source, b"".join(parts))
 
     def dump(self) -> bytes:
-        if not self.rows:
-            return _EMPTY
-        return _OPEN + _SEP.join(self.rows) + _CLOSE
+        return self.data
+
+
+def _key(spec: TableSpec, row: RowModel) -> int:
+    key: int = getattr(row, spec.primary_key)
+    return key
 
 
 def _key_prefix(spec: TableSpec) -> bytes:
     return b'{"' + spec.primary_key.encode() + b'":'
 
 
-def _split_canonical(spec: TableSpec, data: bytes) -> list[bytes] | None:
-    """The row texts, or None when the bytes are not in the canonical layout."""
-    if data == _EMPTY:
-        return []
-    if not (data.startswith(_OPEN + _key_prefix(spec)) and data.endswith(b"}" + _CLOSE)):
-        return None
-    # JSON strings escape newlines, so ",\n" only ever separates rows
-    return data[len(_OPEN) : -len(_CLOSE)].split(_SEP)
+def _is_canonical(spec: TableSpec, data: bytes) -> bool:
+    return data == _EMPTY or (
+        data.startswith(_OPEN + _key_prefix(spec)) and data.endswith(b"}" + _CLOSE)
+    )

@@ -451,7 +451,9 @@ class MergeService:
         moving = None
         if head.single is not None:  # becoming partitioned: every row moves to a partition
             moving = RowsFile.parse(spec, head.single.data, head.single.key)
-            lows |= {partition_low(key, width) for key in moving.row_keys()}
+            span = moving.first_and_last_keys()
+            if span is not None:
+                lows |= set(range(partition_low(span[0], width), span[1] + 1, width))
         held: dict[int, RowModel] = {}
         parts: list[MergeResult] = []
         refs = dict(listed)
@@ -472,7 +474,7 @@ class MergeService:
             held.update(part_held)
             decided = merge(spec, list(part_held.values()), part_staged, source.batch)
             parts.append(decided)
-            if not decided.latest_changed and moving is None:
+            if not decided.latest_changed and (moving is None or not current.rows):
                 continue
             new = current.replaced(_written_rows(spec, decided))
             data = new.dump()
@@ -480,7 +482,7 @@ class MergeService:
             key = latest_partition_key(spec.name, low, high, source.batch, digest)
             written = self.store.put(key, data)
             refs[low] = PartitionRef(
-                low=low, high=high, key=key, version_id=written.version_id, rows=len(new.rows)
+                low=low, high=high, key=key, version_id=written.version_id, rows=new.rows
             )
             if low in listed:
                 replaced.append(listed[low].key)
