@@ -182,3 +182,35 @@ def test_a_partition_that_is_not_canonical_is_validated_and_a_bad_one_stops_the_
         pipeline.stage([staff(1, 30)])
         assert pipeline.deliver().failed != []
         assert pipeline.get(latest_manifest_key("staff")) == before
+
+
+def test_a_typical_merge_makes_twelve_requests_and_a_read_and_write_per_partition(aws):
+    with table_partitions("staff", 10):
+        pipeline = Pipeline("staff")
+        pipeline.upload_baseline([staff(k, 0) for k in range(1, 60)])
+        assert pipeline.deliver().failed == []
+        service = pipeline.faulty_service()
+        calls = []
+        service.store.client.meta.events.register(
+            "before-call.s3.*", lambda model, **_: calls.append(model.name)
+        )
+        pipeline.stage([staff(58, 20, name="Jo"), staff(60, 20), staff(61, 20)])
+        (message,) = pipeline.receive_records()
+        service.process(pipeline.ref(message))
+        partitions = ["GetObject", "PutObject", "PutObject"]  # 50..59 rewritten, 60..69 new
+        assert calls == [
+            "ListObjectVersions",  # moto's events name no version: find it by ETag
+            "GetObject",  # the staging version
+            "GetObject",  # its batch manifest (absent)
+            "PutObject",  # the pending marker
+            "GetObject",  # latest's partition manifest
+            *partitions,
+            "PutObject",  # the plan
+            "PutObject",  # history
+            "PutObject",  # the partition manifest: the commit
+            "PutObject",  # the plan, committed
+            "DeleteObjects",  # the replaced partition
+            "PutObject",  # archive
+            "DeleteObject",  # the staging version
+            "DeleteObject",  # the pending marker
+        ]
