@@ -9,12 +9,12 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install demo test lint typecheck unit lock clean bundle synth
+.PHONY: install demo test lint typecheck unit lock clean bundle synth bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --python $(BIN)/python -q -c constraints.txt -e '.[cli,infra,dev,transform]'
+	$(BIN)/uv pip install --python $(BIN)/python -q -c constraints.txt -e '.[cli,infra,dev,transform,bench]'
 	@touch $@
 
 install: $(STAMP)
@@ -31,6 +31,10 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# The merge benchmark at full size (N up to 1M rows: several minutes); prints the table.
+bench: $(STAMP)
+	$(BIN)/python -m bench.merge
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: $(STAMP)

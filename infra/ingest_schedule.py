@@ -82,6 +82,7 @@ class IngestSchedule(Construct):
         state = layout.state_key("ingest", "*")
         pause = layout.state_key("pause*")
         latest = [layout.latest_key(t) for t in TABLES]
+        partitions = [f"{layout.latest_partition_prefix(t)}*" for t in TABLES]
         fn = self.ingest
         fn.allow_objects("WriteUploads", bucket, bucket_access.WRITE, uploads)
         # Watermarks and run records; the pause record is read so a paused ingest stays idle.
@@ -101,8 +102,17 @@ class IngestSchedule(Construct):
         )
         # Whether a table has been copied at all (the first run writes baseline/).
         fn.allow_objects("ReadLatest", bucket, bucket_access.READ, latest)
+        # Reconcile reads latest through the one reader, which also reads a partitioned
+        # table's manifest and the partition versions it names.
+        fn.allow_objects(
+            "ReadLatestPartitions",
+            bucket,
+            bucket_access.READ_VERSIONS,
+            partitions,
+            why_pattern="Read-only: a partitioned table's latest manifest and partitions.",
+        )
         fn.allow(
-            bucket_access.listing("ListOwnKeys", bucket, [state, pause, *latest]),
+            bucket_access.listing("ListOwnKeys", bucket, [state, pause, *latest, *partitions]),
             iam.PolicyStatement(
                 sid="ReadSourceSecret",
                 actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],

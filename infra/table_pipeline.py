@@ -96,7 +96,9 @@ class TablePipeline(Construct):
         staging = layout.staging_key(t)
         baseline = layout.baseline_key(t)
         # `latest/<t>.*`, never `latest/<t>*`: `latest/payment*` would match payment_type's keys.
+        # A partitioned table keeps latest under `latest/<t>/` (the slash is the boundary).
         latest = f"{layout.Area.LATEST}/{t}.*"
+        partitions = f"{layout.latest_partition_prefix(t)}*"
         history = f"{layout.history_prefix(t)}*"
         archive = f"{layout.archive_prefix(t)}*"
         quarantine = f"{layout.quarantine_prefix(t)}*"
@@ -112,12 +114,17 @@ class TablePipeline(Construct):
             [staging],
         )
         fn.allow_objects("ReadBaseline", bucket, bucket_access.READ_VERSIONS, [baseline])
+        # Delete: bare deletes of the partition objects (and the one file) a commit stopped
+        # listing; they stay as noncurrent versions for readers of the older manifest.
         fn.allow_objects(
             "ReadWriteLatest",
             bucket,
-            (*bucket_access.READ_VERSIONS, "s3:PutObject"),
-            [latest],
-            why_pattern=f"latest/{t}.json and any sidecar latest/{t}.<suffix>; {own}.",
+            (*bucket_access.READ_VERSIONS, "s3:PutObject", "s3:DeleteObject"),
+            [latest, partitions],
+            why_pattern=(
+                f"latest/{t}.json, or latest/{t}/_manifest.json and its key-range partitions; "
+                f"{own}."
+            ),
         )
         # Read as well as write: a late arrival goes to history only if it is not there yet,
         # and a retried merge checks what it already wrote.
@@ -148,7 +155,7 @@ class TablePipeline(Construct):
             bucket_access.listing(
                 "ListOwnKeys",
                 bucket,
-                [staging, baseline, latest, history, archive, quarantine, state],
+                [staging, baseline, latest, partitions, history, archive, quarantine, state],
                 versions=True,
             )
         )

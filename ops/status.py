@@ -18,8 +18,8 @@ from ops.dismissal import REPORT_SUFFIX, dismissed_batches, quarantine_report_ke
 from ops.operations import Operator
 from services.merge.service import BATCH_METADATA, BatchManifest, QuarantineReport
 from shared.events import MergeCounts
-from shared.layout import latest_key, quarantine_prefix, staging_key, state_key
-from shared.reader import iter_history, read_latest
+from shared.layout import quarantine_prefix, staging_key, state_key
+from shared.reader import iter_history, latest_commit_key, read_latest
 from shared.storage import BucketStore
 from shared.tables import get_table
 
@@ -79,9 +79,10 @@ class StatusReport(_Model):
 
 def last_merge(store: BucketStore, table: str) -> LastMerge | None:
     """The batch latest names (its metadata), with its manifest's time and counts if found."""
-    if not store.exists(latest_key(table)):
+    commit_key = latest_commit_key(store, get_table(table))
+    if commit_key is None:
         return None
-    batch = store.metadata(latest_key(table)).get(BATCH_METADATA)
+    batch = store.metadata(commit_key).get(BATCH_METADATA)
     if not batch:
         return None
     # Manifests are `_state/merge/<t>/<etag>/<batch>.json`; the etag is the source's, unknown here.

@@ -122,3 +122,23 @@ def parse_trigger_key(key: str) -> TriggerKey:
     if table not in TABLES:
         raise InvalidKeyError(str(UnknownTableError(table)) + f" (key {key!r})")
     return TriggerKey(Area(area_text), TABLES[table])
+
+
+# ---- key-range partitions of latest (tables with `rows_per_partition`) ----------------------
+
+
+def latest_partition_prefix(table: str) -> str:
+    """Where a partitioned table's latest lives: `latest/<table>/` (note the slash: never a
+    prefix of another table's keys)."""
+    return f"{Area.LATEST}/{table}/"
+
+
+def latest_manifest_key(table: str) -> str:
+    """The small object listing a partitioned table's current partitions: its commit point."""
+    return f"{latest_partition_prefix(table)}_manifest.json"
+
+
+def latest_partition_key(table: str, low: int, high: int, batch: str, digest: str) -> str:
+    """One immutable partition object: its key range, the batch that wrote it and a digest of
+    its bytes (so one name never holds two contents, whichever attempt wrote it)."""
+    return f"{latest_partition_prefix(table)}{low:012d}-{high:012d}_{batch}_{digest}.json"

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from shared.history import HistoryRow, load_history
-from shared.layout import history_prefix, latest_key
+from shared.layout import history_prefix, latest_key, latest_manifest_key
+from shared.partitions import PartitionManifest
 from shared.rows import FileFormatError, load_rows
 from shared.schemas import RowModel
 from shared.storage import BucketStore
@@ -31,14 +32,53 @@ class LatestSnapshot:
 
 
 def read_latest(store: BucketStore, spec: TableSpec) -> LatestSnapshot:
-    key = latest_key(spec.name)
-    stored = store.get_if_exists(key)
-    if stored is None:
-        return LatestSnapshot(rows=[], etag=None)
-    report = load_rows(spec, stored.data, f"s3://{store.bucket}/{key}")
+    """latest's rows, in either form: a partition manifest (whose ETag the snapshot carries)
+    and the partitions it lists, or the single `latest/<table>.json`.
+
+    The manifest wins when both exist (a table that just became partitioned). Partitions are
+    read by the version the manifest names, so a merge committing meanwhile cannot tear the
+    snapshot: the objects it replaces stay readable as noncurrent versions."""
+    rows: list[RowModel] = []
+    etag = None
+    for part_rows, part_etag in iter_latest(store, spec):
+        rows.extend(part_rows)
+        etag = part_etag
+    return LatestSnapshot(rows=rows, etag=etag)
+
+
+def latest_commit_key(store: BucketStore, spec: TableSpec) -> str | None:
+    """The object whose write commits latest (its metadata names the batch): the partition
+    manifest of a partitioned table, else the single file; None before the first merge."""
+    for key in (latest_manifest_key(spec.name), latest_key(spec.name)):
+        if store.exists(key):
+            return key
+    return None
+
+
+def iter_latest(store: BucketStore, spec: TableSpec) -> Iterator[tuple[list[RowModel], str]]:
+    """latest's rows a partition at a time (one partition in memory), in key order, each with
+    the ETag of the object that commits them (the manifest, or the single file)."""
+    manifest_key = latest_manifest_key(spec.name)
+    found = store.get_if_exists(manifest_key)
+    if found is None:
+        key = latest_key(spec.name)
+        stored = store.get_if_exists(key)
+        if stored is not None:
+            yield _validated(spec, stored.data, f"s3://{store.bucket}/{key}"), stored.etag
+        return
+    manifest = PartitionManifest.model_validate_json(found.data)
+    if not manifest.partitions:
+        yield [], found.etag
+    for part in manifest.partitions:
+        data = store.get(part.key, part.version_id).data
+        yield _validated(spec, data, f"s3://{store.bucket}/{part.key}"), found.etag
+
+
+def _validated(spec: TableSpec, data: bytes, source: str) -> list[RowModel]:
+    report = load_rows(spec, data, source)
     if report.problems:  # latest is ours: a row that fails is a bug or a schema change
         raise FileFormatError(report.source, f"latest rows invalid: {report.problems[0]}")
-    return LatestSnapshot(rows=report.rows, etag=stored.etag)
+    return report.rows
 
 
 def history_keys(store: BucketStore, spec: TableSpec) -> list[str]:

@@ -171,6 +171,15 @@ class BucketStore:
         """Remove a key from view (a delete marker in a versioned bucket; versions are kept)."""
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
+    def delete_keys(self, keys: list[str]) -> None:
+        """Bare deletes of many keys, a request per 1000 (each leaves a delete marker)."""
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True},
+            )
+
     def keys(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):

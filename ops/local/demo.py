@@ -40,11 +40,12 @@ from shared.layout import (
     archive_prefix,
     baseline_key,
     history_prefix,
-    latest_key,
     quarantine_prefix,
     staging_key,
 )
+from shared.reader import read_latest
 from shared.rows import decode_rows, dump_rows, row_json, validate_rows
+from shared.schemas import RowModel
 from shared.storage import BucketStore
 from shared.tables import TABLES, get_table
 
@@ -158,7 +159,10 @@ def _story(
 
     console.rule("[bold]1. Baseline")
     ingest(db.snapshot(), "baseline")
-    _wait(lambda: all(store.exists(latest_key(t)) for t in TABLES), "every baseline promoted")
+    _wait(
+        lambda: all(read_latest(store, get_table(t)).exists for t in TABLES),
+        "every baseline promoted",
+    )
     console.print(f"[green]✓[/] {len(TABLES)} baselines promoted to latest/")
 
     for cycle in range(1, 4):
@@ -370,16 +374,15 @@ def _wait_staging_empty(store: BucketStore, tables: list[str]) -> None:
     )
 
 
-def _latest_rows(store: BucketStore, table: str) -> list[Any]:
-    stored = store.get_if_exists(latest_key(table))
-    return decode_rows(stored.data, latest_key(table)) if stored else []
+def _latest_rows(store: BucketStore, table: str) -> list[RowModel]:
+    return read_latest(store, get_table(table)).rows
 
 
 def _latest_matches(store: BucketStore, db: SampleDatabase, table: str) -> bool:
     spec = get_table(table)
-    latest = validate_rows(spec, _latest_rows(store, table), latest_key(table))
     source = validate_rows(spec, db.rows(table), "database")
-    return {row_json(spec, r) for r in latest.rows} == {row_json(spec, r) for r in source.rows}
+    latest = _latest_rows(store, table)
+    return {row_json(spec, r) for r in latest} == {row_json(spec, r) for r in source.rows}
 
 
 def _object_rows(store: BucketStore, prefix: str) -> tuple[int, int]:

@@ -23,8 +23,9 @@ from pydantic import BaseModel, ConfigDict
 from services.ingest.pause import ScheduleState, pause_reason
 from services.ingest.source import SourceUnavailableError, TableSource
 from shared.events import EventSink, RowsMissingAtSource
-from shared.layout import baseline_key, latest_key, staging_key, state_key
-from shared.rows import FileFormatError, RowProblem, dump_rows, load_rows, row_json, validate_rows
+from shared.layout import baseline_key, staging_key, state_key
+from shared.reader import read_latest
+from shared.rows import FileFormatError, RowProblem, dump_rows, row_json, validate_rows
 from shared.schemas import RowModel
 from shared.storage import BucketStore
 from shared.tables import TABLES, TableSpec
@@ -214,23 +215,21 @@ class Ingest:
         self, spec: TableSpec, rows: list[RowModel], changed: Mapping[int, RowModel]
     ) -> tuple[list[RowModel], list[int]]:
         """Rows that differ from latest though not changed by last_updated; keys gone."""
-        key = latest_key(spec.name)
-        stored = self.store.get_if_exists(key)
-        if stored is None:
-            return [], []  # nothing merged yet: the baseline or staging will make latest
         try:
-            report = load_rows(spec, stored.data, self._where(key))
-            problems = [str(p) for p in report.problems[:5]]
+            snapshot = read_latest(self.store, spec)
+            problems = []
         except FileFormatError as exc:
-            problems = [str(exc)]
-        if problems:
+            snapshot, problems = None, [str(exc)]
+        if snapshot is None or problems:
             # The merge owns latest and will stop on it too; reconcile later, stage as usual.
             logger.error(
                 "latest unreadable, reconcile skipped",
                 extra={"table": spec.name, "problems": problems},
             )
             return [], []
-        latest = {key_of(spec, r): row_json(spec, r) for r in report.rows}
+        if not snapshot.exists:
+            return [], []  # nothing merged yet: the baseline or staging will make latest
+        latest = {key_of(spec, r): row_json(spec, r) for r in snapshot.rows}
         silent = [
             r
             for r in rows

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
-from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from services.merge.notifications import S3TestEvent, parse_body
@@ -21,7 +21,9 @@ from shared.events import EventPublisher
 from shared.queues import MessageQueue
 from shared.storage import BucketStore
 
-processor = BatchProcessor(event_type=EventType.SQS, model=SqsRecordModel)
+# Records as Powertools' light data classes, not its parser models: importing those builds
+# a Pydantic model of every AWS event shape and doubles the cold start.
+processor = BatchProcessor(event_type=EventType.SQS)
 _service: MergeService | None = None
 
 
@@ -50,8 +52,8 @@ def use_service(service: MergeService | None) -> None:
     _service = service
 
 
-def record_handler(record: SqsRecordModel) -> None:
-    text = str(record.body)
+def record_handler(record: SQSRecord) -> None:
+    text = record.body
     body = parse_body(text)
     if isinstance(body, S3TestEvent):
         logger.info("ignored S3 test event", extra={"event": body.Event})

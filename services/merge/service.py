@@ -10,8 +10,9 @@ Everything is named from the batch id and the staging object's own stamp, never 
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
@@ -19,8 +20,9 @@ from functools import partial
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
-from services.merge.logic import MergeResult, keys_needing_history, merge
+from services.merge.logic import MergeResult, keys_needing_history, merge, primary_key
 from services.merge.observability import logger, metrics
+from services.merge.rowsfile import RowsFile
 from services.merge.settings import MergeSettings
 from shared.events import (
     BaselinePromoted,
@@ -41,14 +43,17 @@ from shared.layout import (
     history_key,
     history_prefix,
     latest_key,
+    latest_manifest_key,
+    latest_partition_key,
     object_stamp,
     parse_trigger_key,
     quarantine_key,
     quarantine_report_key,
     state_key,
 )
+from shared.partitions import PartitionManifest, PartitionRef, partition_low
 from shared.queues import MessageQueue
-from shared.rows import FileFormatError, RowProblem, dump_rows, load_rows
+from shared.rows import FileFormatError, RowProblem, load_rows
 from shared.schemas import RowModel
 from shared.storage import BucketStore, ObjectMissingError, PreconditionFailedError, StoredObject
 from shared.tables import TableSpec, get_table
@@ -105,6 +110,8 @@ class BatchManifest(BaseModel):
     reason: str | None = None
     problems: int = 0
     from_quarantine: bool = False
+    # latest objects the commit stopped listing (replaced partitions), removed after it
+    replaced: list[str] = []
 
 
 class QuarantineReport(BaseModel):
@@ -142,6 +149,34 @@ class SourceVersion:
     stamp: str
     last_modified: datetime
     data: bytes
+
+
+@dataclass(frozen=True)
+class LatestHead:
+    """latest as a merge finds it: the object whose conditional replacement is the commit.
+
+    `key` is `latest/<t>.json`, or `latest/<t>/_manifest.json` for a partitioned table;
+    `stored` is None when it does not exist yet. `single` is a one-file latest that a newly
+    partitioned table starts from (its rows move into partitions on this merge).
+    """
+
+    key: str
+    stored: StoredObject | None
+    manifest: PartitionManifest | None = None
+    single: StoredObject | None = None
+
+    @property
+    def partitioned(self) -> bool:
+        return self.key.endswith("/_manifest.json")
+
+
+@dataclass
+class MergePlan:
+    """What one merge would commit: the new latest bytes (one file) or partition manifest."""
+
+    result: MergeResult
+    data: bytes
+    replaced: list[str] = field(default_factory=list)
 
 
 def manifest_prefix(table: str, etag: str) -> str:
@@ -205,8 +240,11 @@ class MergeService:
             self._check_lease(found.key, found.last_modified)
         if manifest is None or manifest.status is ManifestStatus.PREPARED:
             manifest = self._apply(source, ref.message_body, prepared=manifest)
+            fresh = True  # nothing after the commit has run for this batch yet
+        else:
+            fresh = False
         if manifest is not None:
-            self._finish(manifest, source.data)
+            self._finish(manifest, source.data, fresh=fresh)
         return manifest
 
     def _claim(self, source: SourceVersion) -> None:
@@ -297,17 +335,17 @@ class MergeService:
             logger.info("checked and found empty", extra=self._log_fields(source))
             return manifest
 
-        table_latest = latest_key(spec.name)
         for attempt in range(self.settings.conflict_retries + 1):
-            latest = self.store.get_if_exists(table_latest)
+            head = self._read_head()
             # With no plan written before, no earlier attempt can have committed: a plan
             # always precedes the commit. So only search versions when there was one.
-            if self._committed(source, latest, search=prepared is not None or attempt > 0):
+            if self._committed(source, head.stored, search=prepared is not None or attempt > 0):
                 return self._mark_committed(source)
             # A baseline that arrives after latest exists (its first delivery failed, or it
             # was re-taken) is merged by the same rules as staging: newer rows win, the
             # others go to history. Ignoring it would lose the versions only it holds.
-            result = self._merge(source, report.rows, latest)
+            plan = self._merge(source, report.rows, head)
+            result = plan.result
             manifest = self._manifest_of(source, result, len(report.rows), from_quarantine)
             if not result.changes_anything:
                 self._drop_orphan_history(prepared)
@@ -315,6 +353,7 @@ class MergeService:
                 self._write_manifest(manifest)
                 self._count(manifest)
                 return manifest
+            manifest = manifest.model_copy(update={"replaced": plan.replaced})
             self._write_manifest(manifest)
             if result.history and manifest.history_key:
                 self.store.put(manifest.history_key, dump_history(spec, result.history))
@@ -323,10 +362,10 @@ class MergeService:
             prepared = manifest
             try:
                 self.store.put(
-                    table_latest,
-                    dump_rows(spec, result.latest),
-                    if_match=None if latest is None else latest.etag,
-                    create_only=latest is None,
+                    head.key,
+                    plan.data,
+                    if_match=None if head.stored is None else head.stored.etag,
+                    create_only=head.stored is None,
                     metadata={BATCH_METADATA: source.batch},
                 )
             except PreconditionFailedError:
@@ -345,12 +384,122 @@ class MergeService:
             f"{self.settings.conflict_retries + 1} attempts"
         )
 
-    def _merge(
-        self, source: SourceVersion, staged: list[RowModel], latest: StoredObject | None
-    ) -> MergeResult:
+    def _latest_key(self) -> str:
+        """The key events name as latest: the file, or the manifest of a partitioned table."""
+        name = self.spec.name
+        return (
+            latest_key(name) if self.spec.rows_per_partition is None else latest_manifest_key(name)
+        )
+
+    def _read_head(self) -> LatestHead:
+        """One GET in the steady state: the single file, or the partition manifest."""
         spec = self.spec
-        current = [] if latest is None else self._read_rows(latest.data, latest.key)
-        needed = keys_needing_history(spec, current, staged)
+        single_key, manifest_key_ = latest_key(spec.name), latest_manifest_key(spec.name)
+        if spec.rows_per_partition is None:
+            single = self.store.get_if_exists(single_key)
+            if single is not None:
+                return LatestHead(single_key, single)
+        found = self.store.get_if_exists(manifest_key_)
+        if found is not None:  # partitioned stays partitioned (the manifest says how wide)
+            manifest = PartitionManifest.model_validate_json(found.data)
+            return LatestHead(manifest_key_, found, manifest=manifest)
+        if spec.rows_per_partition is None:
+            return LatestHead(single_key, None)
+        return LatestHead(manifest_key_, None, single=self.store.get_if_exists(single_key))
+
+    def _merge(self, source: SourceVersion, staged: list[RowModel], head: LatestHead) -> MergePlan:
+        """Merge the staged rows into latest, touching only the rows (and partitions) whose
+        keys the batch names; the rest of latest is neither parsed nor validated."""
+        spec = self.spec
+        if head.partitioned:
+            held, data, replaced, parts = self._merge_partitions(source, staged, head)
+            result = _combined(spec, parts)
+        else:
+            current = (
+                RowsFile.empty(spec, head.key)
+                if head.stored is None
+                else RowsFile.parse(spec, head.stored.data, head.key)
+            )
+            held = current.held({primary_key(spec, row) for row in staged})
+            result = merge(spec, list(held.values()), staged, source.batch)
+            data, replaced = current.replaced(_written_rows(spec, result)).dump(), []
+        # Which rows go to latest never depends on history; which superseded versions go to
+        # history does, for late rows and in-file duplicates only (rare): redo those with it.
+        known = self._known_history(source, held, staged)
+        if known:
+            result = merge(spec, list(held.values()), staged, source.batch, known)
+        return MergePlan(result=result, data=data, replaced=replaced)
+
+    def _merge_partitions(
+        self, source: SourceVersion, staged: list[RowModel], head: LatestHead
+    ) -> tuple[dict[int, RowModel], bytes, list[str], list[MergeResult]]:
+        """Each partition the batch touches, one at a time: read, splice, write a new object.
+
+        Returns the rows latest held for the staged keys, the new manifest, the partition
+        objects it no longer lists, and each partition's merge. New partition objects are
+        invisible until the manifest that lists them is committed.
+        """
+        spec = self.spec
+        manifest = head.manifest
+        width = manifest.rows_per_partition if manifest else spec.rows_per_partition
+        assert width is not None  # a partitioned head has a width
+        listed = manifest.by_low() if manifest else {}
+        groups: dict[int, list[RowModel]] = {}
+        for row in staged:
+            groups.setdefault(partition_low(primary_key(spec, row), width), []).append(row)
+        lows = set(groups)
+        moving = None
+        if head.single is not None:  # becoming partitioned: every row moves to a partition
+            moving = RowsFile.parse(spec, head.single.data, head.single.key)
+            span = moving.first_and_last_keys()
+            if span is not None:
+                lows |= set(range(partition_low(span[0], width), span[1] + 1, width))
+        held: dict[int, RowModel] = {}
+        parts: list[MergeResult] = []
+        refs = dict(listed)
+        replaced = [head.single.key] if head.single is not None else []
+        for low in sorted(lows):
+            high = low + width - 1
+            if moving is not None:
+                current = moving.slice(low, high)
+            elif low in listed:
+                ref = listed[low]
+                current = RowsFile.parse(
+                    spec, self.store.get(ref.key, ref.version_id).data, ref.key
+                )
+            else:
+                current = RowsFile.empty(spec, f"{head.key} [{low}-{high}]")
+            part_staged = groups.get(low, [])
+            part_held = current.held({primary_key(spec, row) for row in part_staged})
+            held.update(part_held)
+            decided = merge(spec, list(part_held.values()), part_staged, source.batch)
+            parts.append(decided)
+            if not decided.latest_changed and (moving is None or not current.rows):
+                continue
+            new = current.replaced(_written_rows(spec, decided))
+            data = new.dump()
+            digest = hashlib.blake2b(data, digest_size=6).hexdigest()
+            key = latest_partition_key(spec.name, low, high, source.batch, digest)
+            written = self.store.put(key, data)
+            refs[low] = PartitionRef(
+                low=low, high=high, key=key, version_id=written.version_id, rows=new.rows
+            )
+            if low in listed:
+                replaced.append(listed[low].key)
+        new_manifest = PartitionManifest(
+            table=spec.name,
+            batch=source.batch,
+            rows_per_partition=width,
+            partitions=[refs[low] for low in sorted(refs)],
+        )
+        return held, new_manifest.model_dump_json(indent=1).encode(), replaced, parts
+
+    def _known_history(
+        self, source: SourceVersion, held: dict[int, RowModel], staged: list[RowModel]
+    ) -> list[RowModel]:
+        """The versions already in history of the keys that may have some there (rare)."""
+        spec = self.spec
+        needed = keys_needing_history(spec, list(held.values()), staged)
         known: list[RowModel] = []
         if needed:
             own = history_key(spec.name, source.stamp, source.batch)
@@ -359,13 +508,7 @@ class MergeService:
                     continue
                 rows = load_history(spec, self.store.get(key).data, key)
                 known.extend(h.row for h in rows if getattr(h.row, spec.primary_key) in needed)
-        return merge(spec, current, staged, source.batch, known)
-
-    def _read_rows(self, data: bytes, key: str) -> list[RowModel]:
-        report = load_rows(self.spec, data, key)
-        if report.problems:  # ours: a bad latest is a bug to stop at, never to overwrite
-            raise FileFormatError(key, f"latest has invalid rows: {report.problems[0]}")
-        return report.rows
+        return known
 
     def _committed(
         self, source: SourceVersion, latest: StoredObject | None, *, search: bool = True
@@ -457,13 +600,23 @@ class MergeService:
 
     # ---- after the commit --------------------------------------------------------------
 
-    def _finish(self, manifest: BatchManifest, data: bytes | None) -> None:
-        """Archive, delete the staging version, emit events: each skipped when already done."""
+    def _finish(self, manifest: BatchManifest, data: bytes | None, *, fresh: bool = False) -> None:
+        """Drop replaced partitions, archive, delete the staging version, emit events: each
+        skipped when already done. `fresh`: this invocation just committed the batch, so none
+        of these has run yet and the checks (a request each) are skipped."""
         fields = self._manifest_log_fields(manifest)
         if manifest.status is ManifestStatus.PREPARED:
             raise RuntimeError(f"batch {manifest.batch} is not committed")
-        archive = manifest.archive_key if manifest.status is ManifestStatus.COMMITTED else None
-        if archive and not self.store.exists(archive):
+        committed = manifest.status is ManifestStatus.COMMITTED
+        if committed and manifest.replaced:
+            # bare deletes: the old objects stay as noncurrent versions (the lifecycle rule
+            # of latest/ keeps them a while), so a reader holding the old manifest, which
+            # names their versions, still finds them
+            gone = [k for k in manifest.replaced if fresh or self.store.exists(k)]
+            if gone:
+                self.store.delete_keys(gone)
+        archive = manifest.archive_key if committed else None
+        if archive and (fresh or not self.store.exists(archive)):
             if data is None:
                 raise BatchGoneError(f"{manifest.source_key}: no bytes left to archive")
             self.store.put(archive, data)
@@ -481,14 +634,16 @@ class MergeService:
         if (
             manifest.area is Area.STAGING
             and version
-            and self._version_exists(manifest.source_key, version)
+            and (fresh or self._version_exists(manifest.source_key, version))
         ):  # never a bare delete: only this version, so a newer upload stays visible
             self.store.delete_version(manifest.source_key, version)
             logger.info("deleted the staging version", extra=fields)
         self.publisher.publish(self._events(manifest))
         pending = pending_key(manifest.table, manifest.etag, manifest.batch)
         # a quarantined batch stays pending: a redrive comes back for it
-        if manifest.status is not ManifestStatus.QUARANTINED and self.store.exists(pending):
+        if manifest.status is not ManifestStatus.QUARANTINED and (
+            (fresh and manifest.area is Area.STAGING) or self.store.exists(pending)
+        ):
             self.store.delete(pending)
 
     def _version_exists(self, key: str, version_id: str) -> bool:
@@ -643,7 +798,7 @@ class MergeService:
         keys, truncated = keys_listed(manifest.keys_written)
         appended = HistoryAppended.for_batch(
             **common,
-            latest_key=latest_key(manifest.table),
+            latest_key=self._latest_key(),
             history_key=manifest.history_key,
             keys_written=keys,
             keys_truncated=truncated,
@@ -651,7 +806,7 @@ class MergeService:
         )
         if manifest.area is Area.BASELINE:
             promoted = BaselinePromoted.for_batch(
-                **common, latest_key=latest_key(manifest.table), rows=manifest.rows
+                **common, latest_key=self._latest_key(), rows=manifest.rows
             )
             # a baseline merged into an existing latest may have superseded rows
             return [promoted, appended] if manifest.history_key else [promoted]
@@ -710,6 +865,31 @@ def _source_version(area: Area, found: StoredObject) -> SourceVersion:
         last_modified=found.last_modified,
         data=found.data,
     )
+
+
+def _combined(spec: TableSpec, parts: list[MergeResult]) -> MergeResult:
+    """One batch's merge from its partitions' (disjoint keys, so just put together)."""
+    combined = MergeResult(latest=[], history=[])
+    for part in parts:
+        combined.latest.extend(part.latest)
+        combined.history.extend(part.history)
+        for mine, theirs in (
+            (combined.inserted, part.inserted),
+            (combined.updated, part.updated),
+            (combined.unchanged, part.unchanged),
+            (combined.late, part.late),
+        ):
+            mine.extend(theirs)
+    combined.history.sort(key=lambda h: (primary_key(spec, h.row), h.row.last_updated))
+    return combined
+
+
+def _written_rows(spec: TableSpec, decided: MergeResult) -> dict[int, RowModel]:
+    """The rows a merge inserts or updates, by key."""
+    written = set(decided.keys_written)
+    return {
+        primary_key(spec, row): row for row in decided.latest if primary_key(spec, row) in written
+    }
 
 
 def _ms_since(started: float) -> float:

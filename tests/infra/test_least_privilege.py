@@ -92,6 +92,7 @@ def test_merge_role_reaches_only_its_own_tables_keys(synth, table):
         layout.staging_key(table),
         layout.baseline_key(table),
         f"latest/{table}.*",
+        f"latest/{table}/*",
         f"history/{table}/*",
         f"archive/{table}/*",
         f"quarantine/{table}/*",
@@ -117,6 +118,10 @@ def test_merge_role_reaches_only_its_own_tables_keys(synth, table):
     assert granted[layout.baseline_key(table)] == {"s3:GetObject", "s3:GetObjectVersion"}
     assert "s3:PutObject" in granted[f"history/{table}/*"]
     assert "s3:DeleteObject" not in granted[f"history/{table}/*"]
+    # partitioned latest: the manifest and partitions are written, read by version, dropped
+    assert {"s3:PutObject", "s3:GetObjectVersion", "s3:DeleteObject"} <= granted[
+        f"latest/{table}/*"
+    ]
     # Every key of this table is reachable; no key of another table is, neither by the
     # object grants nor by the list prefixes (payment vs payment_type is the tricky pair).
     for key in keys_of(table):
@@ -134,6 +139,8 @@ def keys_of(table: str) -> list[str]:
         layout.staging_key(table),
         layout.baseline_key(table),
         layout.latest_key(table),
+        layout.latest_manifest_key(table),
+        layout.latest_partition_key(table, 0, 9999, batch, "0123456789ab"),
         layout.history_key(table, stamp, batch),
         layout.archive_key(table, stamp, batch),
         layout.quarantine_key(table, stamp, batch),

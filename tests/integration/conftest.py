@@ -2,7 +2,7 @@ import pytest
 from moto import mock_aws
 
 from services.merge import handler as merge_handler
-from tests.integration.merge_pipeline import REGION, Pipeline
+from tests.integration.merge_pipeline import LAYOUTS, REGION, Pipeline, table_partitions
 
 AWS_ENV = {
     "AWS_DEFAULT_REGION": REGION,
@@ -28,6 +28,13 @@ def aws(aws_env):
         yield
 
 
+@pytest.fixture(params=sorted(LAYOUTS))
+def layout(request):
+    """Each merge test runs with latest as one file and as narrow partitions."""
+    with table_partitions("staff", LAYOUTS[request.param]):
+        yield request.param
+
+
 @pytest.fixture
-def pipeline(aws):
+def pipeline(aws, layout):
     return Pipeline("staff")

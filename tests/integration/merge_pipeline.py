@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import boto3
 
@@ -23,17 +26,36 @@ from shared.layout import (
     baseline_key,
     history_prefix,
     latest_key,
+    latest_manifest_key,
     quarantine_prefix,
     staging_key,
 )
 from shared.naming import EVENT_SOURCE, event_bus_name, merge_dlq_name, merge_queue_name
 from shared.queues import MessageQueue
-from shared.rows import dump_rows, load_rows, row_json
+from shared.reader import read_latest
+from shared.rows import dump_rows, row_json
 from shared.storage import BucketStore
 from shared.tables import TABLES
 
 BUCKET = "ingest-bucket-test"
 REGION = "eu-west-2"
+
+
+# The layouts of latest every merge invariant is tested with: one file, and partitions so
+# narrow (2 keys) that a batch spans several of them.
+LAYOUTS = {"single": None, "partitioned": 2}
+
+
+@contextmanager
+def table_partitions(table: str, rows_per_partition: int | None) -> Iterator[None]:
+    """The registry with `table` partitioned (None: one file) for the duration."""
+    registry = cast(dict[str, Any], TABLES)
+    spec = registry[table]
+    registry[table] = replace(spec, rows_per_partition=rows_per_partition)
+    try:
+        yield
+    finally:
+        registry[table] = spec
 
 
 @dataclass
@@ -83,6 +105,11 @@ class FaultyStore(BucketStore):
 
     def delete(self, key):
         return self._write(f"delete {key}", lambda: super(FaultyStore, self).delete(key))
+
+    def delete_keys(self, keys):
+        return self._write(
+            f"delete {','.join(keys)}", lambda: super(FaultyStore, self).delete_keys(keys)
+        )
 
 
 class FaultyPublisher(EventPublisher):
@@ -279,8 +306,18 @@ class Pipeline:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
+    @property
+    def commit_key(self):
+        """The object whose conditional write commits a merge: latest, or its manifest."""
+        partitioned = TABLES[self.table].rows_per_partition is not None
+        return latest_manifest_key(self.table) if partitioned else latest_key(self.table)
+
     def latest_rows(self):
-        return load_rows(self.spec, self.get(latest_key(self.table)), "latest").rows
+        return read_latest(BucketStore(BUCKET, self.s3), TABLES[self.table]).rows
+
+    def latest_bytes(self):
+        """latest's rows in canonical form, whichever layout holds them."""
+        return dump_rows(self.spec, self.latest_rows())
 
     def latest_texts(self):
         return [row_json(self.spec, r) for r in self.latest_rows()]

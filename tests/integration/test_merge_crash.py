@@ -14,7 +14,13 @@ from shared.rows import row_json
 from shared.schemas import Staff
 from shared.tables import TABLES
 from tests.integration.conftest import AWS_ENV
-from tests.integration.merge_pipeline import BUCKET, FaultyStore, Pipeline
+from tests.integration.merge_pipeline import (
+    BUCKET,
+    LAYOUTS,
+    FaultyStore,
+    Pipeline,
+    table_partitions,
+)
 
 T0 = datetime(2024, 11, 14, 9, 0, 0)
 
@@ -46,11 +52,11 @@ BAD = b'[{"staff_id": 1, "first_name": "no other columns"}]'
 SCENARIOS = {"merge": STAGED, "empty": b"[]", "rejected": BAD}
 
 
-def run(staged=STAGED, crash_at=None, after=False):
+def run(staged=STAGED, crash_at=None, after=False, layout="single"):
     """Baseline, then one staging file applied (crashing at its Nth write), then redelivery."""
-    with mock_aws():
+    with mock_aws(), table_partitions("staff", LAYOUTS[layout]):
         pipeline = Pipeline("staff", lease_seconds=0)
-        pipeline.upload_baseline(BASELINE)
+        base = pipeline.upload_baseline(BASELINE)
         assert pipeline.deliver().failed == []
         put = pipeline.stage(staged)
         batch = batch_id(put["VersionId"], put["ETag"])
@@ -59,6 +65,7 @@ def run(staged=STAGED, crash_at=None, after=False):
         )
         names = {
             batch: "<batch>",
+            batch_id(base["VersionId"], base["ETag"]): "<baseline>",
             put["VersionId"]: "<version>",
             object_stamp(staged["LastModified"]): "<stamp>",
         }
@@ -82,7 +89,8 @@ def state(pipeline, batch, names):
     )
     events = pipeline.events()
     return {
-        "latest": pipeline.get("latest/staff.json"),
+        "latest": pipeline.latest_bytes(),
+        "latest_objects": [norm(key) for key in pipeline.keys("latest/")],
         "history": history,
         "history_objects": len(pipeline.keys("history/")),
         "archives": [pipeline.get(key) for key in pipeline.archives()],
@@ -107,13 +115,15 @@ def uninterrupted():
     with pytest.MonkeyPatch.context() as patch:
         for name, value in AWS_ENV.items():
             patch.setenv(name, value)
-        return {name: run(staged) for name, staged in SCENARIOS.items()}
+        return {
+            (layout, name): run(staged, layout=layout)
+            for name, staged in SCENARIOS.items()
+            for layout in LAYOUTS
+        }
 
 
-def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted):
-    crashed, writes, expected = uninterrupted["merge"]
-    assert not crashed
-    assert [w.split(" ")[0] for w in writes] == [
+EXPECTED_WRITES = {
+    "single": [
         "put",  # pending marker
         "put",  # manifest: the plan
         "put",  # history
@@ -123,7 +133,35 @@ def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted):
         "delete",  # exactly the staging version
         "publish",
         "delete",  # pending marker
-    ]
+    ],
+    "partitioned": [
+        "put",  # pending marker
+        "put latest/staff/000000000000-000000000001",  # the three partitions STAGED touches
+        "put latest/staff/000000000002-000000000003",
+        "put latest/staff/000000000004-000000000005",
+        "put",  # manifest: the plan
+        "put",  # history
+        "put latest/staff/_manifest.json",  # the partition manifest (the commit point)
+        "put",  # manifest: committed
+        "delete latest/staff/",  # the two partitions replaced, in one request
+        "put",  # archive
+        "delete",  # exactly the staging version
+        "publish",
+        "delete",  # pending marker
+    ],
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted, layout):
+    crashed, writes, expected = uninterrupted[layout, "merge"]
+    assert not crashed
+    assert len(writes) == len(EXPECTED_WRITES[layout])
+    for write, prefix in zip(writes, EXPECTED_WRITES[layout], strict=True):
+        assert write.startswith(prefix), (write, prefix)
+    if layout == "partitioned":
+        assert writes[8].count("latest/staff/") == 2
+        assert len(expected["latest_objects"]) == 4  # three partitions and the manifest
     assert set(expected["history"]) == {
         (row_json(TABLES["staff"], r), at, "<batch>")
         for r, at in [
@@ -135,13 +173,14 @@ def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted):
     }
 
 
-def test_the_uninterrupted_empty_and_rejected_runs(aws_env, uninterrupted):
-    _, writes, empty = uninterrupted["empty"]
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_uninterrupted_empty_and_rejected_runs(aws_env, uninterrupted, layout):
+    _, writes, empty = uninterrupted[layout, "empty"]
     assert [w.split(" ")[0] for w in writes] == ["put", "put", "delete", "publish", "delete"]
     assert empty["archives"] == []
     assert not empty["history"]
     assert empty["event_ids"] == {"StagingEmpty:staff:<batch>"}
-    _, writes, rejected = uninterrupted["rejected"]
+    _, writes, rejected = uninterrupted[layout, "rejected"]
     assert len(writes) == 6  # pending, copy, report, manifest, staging version, publish
     assert len(rejected["quarantine"]) == 2
     assert rejected["dead_letters"] == 1
@@ -149,34 +188,38 @@ def test_the_uninterrupted_empty_and_rejected_runs(aws_env, uninterrupted):
     assert rejected["latest"] == empty["latest"]
 
 
+# An empty or rejected file never reaches latest, so its crashes are tested in one layout.
 CRASHES = [
-    (scenario, crash_at)
-    for scenario, steps in (("merge", 9), ("empty", 5), ("rejected", 6))
+    (layout, scenario, crash_at)
+    for layout in sorted(LAYOUTS)
+    for scenario, steps in (("merge", len(EXPECTED_WRITES[layout])), ("empty", 5), ("rejected", 6))
+    if scenario == "merge" or layout == "single"
     for crash_at in range(1, steps + 1)
 ]
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["before-write", "after-write"])
-@pytest.mark.parametrize(("scenario", "crash_at"), CRASHES)
+@pytest.mark.parametrize(("layout", "scenario", "crash_at"), CRASHES)
 def test_crash_then_redelivery_matches_the_uninterrupted_run(
-    aws_env, uninterrupted, scenario, crash_at, after
+    aws_env, uninterrupted, layout, scenario, crash_at, after
 ):
-    _, writes, expected = uninterrupted[scenario]
-    crashed, _, got = run(SCENARIOS[scenario], crash_at=crash_at, after=after)
+    _, writes, expected = uninterrupted[layout, scenario]
+    crashed, _, got = run(SCENARIOS[scenario], crash_at=crash_at, after=after, layout=layout)
     assert crashed, f"no crash at write {crash_at}: {writes}"
     assert got == expected, f"crash {'after' if after else 'before'} {writes[crash_at - 1]}"
     assert max(got["history"].values(), default=1) == 1
     merge_handler.use_service(None)
 
 
-def test_crash_after_the_commit_then_another_batch_then_redelivery(aws):
+def test_crash_after_the_commit_then_another_batch_then_redelivery(aws, layout):
     """The commit is found in an older version of latest, so the batch is not merged again."""
     pipeline = Pipeline("staff", lease_seconds=0)
+    commit = 4 if layout == "single" else 7
     pipeline.upload_baseline(BASELINE)
     pipeline.deliver()
     pipeline.stage(STAGED)
     (first,) = pipeline.receive_records()
-    crashing = pipeline.faulty_service(crash_at=4, after=True)  # right after latest is written
+    crashing = pipeline.faulty_service(crash_at=commit, after=True)  # right after the commit
     assert pipeline.invoke_with(crashing, [first]).failed == [first["MessageId"]]
     (redelivered,) = pipeline.receive_records()
 
@@ -196,7 +239,7 @@ def test_crash_after_the_commit_then_another_batch_then_redelivery(aws):
     assert pipeline.staging_versions() == []
 
 
-def test_a_duplicate_notification_during_a_merge_backs_off_then_only_finishes(aws):
+def test_a_duplicate_notification_during_a_merge_backs_off_then_only_finishes(aws, layout):
     """Two copies of one notification at once: the second leaves the batch to the first."""
     pipeline = Pipeline("staff")  # the production lease
     pipeline.upload_baseline(BASELINE)
@@ -209,7 +252,7 @@ def test_a_duplicate_notification_during_a_merge_backs_off_then_only_finishes(aw
 
     class Slow(FaultyStore):
         def put(self, key, data, **kwargs):
-            if key == "latest/staff.json" and not twin_errors:
+            if key == pipeline.commit_key and not twin_errors:
                 # the duplicate arrives while the first is about to commit
                 with pytest.raises(BatchBusyError) as busy:
                     healthy.process(pipeline.ref(duplicate))

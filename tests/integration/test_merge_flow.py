@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from services.merge import handler as merge_handler
 from services.merge.service import MergeService, ObjectRef, WrongTargetError
 from services.merge.settings import MergeSettings
-from shared.layout import latest_key
 from shared.rows import row_json
 from shared.schemas import Staff
 from shared.storage import BucketStore
@@ -177,7 +176,7 @@ def test_other_tables_buckets_and_keys_are_refused_and_nothing_is_written(
 def test_bad_input_is_quarantined_with_a_report_and_sent_to_the_dlq(pipeline):
     pipeline.stage([staff(1, 0)])
     pipeline.deliver()
-    latest_before = pipeline.get(latest_key("staff"))
+    latest_before = pipeline.get(pipeline.commit_key)
     bad = json.dumps(
         [
             json.loads(row_json(pipeline.spec, staff(2, 5))),
@@ -190,7 +189,7 @@ def test_bad_input_is_quarantined_with_a_report_and_sent_to_the_dlq(pipeline):
     result = pipeline.invoke(messages)
 
     assert result.failed == []  # handled: no retries for a deterministic error
-    assert pipeline.get(latest_key("staff")) == latest_before
+    assert pipeline.get(pipeline.commit_key) == latest_before
     assert len(pipeline.history()) == 0
     copy_key, report_key = pipeline.quarantined()
     assert pipeline.get(copy_key) == bad
@@ -242,7 +241,7 @@ def test_two_merges_interleaved_one_hits_412_and_both_land(pipeline):
         conflicts = 0
 
         def put(self, key, data, **kwargs):
-            if key == latest_key("staff") and not Interleaving.conflicts:
+            if key == pipeline.commit_key and not Interleaving.conflicts:
                 Interleaving.conflicts += 1
                 other.process(pipeline.ref(second))
             try:

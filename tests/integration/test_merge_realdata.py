@@ -4,7 +4,7 @@ import pytest
 
 from shared.rows import row_json, validate_rows
 from shared.tables import TABLES
-from tests.integration.merge_pipeline import Pipeline
+from tests.integration.merge_pipeline import Pipeline, table_partitions
 from tests.realdata import read_jsonl, read_parquet
 
 pytestmark = pytest.mark.realdata
@@ -18,8 +18,19 @@ def snapshot(table, raw):
     return {getattr(r, TABLES[table].primary_key): r for r in report.rows}
 
 
+# 400 keys a partition: the larger tables span several, the smallest fit in one
+@pytest.fixture(params=[None, 400], ids=["single", "partitioned"])
+def rows_per_partition(request):
+    return request.param
+
+
 @pytest.mark.parametrize("table", JSONL_TABLES)
-def test_real_change_set_merges_to_the_next_snapshot(aws, table):
+def test_real_change_set_merges_to_the_next_snapshot(aws, table, rows_per_partition):
+    with table_partitions(table, rows_per_partition):
+        check_real_change_set(table)
+
+
+def check_real_change_set(table):
     spec = TABLES[table]
     before, after = snapshot(table, read_jsonl(table)), snapshot(table, read_parquet(table))
     changed = [

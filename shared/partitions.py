@@ -1,0 +1,47 @@
+"""Key-range partitions of latest: which partition a key belongs to, and the manifest.
+
+A table with `rows_per_partition = R` keeps latest as immutable objects
+`latest/<t>/<low>-<high>_<batch>_<digest>.json`, each the canonical rows file of the keys
+`low..high` (`low = (key // R) * R`, `high = low + R - 1`), plus `latest/<t>/_manifest.json`
+listing the current ones. Replacing the manifest with a conditional write is the commit
+point; partitions it no longer lists are garbage (kept as noncurrent versions for a while).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class PartitionRef(BaseModel):
+    """One current partition: its key range, object key (and version) and row count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: int
+    high: int
+    key: str
+    version_id: str | None = None
+    rows: int
+
+
+class PartitionManifest(BaseModel):
+    """`latest/<t>/_manifest.json`: the table's current partitions, sorted by key range."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str
+    batch: str
+    rows_per_partition: int
+    partitions: list[PartitionRef]
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.partitions)
+
+    def by_low(self) -> dict[int, PartitionRef]:
+        return {p.low: p for p in self.partitions}
+
+
+def partition_low(key: int, rows_per_partition: int) -> int:
+    """The first key of the range `key` falls in (fixed-width ranges: ids are dense)."""
+    return (key // rows_per_partition) * rows_per_partition
