@@ -436,6 +436,8 @@ def run_in_process(tool: str, case: Case) -> Run:
                 json.dumps(asdict(case)),
                 "--out",
                 str(out),
+                "--data",
+                str(DATA),  # the child must read the data this run generated
             ],
             check=True,
             cwd=ROOT.parent,
