@@ -2,6 +2,7 @@
 
 import io
 import json
+from typing import Any
 
 import pytest
 
@@ -11,9 +12,10 @@ from services.merge.observability import logger
 @pytest.fixture
 def merge_log():
     buffer = io.StringIO()
-    previous = logger.logger_handler.setStream(buffer)
+    handler: Any = logger.logger_handler
+    previous = handler.setStream(buffer)
     yield buffer
-    logger.logger_handler.setStream(previous)
+    handler.setStream(previous)
 
 
 @pytest.mark.parametrize("body", ["hello{", '{"Records": [{"eventName": "x"}]}'])
