@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install demo test lint typecheck unit lock clean bundle synth
+.PHONY: install demo test lint typecheck unit lock clean bundle synth reliability
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# The reliability suite (faults, hostile input, load); prints the table in README's Reliability
+# section and fails unless rows lost = duplicated = objects changed by a replay = 0.
+# `make test` runs its quick form (tests/integration/test_reliability_quick.py).
+RELIABILITY_ARGS ?= --scenarios 200 --seed 1
+reliability: $(STAMP)
+	$(BIN)/python -m tests.reliability $(RELIABILITY_ARGS)
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: $(STAMP)

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         params.scenarios = args.scenarios
     if args.load_versions is not None:
         params.load_versions = args.load_versions
-    summary = run_suite(params)
+    summary = run_suite(params, progress=True)
     for failure in summary.failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     print(summary.table())

@@ -9,6 +9,7 @@ the real handler, the real service, moto's S3 (versioned), SQS and EventBridge.
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -373,9 +374,13 @@ class Scenario:
             )
 
 
-def run_faults(scenarios: int, seed: int, fault_rate: float = 0.5) -> FaultTally:
+def run_faults(
+    scenarios: int, seed: int, fault_rate: float = 0.5, progress: bool = False
+) -> FaultTally:
     tally = FaultTally()
     for number in range(scenarios):
+        if progress and number % 20 == 0:
+            print(f"fault scenarios: {number}/{scenarios}", file=sys.stderr, flush=True)
         scenario = Scenario(number, seed, tally, fault_rate)
         try:
             scenario.run()

@@ -6,10 +6,12 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from shared.tables import TABLES
 from tests.reliability.faults import CRASH_POINTS, FaultTally, run_faults
 from tests.reliability.hostile import HostileTally, merge_log_to, run_hostile
 from tests.reliability.load import LoadTally, run_load
@@ -179,10 +181,17 @@ def _warnings_off() -> Iterator[None]:
         yield
 
 
-def run_suite(params: Params) -> Summary:
+def run_suite(params: Params, progress: bool = False) -> Summary:
     started = time.monotonic()
     with quiet():
-        faults = run_faults(params.scenarios, params.seed)
+        faults = run_faults(params.scenarios, params.seed, progress=progress)
+        _say(progress, "hostile inputs")
         hostile = run_hostile(params.quick)
+        _say(progress, f"load: {len(TABLES)} tables x {params.load_versions} versions")
         load = run_load(params.seed, versions=params.load_versions)
     return Summary(params, faults, hostile, load, time.monotonic() - started)
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
