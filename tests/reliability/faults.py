@@ -8,10 +8,12 @@ the real handler, the real service, moto's S3 (versioned), SQS and EventBridge.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import boto3
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
+from moto.s3.responses import S3Response
 
 from ops.sample_data import SampleDatabase
 from services.merge import handler as merge_handler
@@ -170,6 +173,26 @@ class PartlyFailingEvents:
         return {"FailedEntryCount": 1 + int(sent.get("FailedEntryCount", 0)), "Entries": results}
 
 
+@contextlib.contextmanager
+def atomic_conditional_puts() -> Iterator[None]:
+    """moto checks If-Match / If-None-Match and then writes, with other work between: two
+    threads can both pass the check. S3 decides a conditional write atomically, so the races
+    here run against a moto whose PutObject is serialised (else they test moto, not the merge).
+    """
+    original = S3Response.put_object
+    lock = threading.Lock()
+
+    def put_object(self: S3Response) -> Any:
+        with lock:
+            return original(self)
+
+    S3Response.put_object = put_object  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        S3Response.put_object = original  # type: ignore[method-assign]
+
+
 # ---- one scenario --------------------------------------------------------------------------
 
 
@@ -184,7 +207,7 @@ class Scenario:
         self.problems: list[str] = []
 
     def run(self) -> None:
-        with mock_aws():
+        with mock_aws(), atomic_conditional_puts():
             self.pipeline = Pipeline(self.table, lease_seconds=0)
             self._drain()  # S3's test event
             try:
