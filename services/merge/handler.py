@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from services.merge.notifications import S3TestEvent, parse_body
+from services.merge.notifications import NotificationError, S3TestEvent, parse_body
 from services.merge.observability import logger, metrics
 from services.merge.service import MergeService, ObjectRef
 from services.merge.settings import MergeSettings
@@ -54,7 +54,15 @@ def use_service(service: MergeService | None) -> None:
 
 def record_handler(record: SQSRecord) -> None:
     text = record.body
-    body = parse_body(text)
+    try:
+        body = parse_body(text)
+    except NotificationError:
+        # the record fails (and reaches the DLQ after its retries): say why, once per receive
+        logger.exception(
+            "not an S3 event notification; the message will be retried, then dead-lettered",
+            extra={"message_id": record.message_id, "body": text[:200]},
+        )
+        raise
     if isinstance(body, S3TestEvent):
         logger.info("ignored S3 test event", extra={"event": body.Event})
         metrics.add_metric("TestEventsIgnored", MetricUnit.Count, 1)

@@ -77,12 +77,17 @@ class Crash(RuntimeError):
 
 
 class FaultyStore(BucketStore):
-    """A BucketStore that dies on its Nth write (put / delete), before or after doing it."""
+    """A BucketStore that dies on its Nth write (put / delete), before or after doing it.
 
-    def __init__(self, bucket, crash_at=None, after=False):
-        super().__init__(bucket)
+    With `count_reads`, reads (get, head, version listings) count as calls too, so the Nth
+    call may be a read: the adapter raises instead of answering.
+    """
+
+    def __init__(self, bucket, crash_at=None, after=False, client=None, count_reads=False):
+        super().__init__(bucket, client)
         self.crash_at = crash_at
         self.after = after
+        self.count_reads = count_reads
         self.writes = []
 
     def _write(self, name, do):
@@ -90,10 +95,30 @@ class FaultyStore(BucketStore):
         number = len(self.writes)
         if number == self.crash_at and not self.after:
             raise Crash(f"before write {number} ({name})")
-        result = do()
+        try:
+            result = do()
+        except Exception:  # the call failed by itself (e.g. a 404): the process still dies
+            if number == self.crash_at and self.after:
+                raise Crash(f"after call {number} ({name})") from None
+            raise
         if number == self.crash_at and self.after:
             raise Crash(f"after write {number} ({name})")
         return result
+
+    def _read(self, name, do):
+        return self._write(name, do) if self.count_reads else do()
+
+    def get(self, key, version_id=None):
+        return self._read(f"get {key}", lambda: super(FaultyStore, self).get(key, version_id))
+
+    def exists(self, key):
+        return self._read(f"head {key}", lambda: super(FaultyStore, self).exists(key))
+
+    def metadata(self, key, version_id=None):
+        return self._read(f"head {key}", lambda: super(FaultyStore, self).metadata(key, version_id))
+
+    def versions(self, key):
+        return self._read(f"versions {key}", lambda: super(FaultyStore, self).versions(key))
 
     def put(self, key, data, **kwargs):
         return self._write(f"put {key}", lambda: super(FaultyStore, self).put(key, data, **kwargs))
@@ -115,8 +140,8 @@ class FaultyStore(BucketStore):
 class FaultyPublisher(EventPublisher):
     """Shares the store's write counter, so 'the Nth step' covers the events too."""
 
-    def __init__(self, bus, store: FaultyStore):
-        super().__init__(bus)
+    def __init__(self, bus, store: FaultyStore, client=None):
+        super().__init__(bus, client)
         self.store = store
 
     def publish(self, details):
@@ -186,13 +211,18 @@ class Pipeline:
         merge_handler.use_service(service)
         return service
 
-    def faulty_service(self, crash_at=None, after=False):
-        store = FaultyStore(BUCKET, crash_at=crash_at, after=after)
+    def faulty_service(
+        self, crash_at=None, after=False, *, count_reads=False, s3=None, events=None, sqs=None
+    ):
+        """A service whose adapters die at the Nth call; clients may be given (e.g. throttled)."""
+        store = FaultyStore(
+            BUCKET, crash_at=crash_at, after=after, client=s3, count_reads=count_reads
+        )
         return MergeService(
             self.settings,
             store,
-            FaultyPublisher(self.bus, store),
-            MessageQueue(self.dlq_url),
+            FaultyPublisher(self.bus, store, client=events),
+            MessageQueue(self.dlq_url, client=sqs),
         )
 
     # ---- uploads -----------------------------------------------------------------------
