@@ -53,7 +53,7 @@ from shared.layout import (
 )
 from shared.partitions import PartitionManifest, PartitionRef, partition_low
 from shared.queues import MessageQueue
-from shared.rows import FileFormatError, RowProblem, load_rows
+from shared.rows import FileFormatError, RowProblem, load_rows, row_json
 from shared.schemas import RowModel
 from shared.storage import BucketStore, ObjectMissingError, PreconditionFailedError, StoredObject
 from shared.tables import TableSpec, get_table
@@ -361,7 +361,7 @@ class MergeService:
                 self._drop_orphan_history(prepared)
             prepared = manifest
             try:
-                self.store.put(
+                written = self.store.put(
                     head.key,
                     plan.data,
                     if_match=None if head.stored is None else head.stored.etag,
@@ -374,6 +374,10 @@ class MergeService:
                     extra={**self._log_fields(source), "attempt": attempt + 1},
                 )
                 continue
+            if head.stored is not None and _bare_etag(written.etag) == _bare_etag(
+                head.stored.etag
+            ):  # the same bytes again: If-Match cannot tell whether another commit came between
+                manifest = self._drop_history_committed_before(source, manifest)
             self._log_merged(source, manifest, result)
             committed = manifest.model_copy(update={"status": ManifestStatus.COMMITTED})
             self._write_manifest(committed)
@@ -544,9 +548,66 @@ class MergeService:
         logger.info("batch already applied to latest", extra=self._log_fields(source))
         if prepared.status is ManifestStatus.COMMITTED:
             return prepared
+        # a crash may have come between the commit and this guard: run it again (idempotent)
+        prepared = self._drop_history_committed_before(source, prepared)
         committed = prepared.model_copy(update={"status": ManifestStatus.COMMITTED})
         self._write_manifest(committed)
         return committed
+
+    def _drop_history_committed_before(
+        self, source: SourceVersion, manifest: BatchManifest
+    ) -> BatchManifest:
+        """Guard against an ABA on latest's ETag.
+
+        S3's If-Match compares ETags, and an ETag is the content's digest. A merge that leaves
+        latest's rows as they were (it only adds late versions to history) writes the same
+        bytes, so the same ETag: a second such merge that read latest before the first
+        committed still passes If-Match, and both keep the same versions in their history
+        objects. So after committing the same bytes, find the commits of those bytes that
+        came just before ours and drop from our history object every version one of theirs
+        already holds. Only the later commit drops, so each version stays exactly once.
+        """
+        if not manifest.history_key or not self.store.exists(manifest.history_key):
+            return manifest
+        key = self._latest_key()
+        earlier: list[str] = []
+        ours: str | None = None  # the ETag of the version that carries our batch
+        for version in self.store.iter_versions(key):  # newest first
+            if ours is None and version.last_modified < source.last_modified:
+                break  # our commit is not among these versions: nothing to compare
+            try:
+                batch = self.store.metadata(key, version.version_id).get(BATCH_METADATA)
+            except ObjectMissingError:
+                continue
+            if ours is None:
+                if batch == source.batch:
+                    ours = _bare_etag(version.etag)
+                continue
+            if _bare_etag(version.etag) != ours:
+                break  # bytes changed here: a commit we must have read, history and all
+            if batch:
+                earlier.append(batch)
+        if not earlier:
+            return manifest
+        spec = self.spec
+        suffixes = tuple(f"_{batch}.json" for batch in earlier)
+        held = {
+            row_json(spec, item.row)
+            for other in self.store.keys(history_prefix(spec.name))
+            if other.endswith(suffixes)
+            for item in load_history(spec, self.store.get(other).data, other)
+        }
+        mine = load_history(spec, self.store.get(manifest.history_key).data, manifest.history_key)
+        keep = [item for item in mine if row_json(spec, item.row) not in held]
+        if len(keep) == len(mine):
+            return manifest
+        self.store.put(manifest.history_key, dump_history(spec, keep))
+        logger.info(
+            "dropped history rows an earlier commit of the same latest holds",
+            extra={**self._log_fields(source), "dropped": len(mine) - len(keep)},
+        )
+        counts = manifest.counts.model_copy(update={"history_rows": len(keep)})
+        return manifest.model_copy(update={"counts": counts})
 
     def _drop_orphan_history(self, prepared: BatchManifest | None) -> None:
         """An uncommitted attempt's history object must not outlive a plan without history."""

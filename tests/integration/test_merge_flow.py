@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,42 @@ def test_not_json_is_quarantined_and_a_redrive_after_a_fix_merges_it(pipeline):
     assert pipeline.latest_texts() == texts([staff(7, 0)])
     assert pipeline.quarantined() == []
     assert len(pipeline.archives()) == 1
+
+
+def test_two_merges_that_leave_latest_as_it_was_keep_each_late_version_once(pipeline):
+    # Both files hold only a late version of key 1: neither changes latest's bytes, so the
+    # second commit's If-Match on the ETag it read still passes after the first commit.
+    pipeline.upload_baseline([staff(1, 30)])
+    pipeline.deliver()
+    pipeline.stage([staff(1, 10, name="late")])
+    pipeline.stage([staff(1, 10, name="late"), staff(1, 0, name="later still late")])
+    first, second = sorted(
+        pipeline.receive_records(), key=lambda m: m["Attributes"]["SentTimestamp"]
+    )
+    other = pipeline.faulty_service()
+
+    class CommitsInBetween(BucketStore):
+        raced = False
+
+        def put(self, key, data, **kwargs):
+            if key.startswith("history/") and not CommitsInBetween.raced:
+                # after this merge planned (its history not written yet), the other one runs
+                # whole: it cannot see this one's history, and commits the same latest bytes
+                CommitsInBetween.raced = True
+                other.process(pipeline.ref(second))
+            return super().put(key, data, **kwargs)
+
+    racing = MergeService(
+        pipeline.settings, CommitsInBetween(BUCKET), other.publisher, other.dead_letters
+    )
+    assert pipeline.invoke_with(racing, [first]).failed == []
+
+    assert CommitsInBetween.raced
+    assert pipeline.latest_texts() == texts([staff(1, 30)])
+    # each late version once (a Counter: a duplicate would count 2)
+    assert pipeline.history_texts() == Counter(
+        texts([staff(1, 10, name="late"), staff(1, 0, name="later still late")])
+    )
 
 
 def test_two_merges_interleaved_one_hits_412_and_both_land(pipeline):
