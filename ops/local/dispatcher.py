@@ -325,7 +325,7 @@ class Dispatcher:
 
     @property
     def pause_function_name(self) -> str:
-        return f"{self.deployment.prefix}-pause"
+        return naming.pause_function_name(self.deployment.prefix)
 
     @property
     def ingest_function_name(self) -> str:

@@ -240,7 +240,7 @@ def _create_consumer(
         redrive = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": naming.MAX_RECEIVE_COUNT}
         attributes["RedrivePolicy"] = json.dumps(redrive)
     queue = _create_queue(clients.sqs, naming.consumer_queue_name(consumer, prefix), attributes)
-    rule = f"{prefix}-{consumer}"
+    rule = naming.consumer_rule_name(consumer, prefix)
     clients.events.put_rule(
         Name=rule, EventBusName=bus, EventPattern=json.dumps(pattern), State="ENABLED"
     )

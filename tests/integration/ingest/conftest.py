@@ -4,14 +4,10 @@ through the `postgres` xdist group), a fresh database per test, and moto for S3/
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -21,7 +17,6 @@ from moto import mock_aws
 
 from ops.pg import (
     LocalPostgres,
-    PostgresUnavailableError,
     create_database,
     insert_rows,
     load_snapshot,
@@ -50,21 +45,6 @@ def source_rows(limit: int | None) -> dict[str, list[dict[str, Any]]]:
     if limit is None:
         return rows
     return {name: table[:limit] if len(table) > 600 else table for name, table in rows.items()}
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[LocalPostgres]:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    try:
-        server = LocalPostgres(Path(tempfile.mkdtemp(prefix=f"ingest-pg-{worker}-")))
-    except PostgresUnavailableError as exc:
-        pytest.skip(str(exc))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.folder, ignore_errors=True)
 
 
 def _template(server: LocalPostgres, name: str, limit: int | None) -> str:

@@ -1,14 +1,10 @@
 """The PostgreSQL warehouse (a real server on loopback) holds the same rows as the Parquet."""
 
-import os
-import shutil
-import tempfile
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from ops.pg import LocalPostgres, PostgresUnavailableError, create_database
+from ops.pg import create_database
 from ops.sample_data import SampleDatabase
 from services.ingest.source import connect
 from services.transform import handler as transform_handler
@@ -19,21 +15,6 @@ from shared.tables import TABLES
 from tests.integration.transform_pipeline import TransformChain
 
 pytestmark = pytest.mark.xdist_group("postgres")
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    try:
-        server = LocalPostgres(Path(tempfile.mkdtemp(prefix=f"warehouse-pg-{worker}-")))
-    except PostgresUnavailableError as exc:
-        pytest.skip(str(exc))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.folder, ignore_errors=True)
 
 
 @pytest.fixture
