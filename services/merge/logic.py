@@ -83,7 +83,10 @@ def merge(
     """Merge one staging file into latest.
 
     `history` holds the versions already in history for (at least) the keys named by
-    `keys_needing_history`; a version found there is not written to history again.
+    `keys_needing_history`; a staged version found there is not written to history again.
+    The row latest held when it is replaced always is: a committed history cannot hold a
+    version latest still holds, so a copy found there belongs to a merge that has not
+    committed (it crashed after writing its history), whose retry may drop it.
     """
     current = {primary_key(spec, row): row for row in latest}
     in_history: dict[int, dict[str, RowModel]] = {}
@@ -95,6 +98,7 @@ def merge(
         newest = versions[-1]
         held = current.get(key)
         superseded = list(versions[:-1])
+        replaced = None
         if held is None:
             result.inserted.append(key)
             current[key] = newest
@@ -104,15 +108,15 @@ def merge(
         ):  # newer, or a silent edit (same last_updated, other content)
             result.updated.append(key)
             superseded.append(held)
+            replaced = row_json(spec, held)
             current[key] = newest
         elif newest.last_updated == held.last_updated:
             result.unchanged.append(key)
         else:
             result.late.append(key)
             superseded.append(newest)
-        result.history.extend(
-            _to_history(spec, current[key], superseded, in_history.get(key, {}), batch)
-        )
+        already = {text: row for text, row in in_history.get(key, {}).items() if text != replaced}
+        result.history.extend(_to_history(spec, current[key], superseded, already, batch))
 
     result.latest.extend(current[key] for key in sorted(current))
     result.history.sort(key=lambda h: (primary_key(spec, h.row), h.row.last_updated))

@@ -177,6 +177,8 @@ class MergePlan:
     result: MergeResult
     data: bytes
     replaced: list[str] = field(default_factory=list)
+    # some staged versions were checked against history (late rows, in-file duplicates)
+    checked_history: bool = False
 
 
 def manifest_prefix(table: str, etag: str) -> str:
@@ -234,12 +236,15 @@ class MergeService:
             return self._finish_gone(ref, area)
         found = self.store.get_if_exists(manifest_key(self.spec.name, source.etag, source.batch))
         manifest = None if found is None else BatchManifest.model_validate_json(found.data)
+        taken_over = False
         if manifest is None and area is Area.STAGING:
-            self._claim(source)
+            taken_over = self._claim(source)
         elif found is not None and manifest and manifest.status is ManifestStatus.PREPARED:
             self._check_lease(found.key, found.last_modified)
         if manifest is None or manifest.status is ManifestStatus.PREPARED:
-            manifest = self._apply(source, ref.message_body, prepared=manifest)
+            manifest = self._apply(
+                source, ref.message_body, prepared=manifest, taken_over=taken_over
+            )
             fresh = True  # nothing after the commit has run for this batch yet
         else:
             fresh = False
@@ -247,10 +252,11 @@ class MergeService:
             self._finish(manifest, source.data, fresh=fresh)
         return manifest
 
-    def _claim(self, source: SourceVersion) -> None:
+    def _claim(self, source: SourceVersion) -> bool:
         """Start a batch: a marker created only once, which also says "in progress" until the
         events are out, so a notification without a versionId (moto) can still find the batch
-        after its version is deleted."""
+        after its version is deleted. True when another invocation had started it (taken over
+        once its lease ran out: it may have got as far as the commit)."""
         marker = pending_key(self.spec.name, source.etag, source.batch)
         try:
             self.store.put(marker, b"", create_only=True)
@@ -258,6 +264,8 @@ class MergeService:
             found = self.store.get_if_exists(marker)
             if found is not None:
                 self._check_lease(marker, found.last_modified)
+            return True
+        return False
 
     def _check_lease(self, key: str, started: datetime) -> None:
         """Leave a batch another invocation started recently to it (the record is retried
@@ -317,6 +325,7 @@ class MergeService:
         *,
         prepared: BatchManifest | None,
         from_quarantine: bool = False,
+        taken_over: bool = False,
     ) -> BatchManifest | None:
         """Validate and merge; returns the manifest (None: a baseline that was not promoted)."""
         spec = self.spec
@@ -338,8 +347,10 @@ class MergeService:
         for attempt in range(self.settings.conflict_retries + 1):
             head = self._read_head()
             # With no plan written before, no earlier attempt can have committed: a plan
-            # always precedes the commit. So only search versions when there was one.
-            if self._committed(source, head.stored, search=prepared is not None or attempt > 0):
+            # always precedes the commit. So only search versions when there was one, or
+            # when another invocation had started the batch (its plan may be on its way).
+            search = prepared is not None or taken_over or attempt > 0
+            if self._committed(source, head.stored, search=search):
                 return self._mark_committed(source)
             # A baseline that arrives after latest exists (its first delivery failed, or it
             # was re-taken) is merged by the same rules as staging: newer rows win, the
@@ -361,7 +372,7 @@ class MergeService:
                 self._drop_orphan_history(prepared)
             prepared = manifest
             try:
-                written = self.store.put(
+                self.store.put(
                     head.key,
                     plan.data,
                     if_match=None if head.stored is None else head.stored.etag,
@@ -374,9 +385,9 @@ class MergeService:
                     extra={**self._log_fields(source), "attempt": attempt + 1},
                 )
                 continue
-            if head.stored is not None and _bare_etag(written.etag) == _bare_etag(
-                head.stored.etag
-            ):  # the same bytes again: If-Match cannot tell whether another commit came between
+            if plan.checked_history and head.stored is not None and not head.partitioned:
+                # If-Match compares content digests: a commit that left latest's bytes as
+                # they were may have come between our read and our commit, unseen
                 manifest = self._drop_history_committed_before(source, manifest)
             self._log_merged(source, manifest, result)
             committed = manifest.model_copy(update={"status": ManifestStatus.COMMITTED})
@@ -429,10 +440,11 @@ class MergeService:
             data, replaced = current.replaced(_written_rows(spec, result)).dump(), []
         # Which rows go to latest never depends on history; which superseded versions go to
         # history does, for late rows and in-file duplicates only (rare): redo those with it.
-        known = self._known_history(source, held, staged)
-        if known:
+        needed = keys_needing_history(spec, list(held.values()), staged)
+        if needed:
+            known = self._known_history(source, needed)
             result = merge(spec, list(held.values()), staged, source.batch, known)
-        return MergePlan(result=result, data=data, replaced=replaced)
+        return MergePlan(result=result, data=data, replaced=replaced, checked_history=bool(needed))
 
     def _merge_partitions(
         self, source: SourceVersion, staged: list[RowModel], head: LatestHead
@@ -498,12 +510,9 @@ class MergeService:
         )
         return held, new_manifest.model_dump_json(indent=1).encode(), replaced, parts
 
-    def _known_history(
-        self, source: SourceVersion, held: dict[int, RowModel], staged: list[RowModel]
-    ) -> list[RowModel]:
+    def _known_history(self, source: SourceVersion, needed: set[int]) -> list[RowModel]:
         """The versions already in history of the keys that may have some there (rare)."""
         spec = self.spec
-        needed = keys_needing_history(spec, list(held.values()), staged)
         known: list[RowModel] = []
         if needed:
             own = history_key(spec.name, source.stamp, source.batch)
@@ -561,29 +570,35 @@ class MergeService:
 
         S3's If-Match compares ETags, and an ETag is the content's digest. A merge that leaves
         latest's rows as they were (it only adds late versions to history) writes the same
-        bytes, so the same ETag: a second such merge that read latest before the first
-        committed still passes If-Match, and both keep the same versions in their history
-        objects. So after committing the same bytes, find the commits of those bytes that
-        came just before ours and drop from our history object every version one of theirs
-        already holds. Only the later commit drops, so each version stays exactly once.
+        bytes, so the same ETag: a merge that read latest before such a commit still passes
+        If-Match after it, never having seen that commit's history. When our merge checked
+        versions against history (the only versions two merges can both add), find the
+        commits between the version we read and ours (the versions just before ours with the
+        bytes our If-Match matched) and drop from our history object every version one of
+        theirs already holds. Only the later commit drops, so each version stays once.
         """
         if not manifest.history_key or not self.store.exists(manifest.history_key):
             return manifest
         key = self._latest_key()
         earlier: list[str] = []
-        ours: str | None = None  # the ETag of the version that carries our batch
+        found_ours = False
+        matched: str | None = None  # the ETag our If-Match matched
         for version in self.store.iter_versions(key):  # newest first
-            if ours is None and version.last_modified < source.last_modified:
+            if not found_ours and version.last_modified < source.last_modified:
                 break  # our commit is not among these versions: nothing to compare
             try:
                 batch = self.store.metadata(key, version.version_id).get(BATCH_METADATA)
             except ObjectMissingError:
                 continue
-            if ours is None:
-                if batch == source.batch:
-                    ours = _bare_etag(version.etag)
+            if batch == source.batch:  # ours (or a twin's commit of this batch)
+                found_ours = True
                 continue
-            if _bare_etag(version.etag) != ours:
+            if not found_ours:
+                continue
+            etag = _bare_etag(version.etag)
+            if matched is None:
+                matched = etag
+            elif etag != matched:
                 break  # bytes changed here: a commit we must have read, history and all
             if batch:
                 earlier.append(batch)

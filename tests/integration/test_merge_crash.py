@@ -239,6 +239,40 @@ def test_crash_after_the_commit_then_another_batch_then_redelivery(aws, layout):
     assert pipeline.staging_versions() == []
 
 
+def test_a_merge_does_not_trust_the_history_of_one_that_crashed_before_its_commit(aws, layout):
+    """A crashes after writing its history (which holds the row it replaces), B commits the
+    same update, then A's retry finds nothing left to do and drops its history: the replaced
+    row must still be in B's history (found by the reliability suite, seed 1 scenario 147)."""
+    pipeline = Pipeline("staff", lease_seconds=0)
+    pipeline.upload_baseline(BASELINE)
+    pipeline.deliver()
+    update = staff(1, 20, name="Jo")
+    pipeline.stage([update])
+    (first,) = pipeline.receive_records()
+
+    class CrashAfterHistory(FaultyStore):
+        def put(self, key, data, **kwargs):
+            written = super().put(key, data, **kwargs)
+            if key.startswith("history/"):
+                raise RuntimeError("crashed after writing history")
+            return written
+
+    crashing = pipeline.faulty_service()
+    crashing.store = CrashAfterHistory(BUCKET)
+    crashing.publisher.store = crashing.store
+    assert pipeline.invoke_with(crashing, [first]).failed == [first["MessageId"]]
+    (redelivered,) = pipeline.receive_records()
+    # the same update and an older version of that row (which makes it read history back)
+    pipeline.stage([update, staff(1, 10, name="Mid")])
+    assert pipeline.deliver().failed == []
+    assert pipeline.invoke([redelivered]).failed == []
+
+    history = pipeline.history_texts()
+    assert history == Counter(
+        {row_json(pipeline.spec, staff(1, 0)): 1, row_json(pipeline.spec, staff(1, 10, "Mid")): 1}
+    )
+
+
 def test_a_duplicate_notification_during_a_merge_backs_off_then_only_finishes(aws, layout):
     """Two copies of one notification at once: the second leaves the batch to the first."""
     pipeline = Pipeline("staff")  # the production lease

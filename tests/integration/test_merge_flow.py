@@ -264,6 +264,60 @@ def test_two_merges_that_leave_latest_as_it_was_keep_each_late_version_once(pipe
     )
 
 
+def test_a_merge_that_changes_latest_after_an_unseen_same_bytes_commit_keeps_versions_once(
+    pipeline,
+):
+    # The second file leaves latest as it was; it commits while the first (which also
+    # inserts a row) is between its read and its commit: the first's If-Match still passes.
+    pipeline.upload_baseline([staff(1, 30)])
+    pipeline.deliver()
+    pipeline.stage([staff(1, 10, name="late"), staff(2, 0)])
+    pipeline.stage([staff(1, 10, name="late")])
+    first, second = sorted(
+        pipeline.receive_records(), key=lambda m: m["Attributes"]["SentTimestamp"]
+    )
+    other = pipeline.faulty_service()
+
+    class CommitsInBetween(BucketStore):
+        raced = False
+
+        def put(self, key, data, **kwargs):
+            if key.startswith("history/") and not CommitsInBetween.raced:
+                CommitsInBetween.raced = True
+                other.process(pipeline.ref(second))
+            return super().put(key, data, **kwargs)
+
+    racing = MergeService(
+        pipeline.settings, CommitsInBetween(BUCKET), other.publisher, other.dead_letters
+    )
+    assert pipeline.invoke_with(racing, [first]).failed == []
+
+    assert CommitsInBetween.raced
+    assert pipeline.latest_texts() == texts([staff(1, 30), staff(2, 0)])
+    assert pipeline.history_texts() == Counter(texts([staff(1, 10, name="late")]))
+
+
+def test_two_commits_of_one_batch_keep_its_late_versions(pipeline):
+    """A twin of this invocation (one that took the batch over) committed the same bytes for
+    the same batch: the ABA guard must not count that commit as another batch's."""
+    pipeline.upload_baseline([staff(1, 30)])
+    pipeline.deliver()
+    pipeline.stage([staff(1, 10, name="late")])
+
+    class TwinCommits(BucketStore):
+        def put(self, key, data, **kwargs):
+            if key == pipeline.commit_key:
+                super().put(key, data, metadata=kwargs.get("metadata"))  # the twin's commit
+            return super().put(key, data, **kwargs)
+
+    twin = pipeline.faulty_service()
+    committing = MergeService(
+        pipeline.settings, TwinCommits(BUCKET), twin.publisher, twin.dead_letters
+    )
+    assert pipeline.invoke_with(committing, pipeline.receive_records()).failed == []
+    assert pipeline.history_texts() == Counter(texts([staff(1, 10, name="late")]))
+
+
 def test_two_merges_interleaved_one_hits_412_and_both_land(pipeline):
     pipeline.upload_baseline([staff(1, 0), staff(2, 0)])
     pipeline.deliver()

@@ -27,6 +27,7 @@ from ops.sample_data import SampleDatabase
 from services.merge import handler as merge_handler
 from services.merge.service import MergeService
 from shared.layout import baseline_key, staging_key
+from shared.naming import MERGE_FUNCTION_TIMEOUT_SECONDS
 from shared.rows import dump_rows, validate_rows
 from shared.tables import TABLES, TableSpec
 from tests.integration.merge_pipeline import BUCKET, REGION, LambdaContext, Pipeline
@@ -347,7 +348,12 @@ class Scenario:
         return not failed
 
     def _race(self, bodies: list[str]) -> list[str]:
-        """Two merges of this table at once, in threads, each with its own clients."""
+        """Two merges of this table at once, in threads, each with its own clients.
+
+        They run with the production lease: the scenario's lease of 0 stands for "the
+        crashed invocation is long dead", which two live twins of one batch are not (on AWS
+        a batch is only taken over after the function's timeout has killed its first taker).
+        """
         self.injected.races += 1
         pipeline = self.pipeline
         refs = [pipeline.ref({"Body": body}) for body in bodies]
@@ -359,6 +365,10 @@ class Scenario:
             )
             for _ in bodies
         ]
+        for service in services:
+            service.settings = service.settings.model_copy(
+                update={"lease_seconds": MERGE_FUNCTION_TIMEOUT_SECONDS}
+            )
         failed: list[str] = []
         start = threading.Barrier(len(bodies))
 

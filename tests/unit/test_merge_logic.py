@@ -81,6 +81,16 @@ def test_late_arrival_is_superseded_by_the_next_known_version():
     assert older.history[0].superseded_at == v1.last_updated
 
 
+def test_the_replaced_row_goes_to_history_even_if_some_history_object_has_it():
+    """A copy in history can only be an uncommitted merge's (latest still holds the row)."""
+    held, newer = staff(1, 0), staff(1, 20, name="Jo")
+    result = merge(SPEC, [held], [newer], "b10", history=[held])
+    assert result.history == [HistoryRow(held, newer.last_updated, "b10")]
+    late = staff(1, 10, name="Late")
+    again = merge(SPEC, [held], [newer, late], "b11", history=[held, late])
+    assert [h.row for h in again.history] == [held]
+
+
 def test_duplicates_in_one_file_collapse_to_the_newest_and_keep_the_rest():
     a, b, c = staff(1, 0), staff(1, 20, name="B"), staff(1, 40, name="C")
     result = merge(SPEC, [], [c, a, b, a], "b9")
