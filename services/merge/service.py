@@ -112,6 +112,8 @@ class BatchManifest(BaseModel):
     from_quarantine: bool = False
     # latest objects the commit stopped listing (replaced partitions), removed after it
     replaced: list[str] = []
+    # staged versions were checked against history (so the ABA guard applies)
+    checked_history: bool = True
 
 
 class QuarantineReport(BaseModel):
@@ -168,6 +170,11 @@ class LatestHead:
     @property
     def partitioned(self) -> bool:
         return self.key.endswith("/_manifest.json")
+
+
+# What applying a batch decided (its manifest), and whether it was decided just now: then
+# nothing after the commit has run for it yet, so those steps need no existence checks.
+Applied = tuple["BatchManifest", bool]
 
 
 @dataclass
@@ -234,29 +241,45 @@ class MergeService:
         source = self._locate(ref, area)
         if source is None:
             return self._finish_gone(ref, area)
-        found = self.store.get_if_exists(manifest_key(self.spec.name, source.etag, source.batch))
-        manifest = None if found is None else BatchManifest.model_validate_json(found.data)
-        taken_over = False
-        if manifest is None and area is Area.STAGING:
-            taken_over = self._claim(source)
-        elif found is not None and manifest and manifest.status is ManifestStatus.PREPARED:
-            self._check_lease(found.key, found.last_modified)
-        if manifest is None or manifest.status is ManifestStatus.PREPARED:
-            manifest = self._apply(
-                source, ref.message_body, prepared=manifest, taken_over=taken_over
-            )
-            fresh = True  # nothing after the commit has run for this batch yet
+        marker = ref.version_id is None and area is Area.STAGING
+        if area is Area.BASELINE:  # never deleted, so redelivered ones find it: look first
+            outcome = self._take_up(source, ref.message_body, started=False)
+        elif marker and self._claim(source):
+            outcome = self._take_up(source, ref.message_body, started=True)
         else:
-            fresh = False
-        if manifest is not None:
-            self._finish(manifest, source.data, fresh=fresh)
-        return manifest
+            # We created the marker (nobody had started this batch), or there is none (AWS
+            # names the version): then the batch's first manifest write is create-only, and
+            # a 412 there says another invocation got to it first. No GET of it is needed.
+            outcome = self._apply(source, ref.message_body, prepared=None, owner=marker)
+        if outcome is not None:
+            manifest, fresh = outcome
+            self._finish(manifest, source.data, fresh=fresh, marker=marker)
+            return manifest
+        return None
+
+    def _take_up(
+        self, source: SourceVersion, message_body: str | None, *, started: bool = True
+    ) -> Applied | None:
+        """A batch that may have been started before (`started`: it was): finish it, or take
+        it over once its lease has run out (it may have got as far as the commit)."""
+        found = self.store.get_if_exists(manifest_key(self.spec.name, source.etag, source.batch))
+        if found is None:
+            return self._apply(
+                source, message_body, prepared=None, owner=started, taken_over=started
+            )
+        manifest = BatchManifest.model_validate_json(found.data)
+        if manifest.status is not ManifestStatus.PREPARED:
+            return manifest, False  # decided before: only what follows the commit is left
+        if self._was_committed(manifest):  # and only what follows the commit is left
+            return self._mark_committed(source, manifest), False
+        self._check_lease(found.key, found.last_modified)
+        return self._apply(source, message_body, prepared=manifest, owner=True, taken_over=True)
 
     def _claim(self, source: SourceVersion) -> bool:
-        """Start a batch: a marker created only once, which also says "in progress" until the
-        events are out, so a notification without a versionId (moto) can still find the batch
-        after its version is deleted. True when another invocation had started it (taken over
-        once its lease ran out: it may have got as far as the commit)."""
+        """Start a batch named without a versionId (moto's notifications): a marker created
+        only once, which also says "in progress" until the events are out, so a redelivery can
+        still find the batch after its version is deleted. True when another invocation had
+        started it (then its lease must have run out)."""
         marker = pending_key(self.spec.name, source.etag, source.batch)
         try:
             self.store.put(marker, b"", create_only=True)
@@ -324,10 +347,17 @@ class MergeService:
         message_body: str | None,
         *,
         prepared: BatchManifest | None,
+        owner: bool,
         from_quarantine: bool = False,
         taken_over: bool = False,
-    ) -> BatchManifest | None:
-        """Validate and merge; returns the manifest (None: a baseline that was not promoted)."""
+    ) -> Applied | None:
+        """Validate and merge; returns the manifest and whether anything after the commit
+        has run for it yet (`fresh`: no).
+
+        `owner`: this invocation may write the batch's manifest freely. Otherwise its first
+        write is create-only, the claim: a 412 there means another invocation started the
+        batch, which is then taken up as one found started (`_take_up`).
+        """
         spec = self.spec
         try:
             report = load_rows(spec, source.data, source.key)
@@ -337,12 +367,15 @@ class MergeService:
         if report is None or problems:
             if message_body is None:
                 raise RuntimeError(f"{source.key}: a re-validated file failed again: {reason}")
-            return self._quarantine(source, message_body, reason, problems)
+            if not owner and self._read_manifest(source.etag, source.batch) is not None:
+                return self._take_up(source, message_body)  # decided before: no 2nd DLQ
+            return self._quarantine(source, message_body, reason, problems), True
         if not report.rows and source.area is Area.STAGING:
             manifest = self._new_manifest(source, ManifestStatus.EMPTY)
-            self._write_manifest(manifest)
+            if not self._write_manifest(manifest, claim=not owner):
+                return self._take_up(source, message_body)
             logger.info("checked and found empty", extra=self._log_fields(source))
-            return manifest
+            return manifest, True
 
         for attempt in range(self.settings.conflict_retries + 1):
             head = self._read_head()
@@ -350,8 +383,8 @@ class MergeService:
             # always precedes the commit. So only search versions when there was one, or
             # when another invocation had started the batch (its plan may be on its way).
             search = prepared is not None or taken_over or attempt > 0
-            if self._committed(source, head.stored, search=search):
-                return self._mark_committed(source)
+            if self._committed(source.batch, source.last_modified, head.stored, search=search):
+                return self._mark_committed(source), False
             # A baseline that arrives after latest exists (its first delivery failed, or it
             # was re-taken) is merged by the same rules as staging: newer rows win, the
             # others go to history. Ignoring it would lose the versions only it holds.
@@ -359,13 +392,18 @@ class MergeService:
             result = plan.result
             manifest = self._manifest_of(source, result, len(report.rows), from_quarantine)
             if not result.changes_anything:
-                self._drop_orphan_history(prepared)
                 manifest = manifest.model_copy(update={"status": ManifestStatus.COMMITTED})
-                self._write_manifest(manifest)
+                if not self._write_manifest(manifest, claim=not owner):
+                    return self._take_up(source, message_body)
+                self._drop_orphan_history(prepared)
                 self._count(manifest)
-                return manifest
-            manifest = manifest.model_copy(update={"replaced": plan.replaced})
-            self._write_manifest(manifest)
+                return manifest, True
+            manifest = manifest.model_copy(
+                update={"replaced": plan.replaced, "checked_history": plan.checked_history}
+            )
+            if not self._write_manifest(manifest, claim=not owner):
+                return self._take_up(source, message_body)
+            owner = True
             if result.history and manifest.history_key:
                 self.store.put(manifest.history_key, dump_history(spec, result.history))
             else:
@@ -390,10 +428,11 @@ class MergeService:
                 # they were may have come between our read and our commit, unseen
                 manifest = self._drop_history_committed_before(source, manifest)
             self._log_merged(source, manifest, result)
+            # The manifest stays "prepared": latest naming the batch is what says committed
+            # (a redelivery finds it there), so no request is spent rewriting it.
             committed = manifest.model_copy(update={"status": ManifestStatus.COMMITTED})
-            self._write_manifest(committed)
             self._count(committed)
-            return committed
+            return committed, True
         raise MergeConflictError(
             f"{source.key} batch {source.batch}: latest kept changing, "
             f"{self.settings.conflict_retries + 1} attempts"
@@ -524,7 +563,7 @@ class MergeService:
         return known
 
     def _committed(
-        self, source: SourceVersion, latest: StoredObject | None, *, search: bool = True
+        self, batch: str, since: datetime, latest: StoredObject | None, *, search: bool = True
     ) -> bool:
         """Did some earlier attempt replace latest with this batch (the commit point)?
 
@@ -533,12 +572,12 @@ class MergeService:
         """
         if latest is None:
             return False
-        if latest.metadata.get(BATCH_METADATA) == source.batch:
+        if latest.metadata.get(BATCH_METADATA) == batch:
             return True
         if not search:
             return False
         for version in self.store.iter_versions(latest.key):
-            if version.last_modified < source.last_modified:
+            if version.last_modified < since:
                 break
             if version.version_id == latest.version_id:
                 continue
@@ -546,22 +585,31 @@ class MergeService:
                 meta = self.store.metadata(latest.key, version.version_id)
             except ObjectMissingError:
                 continue
-            if meta.get(BATCH_METADATA) == source.batch:
+            if meta.get(BATCH_METADATA) == batch:
                 return True
         return False
 
-    def _mark_committed(self, source: SourceVersion) -> BatchManifest:
-        prepared = self._read_manifest(source.etag, source.batch)
+    def _was_committed(self, manifest: BatchManifest) -> bool:
+        """Does latest, or a version of it since the source object, name this batch?"""
+        head = self._read_head()
+        return self._committed(manifest.batch, manifest.source_last_modified, head.stored)
+
+    def _mark_committed(
+        self, source: SourceVersion, prepared: BatchManifest | None = None
+    ) -> BatchManifest:
+        """The manifest of a batch latest already took, as committed (not written back: a
+        replay must change nothing, and latest is what says committed)."""
+        prepared = prepared or self._read_manifest(source.etag, source.batch)
         if prepared is None:
             raise RuntimeError(f"latest names batch {source.batch} but it has no manifest")
         logger.info("batch already applied to latest", extra=self._log_fields(source))
         if prepared.status is ManifestStatus.COMMITTED:
             return prepared
-        # a crash may have come between the commit and this guard: run it again (idempotent)
-        prepared = self._drop_history_committed_before(source, prepared)
-        committed = prepared.model_copy(update={"status": ManifestStatus.COMMITTED})
-        self._write_manifest(committed)
-        return committed
+        if prepared.checked_history and self.spec.rows_per_partition is None:
+            # a crash may have come between the commit and this guard: run it again
+            # (idempotent: it drops nothing the second time)
+            prepared = self._drop_history_committed_before(source, prepared)
+        return prepared.model_copy(update={"status": ManifestStatus.COMMITTED})
 
     def _drop_history_committed_before(
         self, source: SourceVersion, manifest: BatchManifest
@@ -676,7 +724,14 @@ class MergeService:
 
     # ---- after the commit --------------------------------------------------------------
 
-    def _finish(self, manifest: BatchManifest, data: bytes | None, *, fresh: bool = False) -> None:
+    def _finish(
+        self,
+        manifest: BatchManifest,
+        data: bytes | None,
+        *,
+        fresh: bool = False,
+        marker: bool | None = None,
+    ) -> None:
         """Drop replaced partitions, archive, delete the staging version, emit events: each
         skipped when already done. `fresh`: this invocation just committed the batch, so none
         of these has run yet and the checks (a request each) are skipped."""
@@ -716,10 +771,12 @@ class MergeService:
             logger.info("deleted the staging version", extra=fields)
         self.publisher.publish(self._events(manifest))
         pending = pending_key(manifest.table, manifest.etag, manifest.batch)
-        # a quarantined batch stays pending: a redrive comes back for it
-        if manifest.status is not ManifestStatus.QUARANTINED and (
-            (fresh and manifest.area is Area.STAGING) or self.store.exists(pending)
-        ):
+        # a quarantined batch stays pending: a redrive comes back for it. `marker`: whether
+        # this batch has one (None: unknown, look)
+        pending_left = manifest.status is not ManifestStatus.QUARANTINED and (
+            manifest.area is Area.STAGING
+        )
+        if pending_left and (self.store.exists(pending) if marker is None else marker):
             self.store.delete(pending)
 
     def _version_exists(self, key: str, version_id: str) -> bool:
@@ -760,9 +817,12 @@ class MergeService:
         ):
             return self._revalidate(manifest)
         if manifest.status is ManifestStatus.PREPARED:
-            raise BatchGoneError(
-                f"{manifest.source_key} batch {manifest.batch}: planned, but its version is gone"
-            )
+            if not self._was_committed(manifest):
+                raise BatchGoneError(
+                    f"{manifest.source_key} batch {manifest.batch}: planned, but its version "
+                    "is gone and latest never took it"
+                )
+            manifest = manifest.model_copy(update={"status": ManifestStatus.COMMITTED})
         self._finish(manifest, None)
         return manifest
 
@@ -796,9 +856,11 @@ class MergeService:
             self.publisher.publish(self._events(manifest))
             return manifest
         prepared = manifest if manifest.status is ManifestStatus.PREPARED else None
-        result = self._apply(source, None, prepared=prepared, from_quarantine=True)
-        if result is not None:
-            self._finish(result, data)
+        applied = self._apply(source, None, prepared=prepared, owner=True, from_quarantine=True)
+        if applied is None:
+            return None
+        result, fresh = applied
+        self._finish(result, data, fresh=fresh)
         return result
 
     # ---- manifests, events, logs -------------------------------------------------------
@@ -807,9 +869,14 @@ class MergeService:
         found = self.store.get_if_exists(manifest_key(self.spec.name, etag, batch))
         return None if found is None else BatchManifest.model_validate_json(found.data)
 
-    def _write_manifest(self, manifest: BatchManifest) -> None:
+    def _write_manifest(self, manifest: BatchManifest, *, claim: bool = False) -> bool:
+        """Write the batch's manifest; with `claim`, only if it has none yet (False if so)."""
         key = manifest_key(manifest.table, manifest.etag, manifest.batch)
-        self.store.put(key, manifest.model_dump_json(indent=1).encode())
+        try:
+            self.store.put(key, manifest.model_dump_json(indent=1).encode(), create_only=claim)
+        except PreconditionFailedError:
+            return False
+        return True
 
     def _new_manifest(self, source: SourceVersion, status: ManifestStatus) -> BatchManifest:
         return BatchManifest(

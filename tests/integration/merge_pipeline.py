@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
+from urllib.parse import unquote_plus
 
 import boto3
 
@@ -149,9 +150,12 @@ class FaultyPublisher(EventPublisher):
 
 
 class Pipeline:
-    def __init__(self, table="staff", lease_seconds=None):
-        """`lease_seconds=0` lets a redelivery take over a crashed batch at once."""
+    def __init__(self, table="staff", lease_seconds=None, names_versions=False):
+        """`lease_seconds=0` lets a redelivery take over a crashed batch at once;
+        `names_versions`: notifications name the object version, as AWS's do (moto's not)."""
         self.table = table
+        self.names_versions = names_versions
+        self._named_bodies: dict[str, str] = {}
         self.spec = TABLES[table]
         self.s3 = boto3.client("s3", region_name=REGION)
         self.sqs = boto3.client("sqs", region_name=REGION)
@@ -247,7 +251,28 @@ class Pipeline:
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        return response.get("Messages", [])
+        messages = response.get("Messages", [])
+        if self.names_versions and url in (None, self.queue_url):
+            for m in messages:  # decided once per message: its version may be deleted later
+                if m["MessageId"] not in self._named_bodies:
+                    self._named_bodies[m["MessageId"]] = self._naming_version(m["Body"])
+                m["Body"] = self._named_bodies[m["MessageId"]]
+        return messages
+
+    def _naming_version(self, body):
+        """The notification with the versionId AWS would give: the newest version of the key
+        with the notification's ETag (each upload in these tests has its own content)."""
+        notification = json.loads(body)
+        for record in notification.get("Records", []):
+            obj = record["s3"]["object"]
+            key = unquote_plus(obj["key"])
+            listing = self.s3.list_object_versions(Bucket=BUCKET, Prefix=key)
+            obj["versionId"] = next(
+                v["VersionId"]
+                for v in sorted(listing["Versions"], key=lambda v: v["LastModified"], reverse=True)
+                if v["Key"] == key and v["ETag"].strip('"') == obj["eTag"].strip('"')
+            )
+        return json.dumps(notification)
 
     def receive_records(self):
         """Received messages that are S3 notifications (not S3's test event)."""

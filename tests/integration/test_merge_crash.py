@@ -52,10 +52,10 @@ BAD = b'[{"staff_id": 1, "first_name": "no other columns"}]'
 SCENARIOS = {"merge": STAGED, "empty": b"[]", "rejected": BAD}
 
 
-def run(staged=STAGED, crash_at=None, after=False, layout="single"):
+def run(staged=STAGED, crash_at=None, after=False, layout="single", names_versions=False):
     """Baseline, then one staging file applied (crashing at its Nth write), then redelivery."""
     with mock_aws(), table_partitions("staff", LAYOUTS[layout]):
-        pipeline = Pipeline("staff", lease_seconds=0)
+        pipeline = Pipeline("staff", lease_seconds=0, names_versions=names_versions)
         base = pipeline.upload_baseline(BASELINE)
         assert pipeline.deliver().failed == []
         put = pipeline.stage(staged)
@@ -127,8 +127,7 @@ EXPECTED_WRITES = {
         "put",  # pending marker
         "put",  # manifest: the plan
         "put",  # history
-        "put",  # latest (the commit point)
-        "put",  # manifest: committed
+        "put",  # latest (the commit point; the manifest is not rewritten after it)
         "put",  # archive
         "delete",  # exactly the staging version
         "publish",
@@ -142,7 +141,6 @@ EXPECTED_WRITES = {
         "put",  # manifest: the plan
         "put",  # history
         "put latest/staff/_manifest.json",  # the partition manifest (the commit point)
-        "put",  # manifest: committed
         "delete latest/staff/",  # the two partitions replaced, in one request
         "put",  # archive
         "delete",  # exactly the staging version
@@ -160,7 +158,7 @@ def test_the_uninterrupted_run_is_the_expected_merge(aws_env, uninterrupted, lay
     for write, prefix in zip(writes, EXPECTED_WRITES[layout], strict=True):
         assert write.startswith(prefix), (write, prefix)
     if layout == "partitioned":
-        assert writes[8].count("latest/staff/") == 2
+        assert writes[7].count("latest/staff/") == 2
         assert len(expected["latest_objects"]) == 4  # three partitions and the manifest
     assert set(expected["history"]) == {
         (row_json(TABLES["staff"], r), at, "<batch>")
@@ -208,6 +206,29 @@ def test_crash_then_redelivery_matches_the_uninterrupted_run(
     assert crashed, f"no crash at write {crash_at}: {writes}"
     assert got == expected, f"crash {'after' if after else 'before'} {writes[crash_at - 1]}"
     assert max(got["history"].values(), default=1) == 1
+    merge_handler.use_service(None)
+
+
+# AWS's notifications name the version: no marker is written or deleted (two writes fewer).
+NAMED_CRASHES = [
+    (layout, crash_at)
+    for layout in sorted(LAYOUTS)
+    for crash_at in range(1, len(EXPECTED_WRITES[layout]) - 1)
+]
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-write", "after-write"])
+@pytest.mark.parametrize(("layout", "crash_at"), NAMED_CRASHES)
+def test_crash_then_redelivery_of_an_aws_notification_matches_the_uninterrupted_run(
+    aws_env, uninterrupted, layout, crash_at, after
+):
+    _, _, expected = uninterrupted[layout, "merge"]
+    crashed, writes, got = run(
+        STAGED, crash_at=crash_at, after=after, layout=layout, names_versions=True
+    )
+    assert crashed, f"no crash at write {crash_at}: {writes}"
+    assert not any("/pending/" in write for write in writes)
+    assert got == expected, f"crash {'after' if after else 'before'} {writes[crash_at - 1]}"
     merge_handler.use_service(None)
 
 
@@ -298,9 +319,10 @@ def test_a_duplicate_notification_during_a_merge_backs_off_then_only_finishes(aw
     first.store = Slow(BUCKET)
     assert pipeline.invoke_with(first, [message]).failed == []
     assert "another invocation is on this batch" in str(twin_errors[0])
-    assert healthy.store.writes == []  # the twin wrote nothing
+    (claim,) = healthy.store.writes  # the twin wrote nothing: its claim was refused (412)
+    assert claim.startswith("put _state/merge/staff/pending/")
 
     assert pipeline.invoke_with(healthy, [duplicate]).failed == []  # retried later
-    assert healthy.store.writes == []  # already done: nothing to redo
+    assert healthy.store.writes == [claim]  # already done: nothing to redo
     assert max(pipeline.history_texts().values()) == 1
     assert len(pipeline.history_texts()) == 4
