@@ -55,3 +55,28 @@ def test_a_deferred_row_model_builds_on_first_use_and_still_refuses_bad_rows():
     assert [row.currency_id for row in report.rows] == [1]  # type: ignore[attr-defined]
     assert {problem.field for problem in report.problems} == {"currency_id", "extra"}
     assert spec.row_model.__pydantic_complete__
+
+
+def _run(code: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_the_merge_handler_imports_with_the_collector_paused_and_freezes_what_it_made():
+    found = _run(
+        "import gc, json; import services.merge.handler; "
+        "print(json.dumps([gc.isenabled(), gc.get_freeze_count()]))"
+    )
+    enabled, frozen = json.loads(found)
+    assert enabled  # the collector runs again for the invocations
+    assert frozen > 10_000  # boto3's, Pydantic's and Powertools' objects are never walked again
+
+
+def test_long_lived_imports_leaves_a_paused_collector_paused():
+    found = _run(
+        "import gc; from shared.coldstart import long_lived_imports; gc.disable()\n"
+        "with long_lived_imports():\n    assert not gc.isenabled()\n"
+        "print(gc.isenabled())"
+    )
+    assert found == "False"
