@@ -42,7 +42,7 @@ def event_id(detail_type: str, *parts: str) -> str:
 class EventDetail(BaseModel):
     """Base of every event detail."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     schema_version: int = 1
     event_id: str
@@ -67,7 +67,7 @@ class BatchEvent(EventDetail):
 
 
 class MergeCounts(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     inserted: int = 0
     updated: int = 0

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 class PartitionRef(BaseModel):
     """One current partition: its key range, object key (and version) and row count."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     low: int
     high: int
@@ -27,7 +27,7 @@ class PartitionRef(BaseModel):
 class PartitionManifest(BaseModel):
     """`latest/<t>/_manifest.json`: the table's current partitions, sorted by key range."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     table: str
     batch: str

@@ -16,7 +16,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.schemas import RowModel
 from shared.tables import TableSpec
@@ -36,6 +36,8 @@ class FileFormatError(ValueError):
 
 class RowProblem(BaseModel):
     """One thing wrong with one row: where it is and what is wrong."""
+
+    model_config = ConfigDict(defer_build=True)
 
     table: str
     source: str

@@ -15,7 +15,8 @@ from shared.types import DateText, Money, Timestamp
 class RowModel(BaseModel):
     """Base of every row schema: strict types, no unknown columns, immutable rows."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # defer_build: a Lambda validates one table; the others' schemas are never built (cold start)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
     created_at: Timestamp
     last_updated: Timestamp

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from shared.coldstart import long_lived_imports
 
-from services.merge.notifications import NotificationError, S3TestEvent, parse_body
-from services.merge.observability import logger, metrics
-from services.merge.service import MergeService, ObjectRef
-from services.merge.settings import MergeSettings
-from shared.events import EventPublisher
-from shared.queues import MessageQueue
-from shared.storage import BucketStore
+# Cold start: these imports are most of the Lambda's init time; see shared/coldstart.py.
+with long_lived_imports():
+    from aws_lambda_powertools.metrics import MetricUnit
+    from aws_lambda_powertools.utilities.batch import (
+        BatchProcessor,
+        EventType,
+        process_partial_response,
+    )
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from services.merge.notifications import NotificationError, S3TestEvent, parse_body
+    from services.merge.observability import logger, metrics
+    from services.merge.service import MergeService, ObjectRef
+    from services.merge.settings import MergeSettings
+    from shared.events import EventPublisher
+    from shared.queues import MessageQueue
+    from shared.storage import BucketStore
 
 # Records as Powertools' light data classes, not its parser models: importing those builds
 # a Pydantic model of every AWS event shape and doubles the cold start.

@@ -119,6 +119,8 @@ class BatchManifest(BaseModel):
 class QuarantineReport(BaseModel):
     """Why a staging file was rejected, row by row."""
 
+    model_config = ConfigDict(defer_build=True)  # only rejected files need it
+
     table: str
     batch: str
     source_key: str
