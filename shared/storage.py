@@ -73,7 +73,9 @@ class BucketStore:
         try:
             response = self.client.get_object(**kwargs)
         except ClientError as exc:
-            if _code(exc) in {"NoSuchKey", "NoSuchVersion", "404", "InvalidArgument"}:
+            if _code(exc) in {"NoSuchKey", "NoSuchVersion", "404", "InvalidArgument"} or (
+                not version_id and self._denied_because_missing(exc, key)
+            ):
                 raise ObjectMissingError(f"s3://{self.bucket}/{key} ({version_id})") from None
             raise
         return StoredObject(
@@ -99,7 +101,9 @@ class BucketStore:
         try:
             response = self.client.head_object(**kwargs)
         except ClientError as exc:
-            if _code(exc) in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}:
+            if _code(exc) in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"} or (
+                not version_id and self._denied_because_missing(exc, key)
+            ):
                 raise ObjectMissingError(f"s3://{self.bucket}/{key} ({version_id})") from None
             raise
         return dict(response.get("Metadata", {}))
@@ -108,10 +112,21 @@ class BucketStore:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in {"404", "NoSuchKey", "NotFound"}:
+            if _code(exc) in {"404", "NoSuchKey", "NotFound"} or self._denied_because_missing(
+                exc, key
+            ):
                 return False
             raise
         return True
+
+    def _denied_because_missing(self, exc: ClientError, key: str) -> bool:
+        """S3 answers a missing key with 403, not 404, to a caller that may not list the bucket
+        unconditionally (our roles may list only their own prefixes). Then ask the listing,
+        which those roles may make for this key: a 403 for a key that is there stays an error."""
+        if _code(exc) not in {"AccessDenied", "403", "Forbidden"}:
+            return False
+        listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        return not any(item["Key"] == key for item in listed.get("Contents", []))
 
     def put(
         self,
