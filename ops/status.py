@@ -16,7 +16,12 @@ from pydantic import BaseModel, ConfigDict
 
 from ops.dismissal import REPORT_SUFFIX, dismissed_batches, quarantine_report_key_of
 from ops.operations import Operator
-from services.merge.service import BATCH_METADATA, BatchManifest, QuarantineReport
+from services.merge.service import (
+    BATCH_METADATA,
+    BatchManifest,
+    ManifestStatus,
+    QuarantineReport,
+)
 from shared.events import MergeCounts
 from shared.layout import quarantine_prefix, staging_key, state_key
 from shared.reader import iter_history, latest_commit_key, read_latest
@@ -90,9 +95,16 @@ def last_merge(store: BucketStore, table: str) -> LastMerge | None:
     for key in store.keys(state_key("merge", table) + "/"):
         if key.endswith(suffix) and "/pending/" not in key:
             manifest = BatchManifest.model_validate_json(store.get(key).data)
+            # latest names the batch, so it committed, though its plan says "prepared": the
+            # merge does not rewrite the manifest after its commit
+            status = (
+                ManifestStatus.COMMITTED
+                if manifest.status is ManifestStatus.PREPARED
+                else manifest.status
+            )
             return LastMerge(
                 batch=batch,
-                status=manifest.status.value,
+                status=status.value,
                 batch_time=manifest.source_last_modified,
                 source_key=manifest.source_key,
                 rows=manifest.rows,

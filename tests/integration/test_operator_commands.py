@@ -210,6 +210,7 @@ def test_bad_file_pauses_then_fix_redrive_resume_loses_and_duplicates_nothing(aw
     assert latest_texts(env) == sorted(row_json(SPEC, r) for r in expected.values())
     # History holds exactly the two superseded baseline rows, once each.
     assert (table["history_objects"], table["history_rows"]) == (1, 2)
+    assert table["last_merge"]["status"] == "committed"  # latest names it
 
 
 class StaffWithNickname(schemas.Staff):
