@@ -228,13 +228,9 @@ def test_not_json_is_quarantined_and_a_redrive_after_a_fix_merges_it(pipeline):
     assert len(pipeline.archives()) == 1
 
 
-def test_two_merges_that_leave_latest_as_it_was_keep_each_late_version_once(pipeline):
-    # Both files hold only a late version of key 1: neither changes latest's bytes, so the
-    # second commit's If-Match on the ETag it read still passes after the first commit.
-    pipeline.upload_baseline([staff(1, 30)])
-    pipeline.deliver()
-    pipeline.stage([staff(1, 10, name="late")])
-    pipeline.stage([staff(1, 10, name="late"), staff(1, 0, name="later still late")])
+def merge_with_another_committing_in_between(pipeline):
+    """Deliver the first staged file; once it has planned (its history not written yet), the
+    second runs whole and commits: the first cannot have seen that commit's history."""
     first, second = sorted(
         pipeline.receive_records(), key=lambda m: m["Attributes"]["SentTimestamp"]
     )
@@ -245,8 +241,6 @@ def test_two_merges_that_leave_latest_as_it_was_keep_each_late_version_once(pipe
 
         def put(self, key, data, **kwargs):
             if key.startswith("history/") and not CommitsInBetween.raced:
-                # after this merge planned (its history not written yet), the other one runs
-                # whole: it cannot see this one's history, and commits the same latest bytes
                 CommitsInBetween.raced = True
                 other.process(pipeline.ref(second))
             return super().put(key, data, **kwargs)
@@ -255,8 +249,18 @@ def test_two_merges_that_leave_latest_as_it_was_keep_each_late_version_once(pipe
         pipeline.settings, CommitsInBetween(BUCKET), other.publisher, other.dead_letters
     )
     assert pipeline.invoke_with(racing, [first]).failed == []
-
     assert CommitsInBetween.raced
+
+
+def test_two_merges_that_leave_latest_as_it_was_keep_each_late_version_once(pipeline):
+    # Both files hold only a late version of key 1: neither changes latest's bytes, so the
+    # second commit's If-Match on the ETag it read still passes after the first commit.
+    pipeline.upload_baseline([staff(1, 30)])
+    pipeline.deliver()
+    pipeline.stage([staff(1, 10, name="late")])
+    pipeline.stage([staff(1, 10, name="late"), staff(1, 0, name="later still late")])
+    merge_with_another_committing_in_between(pipeline)
+
     assert pipeline.latest_texts() == texts([staff(1, 30)])
     # each late version once (a Counter: a duplicate would count 2)
     assert pipeline.history_texts() == Counter(
@@ -273,26 +277,8 @@ def test_a_merge_that_changes_latest_after_an_unseen_same_bytes_commit_keeps_ver
     pipeline.deliver()
     pipeline.stage([staff(1, 10, name="late"), staff(2, 0)])
     pipeline.stage([staff(1, 10, name="late")])
-    first, second = sorted(
-        pipeline.receive_records(), key=lambda m: m["Attributes"]["SentTimestamp"]
-    )
-    other = pipeline.faulty_service()
+    merge_with_another_committing_in_between(pipeline)
 
-    class CommitsInBetween(BucketStore):
-        raced = False
-
-        def put(self, key, data, **kwargs):
-            if key.startswith("history/") and not CommitsInBetween.raced:
-                CommitsInBetween.raced = True
-                other.process(pipeline.ref(second))
-            return super().put(key, data, **kwargs)
-
-    racing = MergeService(
-        pipeline.settings, CommitsInBetween(BUCKET), other.publisher, other.dead_letters
-    )
-    assert pipeline.invoke_with(racing, [first]).failed == []
-
-    assert CommitsInBetween.raced
     assert pipeline.latest_texts() == texts([staff(1, 30), staff(2, 0)])
     assert pipeline.history_texts() == Counter(texts([staff(1, 10, name="late")]))
 
