@@ -16,6 +16,8 @@ from typing import Any, cast
 from urllib.parse import unquote_plus
 
 import boto3
+from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 
 from services.merge import handler as merge_handler
 from services.merge.service import MergeService
@@ -71,6 +73,25 @@ class LambdaContext:
 class Delivery:
     failed: list[str] = field(default_factory=list)
     handled: int = 0
+
+
+class _RawBody:
+    """Just enough of urllib3's response for botocore to read a body from."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self.body
+
+    def read(self, *_: Any) -> bytes:
+        return self.body
+
+
+def s3_answer(request: Any, status: int, body: bytes = b"") -> AWSResponse:
+    """A response S3 could send, given to botocore instead of moto's (from a before-send hook)
+    for what moto does not do: throttling, or a 403 for a missing key."""
+    return AWSResponse(request.url, status, HTTPHeaders(), _RawBody(body))
 
 
 class Crash(RuntimeError):

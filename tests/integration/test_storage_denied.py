@@ -4,27 +4,16 @@ injected here the way S3 sends it."""
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
 from shared.storage import BucketStore
+from tests.integration.merge_pipeline import s3_answer
 
 BUCKET = "denied-test"
 DENIED = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
     b"<Message>Access Denied</Message></Error>"
 )
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, **_):
-        yield self.body
-
-    def read(self, *_):
-        return self.body
 
 
 @pytest.fixture
@@ -38,9 +27,7 @@ def store(aws):
     def deny_object_reads(request, **_):
         # GET and HEAD of objects are refused; the listing (the bucket's own URL) is not
         if request.method in ("GET", "HEAD") and "/state/" in request.url:
-            return AWSResponse(
-                request.url, 403, {}, _Raw(b"" if request.method == "HEAD" else DENIED)
-            )
+            return s3_answer(request, 403, b"" if request.method == "HEAD" else DENIED)
         return None
 
     client.meta.events.register_first("before-send.s3", deny_object_reads)

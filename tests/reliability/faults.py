@@ -20,7 +20,6 @@ from datetime import timedelta
 from typing import Any
 
 import boto3
-from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.s3.responses import S3Response
 
@@ -31,7 +30,7 @@ from shared.layout import baseline_key, staging_key
 from shared.naming import MERGE_FUNCTION_TIMEOUT_SECONDS
 from shared.rows import dump_rows, validate_rows
 from shared.tables import TABLES, TableSpec
-from tests.integration.merge_pipeline import BUCKET, REGION, LambdaContext, Pipeline
+from tests.integration.merge_pipeline import BUCKET, REGION, LambdaContext, Pipeline, s3_answer
 from tests.reliability.oracle import (
     Comparison,
     changed_keys,
@@ -129,17 +128,6 @@ def _naming_version(body: str, version_id: str) -> str:
 # ---- injected faults -----------------------------------------------------------------------
 
 
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, **_: Any) -> Any:
-        yield self.body
-
-    def read(self, *_: Any) -> bytes:
-        return self.body
-
-
 _SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
@@ -152,14 +140,14 @@ def throttled_s3(request_number: int) -> tuple[Any, list[int]]:
     seen = [0]
     fired: list[int] = []
 
-    def slow_down(request: Any, **_: Any) -> AWSResponse | None:
+    def slow_down(request: Any, **_: Any) -> Any:
         seen[0] += 1
         if seen[0] == request_number:
             fired.append(seen[0])
-            return AWSResponse(request.url, 503, {}, _Raw(_SLOW_DOWN))  # type: ignore[arg-type]
+            return s3_answer(request, 503, _SLOW_DOWN)
         return None
 
-    client.meta.events.register_first("before-send.s3", slow_down)  # type: ignore[arg-type]
+    client.meta.events.register_first("before-send.s3", slow_down)
     return client, fired
 
 
