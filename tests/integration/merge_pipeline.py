@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -92,6 +92,16 @@ def s3_answer(request: Any, status: int, body: bytes = b"") -> AWSResponse:
     """A response S3 could send, given to botocore instead of moto's (from a before-send hook)
     for what moto does not do: throttling, or a 403 for a missing key."""
     return AWSResponse(request.url, status, HTTPHeaders(), _RawBody(body))
+
+
+def naming_version(body: str, version_id: str | Callable[[dict[str, Any]], str]) -> str:
+    """The notification as AWS sends it for a versioned bucket: with the versionId (given, or
+    found by a function of the record's `s3.object`)."""
+    notification = json.loads(body)
+    for record in notification.get("Records", []):
+        obj = record["s3"]["object"]
+        obj["versionId"] = version_id(obj) if callable(version_id) else version_id
+    return json.dumps(notification)
 
 
 class Crash(RuntimeError):
@@ -283,17 +293,17 @@ class Pipeline:
     def _naming_version(self, body):
         """The notification with the versionId AWS would give: the newest version of the key
         with the notification's ETag (each upload in these tests has its own content)."""
-        notification = json.loads(body)
-        for record in notification.get("Records", []):
-            obj = record["s3"]["object"]
+
+        def version_with_etag(obj):
             key = unquote_plus(obj["key"])
             listing = self.s3.list_object_versions(Bucket=BUCKET, Prefix=key)
-            obj["versionId"] = next(
+            return next(
                 v["VersionId"]
                 for v in sorted(listing["Versions"], key=lambda v: v["LastModified"], reverse=True)
                 if v["Key"] == key and v["ETag"].strip('"') == obj["eTag"].strip('"')
             )
-        return json.dumps(notification)
+
+        return naming_version(body, version_with_etag)
 
     def receive_records(self):
         """Received messages that are S3 notifications (not S3's test event)."""

@@ -9,7 +9,6 @@ the real handler, the real service, moto's S3 (versioned), SQS and EventBridge.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import sys
 import threading
@@ -30,7 +29,14 @@ from shared.layout import baseline_key, staging_key
 from shared.naming import MERGE_FUNCTION_TIMEOUT_SECONDS
 from shared.rows import dump_rows, validate_rows
 from shared.tables import TABLES, TableSpec
-from tests.integration.merge_pipeline import BUCKET, REGION, LambdaContext, Pipeline, s3_answer
+from tests.integration.merge_pipeline import (
+    BUCKET,
+    REGION,
+    LambdaContext,
+    Pipeline,
+    naming_version,
+    s3_answer,
+)
 from tests.reliability.oracle import (
     Comparison,
     changed_keys,
@@ -115,14 +121,6 @@ def random_files(rng: random.Random, table: str) -> list[bytes]:
     files.append([m for m in models if id(m) not in staged])
     rng.shuffle(files)
     return [dump_rows(spec, f) for f in files]
-
-
-def _naming_version(body: str, version_id: str) -> str:
-    """The notification as AWS sends it for a versioned bucket: with the versionId."""
-    notification = json.loads(body)
-    for record in notification["Records"]:
-        record["s3"]["object"]["versionId"] = version_id
-    return json.dumps(notification)
 
 
 # ---- injected faults -----------------------------------------------------------------------
@@ -228,7 +226,7 @@ class Scenario:
             put = pipeline.s3.put_object(Bucket=BUCKET, Key=key, Body=data)
             fresh = self._drain()
             if self.names_versions:
-                fresh = [_naming_version(body, put["VersionId"]) for body in fresh]
+                fresh = [naming_version(body, put["VersionId"]) for body in fresh]
             bodies += fresh
             waiting += fresh
             if rng.random() < 0.5:  # deliver now; otherwise the key may be overwritten first
