@@ -3,8 +3,9 @@
 A table with `rows_per_partition = R` keeps latest as immutable objects
 `latest/<t>/<low>-<high>_<batch>_<digest>.json`, each the canonical rows file of the keys
 `low..high` (`low = (key // R) * R`, `high = low + R - 1`), plus `latest/<t>/_manifest.json`
-listing the current ones. Replacing the manifest with a conditional write is the commit
-point; partitions it no longer lists are garbage (kept as noncurrent versions for a while).
+listing the current ones. The manifest is a copy of the commit log entry that made it
+(shared/commitlog.py); partitions it no longer lists are removed from view after it is written
+and kept as noncurrent versions for a while (readers of an older manifest read by versionId).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class PartitionManifest(BaseModel):
 
     table: str
     batch: str
+    # the commit log entry this manifest is a copy of: also makes its bytes (its ETag) unique
+    seq: int = 0
     rows_per_partition: int
     partitions: list[PartitionRef]
 

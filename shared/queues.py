@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import boto3
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+
+
+class MessageSink(Protocol):
+    """What logic needs of a queue: send a message (tests pass a list-backed one)."""
+
+    def send(self, body: str) -> str: ...
 
 
 class MessageQueue:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from shared.history import HistoryRow, load_history
 from shared.layout import history_prefix, latest_key, latest_manifest_key
 from shared.partitions import PartitionManifest
-from shared.rows import FileFormatError, load_rows
 from shared.schemas import RowModel
 from shared.storage import BucketStore
 from shared.tables import TableSpec
+from shared.versions import load_versions
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,8 @@ def iter_latest(store: BucketStore, spec: TableSpec) -> Iterator[tuple[list[RowM
 
 
 def _validated(spec: TableSpec, data: bytes, source: str) -> list[RowModel]:
-    report = load_rows(spec, data, source)
-    if report.problems:  # latest is ours: a row that fails is a bug or a schema change
-        raise FileFormatError(report.source, f"latest rows invalid: {report.problems[0]}")
-    return report.rows
+    # latest is ours: a row that fails is a bug or a schema change (load_versions raises)
+    return [version.row for version in load_versions(spec, data, source)]
 
 
 def history_keys(store: BucketStore, spec: TableSpec) -> list[str]:

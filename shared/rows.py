@@ -207,7 +207,11 @@ def row_json(spec: TableSpec, row: RowModel) -> str:
 
 def dump_rows(spec: TableSpec, rows: Iterable[RowModel]) -> bytes:
     """The canonical bytes of a file of rows: a JSON array, one row per line."""
-    lines = [row_json(spec, row) for row in rows]
+    return dump_lines([row_json(spec, row) for row in rows])
+
+
+def dump_lines(lines: list[str]) -> bytes:
+    """A JSON array of the given row texts, one per line (every file of rows we write)."""
     if not lines:
         return b"[]\n"
     return ("[\n" + ",\n".join(lines) + "\n]\n").encode("utf-8")

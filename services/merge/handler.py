@@ -19,8 +19,9 @@ with long_lived_imports():
 
     from services.merge.notifications import NotificationError, S3TestEvent, parse_body
     from services.merge.observability import logger, metrics
-    from services.merge.service import MergeService, ObjectRef
+    from services.merge.service import MergeService
     from services.merge.settings import MergeSettings
+    from services.merge.source import ObjectRef
     from shared.events import EventPublisher
     from shared.queues import MessageQueue
     from shared.storage import BucketStore
@@ -77,8 +78,9 @@ def record_handler(record: SQSRecord) -> None:
             bucket=s3_record.bucket,
             key=s3_record.object_key,
             version_id=s3_record.s3.object.versionId,
-            etag=s3_record.s3.object.eTag,
             message_body=text,
+            event_time=s3_record.eventTime,
+            sequencer=s3_record.s3.object.sequencer,
         )
         try:
             service.process(ref)
@@ -86,7 +88,7 @@ def record_handler(record: SQSRecord) -> None:
             # the record fails (SQS redelivers it); say which object and why
             logger.exception(
                 "merge failed; the message will be retried",
-                extra={"key": ref.key, "version": ref.version_id, "etag": ref.etag},
+                extra={"key": ref.key, "version": ref.version_id},
             )
             raise
 

@@ -6,9 +6,10 @@ JSON strings escape newlines, so `\\n{` occurs only where a row starts. The merg
 never splits, parses or validates the rows a batch does not touch: it finds a key by bisecting
 byte offsets (reading just the digits after `{"<pk>":`), parses the few rows it needs, and
 writes the new file as one join of the untouched byte runs and the new rows' texts. Untouched
-rows are carried over byte for byte; they were validated when they entered latest. A file not
-in that layout (hand-written, older tooling) takes the slow path: every row is decoded and
-validated, then written canonically.
+rows are carried over byte for byte; they were validated when they entered latest. Each row
+ends with its `_observed` audit column (shared/versions.py). A file not in that layout
+(hand-written, older tooling) takes the slow path: every row is decoded and validated, then
+written canonically.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from shared.rows import FileFormatError, dump_rows, load_rows, row_json, validate_rows
-from shared.schemas import RowModel
+from shared.rows import FileFormatError
 from shared.tables import TableSpec
+from shared.versions import Version, dump_versions, load_versions, observed_of, validate_stripped
 
 _OPEN, _SEP, _CLOSE, _EMPTY, _ROW_START = b"[\n", b",\n", b"\n]\n", b"[]\n", b"\n{"
 
@@ -44,10 +45,9 @@ class RowsFile:
     @classmethod
     def parse(cls, spec: TableSpec, data: bytes, source: str) -> RowsFile:
         if not _is_canonical(spec, data):  # not our layout: validate every row
-            report = load_rows(spec, data, source)
-            if report.problems:  # ours: a bad latest is a bug to stop at, never to overwrite
-                raise FileFormatError(source, f"latest has invalid rows: {report.problems[0]}")
-            data = dump_rows(spec, sorted(report.rows, key=lambda r: _key(spec, r)))
+            # ours: a bad latest is a bug to stop at, never to overwrite (raises)
+            versions = load_versions(spec, data, source)
+            data = dump_versions(spec, sorted(versions, key=lambda v: _key(spec, v)))
         return cls(spec, source, data)
 
     # ---- positions: a row starts at an offset just after "\n" ---------------------------
@@ -107,21 +107,22 @@ class RowsFile:
         last = self.data.rfind(_ROW_START, 0, self._end) + 1
         return self._key_at(self._first), self._key_at(last)
 
-    def held(self, keys: Iterable[int]) -> dict[int, RowModel]:
-        """The rows of `keys` that the file holds, parsed and validated (only these)."""
+    def held(self, keys: Iterable[int]) -> dict[int, Version]:
+        """The versions of `keys` that the file holds, parsed and validated (only these)."""
         found = {}
         for key in keys:
             start, present = self.find(key)
             if present:
                 raw = json.loads(self._text_at(start), parse_float=Decimal)
-                report = validate_rows(self.spec, [raw], self.source)
+                report, audits = validate_stripped(self.spec, [raw], self.source)
                 if report.problems:
                     raise FileFormatError(self.source, f"latest row invalid: {report.problems[0]}")
-                found[key] = report.rows[0]
+                found[key] = Version(report.rows[0], observed_of(audits[0]))
         return found
 
-    def replaced(self, new_rows: Mapping[int, RowModel]) -> RowsFile:
-        """A copy with the rows of `new_rows`' keys replaced or inserted (in key order)."""
+    def replaced(self, new_rows: Mapping[int, str]) -> RowsFile:
+        """A copy with the rows of `new_rows`' keys replaced or inserted (in key order), each
+        given as its canonical text (`version_json`)."""
         pieces: list[bytes | memoryview] = []
         view = memoryview(self.data)
         current = self._first
@@ -129,7 +130,7 @@ class RowsFile:
             start, present = self.find(key)
             if start > current:
                 pieces.append(self._run(view, current, start))
-            pieces.append(row_json(self.spec, new_rows[key]).encode("utf-8"))
+            pieces.append(new_rows[key].encode("utf-8"))
             current = self._next_start(start + 1) if present else start
         if current < self._end:
             pieces.append(self._run(view, current, self._end))
@@ -161,8 +162,8 @@ class RowsFile:
         return self.data
 
 
-def _key(spec: TableSpec, row: RowModel) -> int:
-    key: int = getattr(row, spec.primary_key)
+def _key(spec: TableSpec, version: Version) -> int:
+    key: int = getattr(version.row, spec.primary_key)
     return key
 
 

@@ -1,0 +1,181 @@
+"""What a batch would commit on a given state: the merge rules applied to the rows it touches.
+
+One file: the staged keys' rows are found by bisecting latest's bytes, and the entry carries
+the rows it writes. Partitions: each partition the batch touches is read, spliced and written
+as a new immutable object (invisible until an entry's manifest names it), and the entry
+carries the new manifest. A table whose registry asks for partitions while latest is one file
+moves every row into partitions in the same entry. Which rows go to latest never depends on
+history; which superseded versions go to history does, for the keys `keys_needing_history`
+names (rare), answered by `known`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from services.merge.rowsfile import RowsFile
+from services.merge.rules import MergeResult, keys_needing_history, merge, primary_key
+from services.merge.source import SourceVersion
+from services.merge.state import TableState
+from shared.commitlog import Layout, LogEntry
+from shared.events import MergeCounts
+from shared.history import history_row_json
+from shared.layout import history_key, latest_key, latest_partition_key
+from shared.partitions import PartitionManifest, PartitionRef, partition_low
+from shared.schemas import RowModel
+from shared.versions import version_json
+
+if TYPE_CHECKING:
+    from shared.storage import ObjectStore
+
+# The history row texts already committed for some keys (docs/merge_protocol.md, "History").
+KnownHistory = Callable[[TableState, set[int]], set[str]]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A validated batch: its source, its rows and how it is known."""
+
+    source: SourceVersion
+    rows: list[RowModel]
+
+
+@dataclass(frozen=True)
+class Plan:
+    result: MergeResult
+    entry: LogEntry | None  # None: nothing to commit
+
+
+class Planner:
+    """Plans batches of one table; writes the partition objects a plan needs."""
+
+    def __init__(self, store: ObjectStore, known: KnownHistory) -> None:
+        self.store = store
+        self.known = known
+
+    def plan(self, state: TableState, batch: Batch) -> Plan:
+        spec = state.spec
+        moving = state.layout is Layout.SINGLE and spec.rows_per_partition is not None
+        if state.layout is Layout.PARTITIONED or moving:
+            result, manifest, replaced = self._partitioned(state, batch)
+            if not result.changes_anything and not moving:
+                return Plan(result, None)
+            return Plan(
+                result, self._entry(state, batch, result, manifest=manifest, replaced=replaced)
+            )
+        assert state.single is not None
+        result = self._decide(state, state.single, batch.rows, batch)
+        if not result.changes_anything:
+            return Plan(result, None)
+        upserts = {key: version_json(spec, v) for key, v in result.written.items()}
+        return Plan(result, self._entry(state, batch, result, upserts=upserts))
+
+    def _decide(
+        self, state: TableState, current: RowsFile, staged: list[RowModel], batch: Batch
+    ) -> MergeResult:
+        spec = state.spec
+        held = current.held({primary_key(spec, row) for row in staged})
+        observed = batch.source.observed
+        result = merge(spec, held, staged, observed, batch.source.batch)
+        needed = keys_needing_history(spec, held, staged, observed)
+        if needed:
+            result = merge(
+                spec, held, staged, observed, batch.source.batch, self.known(state, needed)
+            )
+        return result
+
+    def _partitioned(
+        self, state: TableState, batch: Batch
+    ) -> tuple[MergeResult, PartitionManifest, list[str]]:
+        """Each partition the batch touches (every one, when rows move in from one file)."""
+        spec, manifest = state.spec, state.manifest
+        width = manifest.rows_per_partition if manifest else spec.rows_per_partition
+        assert width is not None  # a partitioned table has a width
+        listed = manifest.by_low() if manifest else {}
+        groups: dict[int, list[RowModel]] = {}
+        for row in batch.rows:
+            groups.setdefault(partition_low(primary_key(spec, row), width), []).append(row)
+        lows = set(groups)
+        moving = state.single if state.layout is Layout.SINGLE else None
+        span = moving.first_and_last_keys() if moving is not None else None
+        if span is not None:
+            lows |= set(range(partition_low(span[0], width), span[1] + 1, width))
+        combined = MergeResult()
+        refs = dict(listed)
+        replaced = [latest_key(spec.name)] if moving is not None and state.head else []
+        for low in sorted(lows):
+            high = low + width - 1
+            if moving is not None:
+                current = moving.slice(low, high)
+            elif low in listed:
+                ref = listed[low]
+                stored = self.store.get(ref.key, ref.version_id)
+                current = RowsFile.parse(spec, stored.data, ref.key)
+            else:
+                current = RowsFile.empty(spec, f"{state.key} [{low}-{high}]")
+            decided = self._decide(state, current, groups.get(low, []), batch)
+            combined.extend(decided)
+            if not decided.written and (moving is None or not current.rows):
+                continue
+            new = current.replaced({k: version_json(spec, v) for k, v in decided.written.items()})
+            data = new.dump()
+            digest = hashlib.blake2b(data, digest_size=6).hexdigest()
+            key = latest_partition_key(spec.name, low, high, batch.source.batch, digest)
+            written = self.store.put(key, data)
+            refs[low] = PartitionRef(
+                low=low, high=high, key=key, version_id=written.version_id, rows=new.rows
+            )
+            if low in listed:
+                replaced.append(listed[low].key)
+        combined.history.sort(key=lambda h: (primary_key(spec, h.row), h.row.last_updated))
+        new_manifest = PartitionManifest(
+            table=spec.name,
+            batch=batch.source.batch,
+            seq=state.seq + 1,
+            rows_per_partition=width,
+            partitions=[refs[low] for low in sorted(refs)],
+        )
+        return combined, new_manifest, replaced
+
+    def _entry(
+        self,
+        state: TableState,
+        batch: Batch,
+        result: MergeResult,
+        *,
+        upserts: dict[int, str] | None = None,
+        manifest: PartitionManifest | None = None,
+        replaced: list[str] | None = None,
+    ) -> LogEntry:
+        spec, source = state.spec, batch.source
+        history = [history_row_json(spec, item) for item in result.history]
+        return LogEntry(
+            seq=state.seq + 1,
+            table=spec.name,
+            batch=source.batch,
+            source=source.ref,
+            layout=Layout.PARTITIONED if manifest is not None else Layout.SINGLE,
+            upserts=upserts or {},
+            manifest=manifest,
+            replaced=replaced or [],
+            history=history,
+            history_key=history_key(spec.name, source.ref.stamp, source.batch) if history else None,
+            rows=len(batch.rows),
+            counts=counts_of(result),
+            keys_written=result.keys_written,
+            committed_at=datetime.now(UTC),
+        )
+
+
+def counts_of(result: MergeResult) -> MergeCounts:
+    return MergeCounts(
+        inserted=len(result.inserted),
+        updated=len(result.updated),
+        unchanged=len(result.unchanged),
+        late=len(result.late),
+        history_rows=len(result.history),
+    )

@@ -1,0 +1,150 @@
+"""The merge rules, pure: versions are ordered by observation (docs/merge_protocol.md)."""
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.merge.rules import keys_needing_history, merge, primary_key
+from shared.observation import Observation
+from shared.rows import row_json
+from shared.schemas import Staff
+from shared.tables import TABLES
+from shared.versions import Version
+
+SPEC = TABLES["staff"]
+T0 = datetime(2024, 11, 14, 9, 0, 0)
+
+
+def seen(n):
+    """The n-th observation (later n, later observation)."""
+    return Observation(datetime(2026, 12, 1, 12, 0, 0) + timedelta(minutes=n))
+
+
+def staff(key, minutes, name="Jeremie"):
+    return Staff(
+        staff_id=key,
+        first_name=name,
+        last_name="Franey",
+        department_id=2,
+        email_address=f"s{key}@terrifictotes.com",
+        created_at=T0,
+        last_updated=T0 + timedelta(minutes=minutes),
+    )
+
+
+def held(*versions):
+    return {primary_key(SPEC, v.row): v for v in versions}
+
+
+def test_absent_key_is_inserted_with_its_observation():
+    result = merge(SPEC, {}, [staff(9, 1), staff(1, 1)], seen(1), "b1")
+    assert result.written == {1: Version(staff(1, 1), seen(1)), 9: Version(staff(9, 1), seen(1))}
+    assert sorted(result.inserted) == [1, 9]
+    assert result.history == []
+
+
+def test_a_later_observation_replaces_whatever_last_updated_says():
+    # the transaction that started first committed last: its row is stamped older
+    old, new = Version(staff(1, 20), seen(1)), staff(1, 10, name="Committed last")
+    result = merge(SPEC, held(old), [new], seen(2), "b2")
+    assert result.written == {1: Version(new, seen(2))}
+    assert result.updated == [1]
+    assert [(h.row, h.observed, h.batch) for h in result.history] == [(old.row, seen(1), "b2")]
+
+
+def test_an_earlier_observation_never_reverts_latest():
+    current = Version(staff(1, 10, name="Now"), seen(5))
+    result = merge(SPEC, held(current), [staff(1, 20, name="Old")], seen(2), "b3")
+    assert result.written == {}
+    assert result.late == [1]
+    assert [h.row.first_name for h in result.history] == ["Old"]
+
+
+def test_silent_edits_are_ordered_by_observation_not_arrival():
+    first, second = staff(1, 0, name="First"), staff(1, 0, name="Second")
+    after_second = merge(SPEC, {}, [second], seen(2), "b2").written[1]
+    result = merge(SPEC, held(after_second), [first], seen(1), "b1")
+    assert result.written == {}  # the first edit arrived last: latest keeps the second
+    assert [h.row.first_name for h in result.history] == ["First"]
+
+
+def test_seeing_latest_again_changes_nothing():
+    current = Version(staff(1, 0), seen(1))
+    for observed in (seen(0), seen(1), seen(2)):
+        result = merge(SPEC, held(current), [staff(1, 0)], observed, "b")
+        assert not result.changes_anything
+        assert result.unchanged == [1]
+
+
+def test_in_file_versions_are_ordered_by_last_updated_and_the_older_go_to_history_once():
+    rows = [staff(1, 30, name="C"), staff(1, 10, name="A"), staff(1, 20, name="B")]
+    result = merge(SPEC, {}, rows, seen(1), "b")
+    assert result.written[1].row.first_name == "C"
+    assert [h.row.first_name for h in result.history] == ["A", "B"]
+    assert keys_needing_history(SPEC, {}, rows, seen(1)) == {1}
+    known = {row_json(SPEC, staff(1, 10, name="A"))}
+    again = merge(SPEC, {}, rows, seen(1), "b", known)
+    assert [h.row.first_name for h in again.history] == ["B"]
+
+
+def test_a_batch_observed_later_needs_no_history_read():
+    current = Version(staff(1, 0), seen(1))
+    assert keys_needing_history(SPEC, held(current), [staff(1, 5)], seen(2)) == set()
+    assert keys_needing_history(SPEC, held(current), [staff(1, 5)], seen(0)) == {1}
+
+
+# ---- a property: any order of delivery gives latest = the last observation, each version once
+
+
+def _apply(batches, order, latest=None, history=None):
+    latest = dict(latest or {})
+    history = list(history or [])
+    for index in order:
+        observed, rows = batches[index]
+        result = merge(SPEC, latest, rows, observed, f"b{index}", set(history))
+        latest.update(result.written)
+        history += [row_json(SPEC, h.row) for h in result.history]
+    return latest, history
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(1, 3), st.integers(0, 5), st.sampled_from("ABC")),
+            min_size=1,
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_any_delivery_order_keeps_the_last_observation_and_every_version_once(files, rng):
+    # distinct contents per (key, batch, row): no real reverts, so text identifies a version
+    batches = [
+        (seen(i), [staff(k, m, name=f"{n}{i}{j}") for j, (k, m, n) in enumerate(rows)])
+        for i, rows in enumerate(files)
+    ]
+    order = list(range(len(batches)))
+    rng.shuffle(order)
+    latest, history = _apply(batches, order)
+    # the oracle: per key, the newest version of the last batch that names it
+    expected: dict[int, str] = {}
+    every: set[str] = set()
+    for _, rows in batches:
+        newest = {}
+        for row in sorted(rows, key=lambda r: r.last_updated):  # stable: file order on ties
+            newest[row.staff_id] = row
+            every.add(row_json(SPEC, row))
+        expected.update({k: row_json(SPEC, r) for k, r in newest.items()})
+    assert {k: row_json(SPEC, v.row) for k, v in latest.items()} == expected
+    counts = Counter(history + [row_json(SPEC, v.row) for v in latest.values()])
+    assert set(counts) == every
+    assert all(n == 1 for n in counts.values()), counts
+    # and applying everything again changes nothing
+    again_latest, again_history = _apply(batches, order[::-1], latest, history)
+    assert again_latest == latest
+    assert again_history == history
