@@ -42,6 +42,8 @@ class Finisher:
     def finish(self, outcome: Outcome) -> None:
         source = outcome.source
         if outcome.status in MERGED:
+            if not outcome.fresh:
+                self._drop_retired(outcome.retired)
             self._archive(outcome)
             if source.ref.read_from:
                 self._leave_quarantine(source.ref.read_from)
@@ -49,6 +51,13 @@ class Finisher:
         if not source.ref.read_from:  # a quarantined copy's source version is long gone
             self.store.delete_version(source.key, source.ref.version_id)
             logger.info("deleted the source version", extra=_fields(outcome))
+
+    def _drop_retired(self, keys: list[str]) -> None:
+        """What the batch's entry retired, if a crash kept its copier from removing it (a
+        fresh commit removed it while copying; checked first, so a repeat changes nothing)."""
+        left = [key for key in keys if self.store.exists(key)]
+        if left:
+            self.store.delete_keys(left)
 
     def _archive(self, outcome: Outcome) -> None:
         source = outcome.source

@@ -20,6 +20,7 @@ class Outcome:
     history_key: str | None = None
     seq: int | None = None  # the log entry that committed the batch
     quarantine: QuarantineRecord | None = None
+    retired: list[str] = field(default_factory=list)  # latest objects its entry replaced
     # this invocation just committed it: nothing after the commit has run yet
     fresh: bool = False
 
@@ -33,5 +34,6 @@ class Outcome:
             keys_written=entry.keys_written,
             history_key=entry.history_key,
             seq=entry.seq,
+            retired=entry.replaced,
             fresh=fresh,
         )

@@ -252,3 +252,26 @@ def test_a_layout_switch_between_a_commit_and_its_redelivery():
         ]
         every_version_once(bucket, rows)
         assert not bucket.store.exists("latest/staff.json")
+
+
+def test_a_switch_to_partitions_that_dies_before_retiring_the_file_retires_it_on_redelivery():
+    bucket = Bucket()
+    run_to_completion(bucket, [bucket.upload([staff(k, 0) for k in range(1, 6)])])
+    with table_partitions("staff", 2):
+        ref = bucket.upload([staff(4, 10, name="D")])
+
+        def die_at_retiring(operation, key):
+            if operation == "delete" and key == "latest/staff.json":
+                bucket.store.hook = None
+                raise Crash("before the bare delete of the one-file latest")
+
+        bucket.store.hook = die_at_retiring
+        with pytest.raises(Crash):
+            bucket.service().process(ref)
+        assert bucket.store.exists("latest/staff.json")
+        run_to_completion(bucket, [ref])
+        assert not bucket.store.exists("latest/staff.json")
+        state = bucket.snapshot()
+        run_to_completion(bucket, [ref])
+        assert bucket.snapshot() == state
+        every_version_once(bucket, [[staff(k, 0) for k in range(1, 6)], [staff(4, 10, name="D")]])
