@@ -14,7 +14,7 @@ from constructs import Construct
 
 from infra import bucket_access, constants
 from infra.service_function import ServiceFunction
-from shared import layout, naming
+from shared import commitlog, layout, naming
 
 
 class TablePipeline(Construct):
@@ -103,17 +103,17 @@ class TablePipeline(Construct):
         archive = f"{layout.archive_prefix(t)}*"
         quarantine = f"{layout.quarantine_prefix(t)}*"
         state = layout.state_key("merge", t, "*")
+        log = f"{commitlog.log_prefix(t)}*"
         fn = self.merge
         own = f"only {t}'s own keys under this prefix"
         # The merge reads the exact version its event names, then deletes exactly that version
-        # (never a bare delete, which would leave a delete marker).
+        # (never a bare delete, which would leave a delete marker); baselines too.
         fn.allow_objects(
             "StagingVersions",
             bucket,
             ("s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObjectVersion"),
-            [staging],
+            [staging, baseline],
         )
-        fn.allow_objects("ReadBaseline", bucket, bucket_access.READ_VERSIONS, [baseline])
         # Delete: bare deletes of the partition objects (and the one file) a commit stopped
         # listing; they stay as noncurrent versions for readers of the older manifest.
         fn.allow_objects(
@@ -144,18 +144,19 @@ class TablePipeline(Construct):
             [quarantine],
             why_pattern=f"Rejected files and reports are named by batch: {own}.",
         )
+        # The commit log (entries are created once, never deleted) and quarantine records.
         fn.allow_objects(
             "MergeState",
             bucket,
-            (*bucket_access.READ_WRITE, "s3:DeleteObject"),
-            [state],
-            why_pattern=f"Per-batch merge bookkeeping: {own}.",
+            bucket_access.READ_WRITE,
+            [log, state],
+            why_pattern=f"The table's commit log and quarantine records: {own}.",
         )
         fn.allow(
             bucket_access.listing(
                 "ListOwnKeys",
                 bucket,
-                [staging, baseline, latest, partitions, history, archive, quarantine, state],
+                [staging, baseline, latest, partitions, history, archive, quarantine, log, state],
                 versions=True,
             )
         )

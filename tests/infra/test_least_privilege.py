@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared import layout, naming
+from shared import commitlog, layout, naming
+from shared.quarantine import quarantine_record_key
 from shared.tables import TABLES
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
@@ -96,6 +97,7 @@ def test_merge_role_reaches_only_its_own_tables_keys(synth, table):
         f"history/{table}/*",
         f"archive/{table}/*",
         f"quarantine/{table}/*",
+        f"_state/log/{table}/*",
         f"_state/merge/{table}/*",
     }
     granted: dict[str, set[str]] = {}
@@ -115,7 +117,10 @@ def test_merge_role_reaches_only_its_own_tables_keys(synth, table):
         "s3:GetObjectVersion",
         "s3:DeleteObjectVersion",
     }
-    assert granted[layout.baseline_key(table)] == {"s3:GetObject", "s3:GetObjectVersion"}
+    # a baseline, like a staging file, is archived and then exactly its version deleted
+    assert granted[layout.baseline_key(table)] == granted[layout.staging_key(table)]
+    # the commit log: entries are created once and never deleted
+    assert granted[f"_state/log/{table}/*"] == {"s3:GetObject", "s3:PutObject"}
     assert "s3:PutObject" in granted[f"history/{table}/*"]
     assert "s3:DeleteObject" not in granted[f"history/{table}/*"]
     # partitioned latest: the manifest and partitions are written, read by version, dropped
@@ -145,7 +150,8 @@ def keys_of(table: str) -> list[str]:
         layout.archive_key(table, stamp, batch),
         layout.quarantine_key(table, stamp, batch),
         layout.quarantine_report_key(table, stamp, batch),
-        layout.state_key("merge", table, batch),
+        commitlog.entry_key(table, 1),
+        quarantine_record_key(table, batch),
     ]
 
 
