@@ -7,7 +7,9 @@ Per table:
 - reconcile tables are read whole and compared with `latest`: rows that changed without a new
   `last_updated` are staged too, keys gone from the source are reported (latest keeps them).
 The watermark is the greatest `last_updated` read (never the clock) and is saved only after
-the file is written: a crash in between means a re-read, never a gap.
+the file is written: a crash in between means a re-read, never a gap. Every file written
+carries `observed-at` metadata: the database's time of the read (the merge orders versions by
+it, shared/observation.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from services.ingest.pause import ScheduleState, pause_reason
 from services.ingest.source import SourceUnavailableError, TableSource
 from shared.events import EventSink, RowsMissingAtSource
 from shared.layout import baseline_key, staging_key, state_key
+from shared.observation import observed_at_metadata
 from shared.reader import read_latest
 from shared.rows import FileFormatError, RowProblem, dump_rows, row_json, validate_rows
 from shared.schemas import RowModel
@@ -143,12 +146,13 @@ class Ingest:
     def _where(self, key: str) -> str:
         return f"s3://{self.store.bucket}/{key}"
 
-    def _read(self, spec: TableSpec, since: datetime | None) -> list[RowModel]:
-        raw = self.source.read(spec, since)
-        report = validate_rows(spec, raw, f"postgresql:{spec.name}")
+    def _read(self, spec: TableSpec, since: datetime | None) -> tuple[list[RowModel], datetime]:
+        """The table's rows (validated) and the database's time of the read."""
+        read = self.source.read(spec, since)
+        report = validate_rows(spec, read.rows, f"postgresql:{spec.name}")
         if report.problems:
             raise TableDataError(spec.name, report.problems)
-        return report.rows
+        return report.rows, read.read_at
 
     def _load_state(self, spec: TableSpec) -> TableState | None:
         stored = self.store.get_if_exists(watermark_key(spec.name))
@@ -164,9 +168,9 @@ class Ingest:
         return self._staging(spec, state)
 
     def _baseline(self, spec: TableSpec) -> TableResult:
-        rows = self._read(spec, None)
+        rows, read_at = self._read(spec, None)
         key = baseline_key(spec.name)
-        self.store.put(key, dump_rows(spec, rows))
+        self.store.put(key, dump_rows(spec, rows), metadata=observed_at_metadata(read_at))
         state = next_state(spec, None, rows, self.overlap)
         self._save_state(state)  # only now: a crash before this re-reads the whole table
         logger.info("baseline written", extra={"table": spec.name, "key": key, "rows": len(rows)})
@@ -175,7 +179,7 @@ class Ingest:
     def _staging(self, spec: TableSpec, state: TableState) -> TableResult:
         window_start = None if state.watermark is None else state.watermark - self.overlap
         # Reconcile tables are read whole; the others from the start of the overlap window.
-        rows = self._read(spec, None if spec.reconcile else window_start)
+        rows, read_at = self._read(spec, None if spec.reconcile else window_start)
         changed: dict[int, RowModel] = {}
         for row in rows:
             in_window = window_start is None or row.last_updated > window_start
@@ -188,7 +192,7 @@ class Ingest:
             changed.update((key_of(spec, r), r) for r in silent)
         staged = [changed[k] for k in sorted(changed)]
         key = staging_key(spec.name)
-        self.store.put(key, dump_rows(spec, staged))
+        self.store.put(key, dump_rows(spec, staged), metadata=observed_at_metadata(read_at))
         if missing:
             logger.warning(
                 "rows missing at source",

@@ -12,6 +12,7 @@ import contextlib
 import json
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
@@ -117,10 +118,20 @@ class SourceUnavailableError(RuntimeError):
     """The database cannot be reached at all: no table of this run can be read."""
 
 
-class TableSource(Protocol):
-    """What the ingest needs from the source: a table's rows, all or changed since a time."""
+@dataclass(frozen=True)
+class SourceRead:
+    """A table's rows and when the database read them, by its own clock (the observation the
+    merge orders versions by: shared/observation.py)."""
 
-    def read(self, spec: TableSpec, since: datetime | None) -> list[Row]: ...
+    rows: list[Row]
+    read_at: datetime
+
+
+class TableSource(Protocol):
+    """What the ingest needs from the source: a table's rows, all or changed since a time,
+    and the database's time of the read."""
+
+    def read(self, spec: TableSpec, since: datetime | None) -> SourceRead: ...
 
 
 def select_sql(spec: TableSpec, *, since: bool) -> str:
@@ -129,6 +140,12 @@ def select_sql(spec: TableSpec, *, since: bool) -> str:
     columns = ", ".join(ident(c) for c in spec.columns)
     where = f" WHERE {ident('last_updated')} > :since" if since else ""
     return f"SELECT {columns} FROM {ident(spec.name)}{where} ORDER BY {ident(spec.primary_key)}"
+
+
+# One snapshot per table read: the rows and the clock come from the same read-only transaction,
+# and the statement that reads the clock is its first, the one that takes the snapshot.
+BEGIN_READ = "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+CLOCK_SQL = "SELECT clock_timestamp()"
 
 
 class PostgresSource:
@@ -150,15 +167,25 @@ class PostgresSource:
             self._conn = conn
         return self._conn
 
-    def read(self, spec: TableSpec, since: datetime | None) -> list[Row]:
+    def read(self, spec: TableSpec, since: datetime | None) -> SourceRead:
         conn = self._connection()
         sql = select_sql(spec, since=since is not None)
         try:
-            rows = conn.run(sql, since=since) if since is not None else conn.run(sql)
+            conn.run(BEGIN_READ)
+            try:
+                ((read_at,),) = conn.run(CLOCK_SQL)
+                rows = conn.run(sql, since=since) if since is not None else conn.run(sql)
+                conn.run("COMMIT")
+            except pg8000.native.DatabaseError:
+                conn.run("ROLLBACK")  # the next table starts a transaction of its own
+                raise
         except pg8000.native.InterfaceError:
             self.close()  # a broken connection: the next table connects afresh
             raise
-        return [dict(zip(spec.columns, values, strict=True)) for values in rows]
+        return SourceRead(
+            rows=[dict(zip(spec.columns, values, strict=True)) for values in rows],
+            read_at=read_at,
+        )
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

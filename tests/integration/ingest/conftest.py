@@ -22,7 +22,7 @@ from ops.pg import (
     load_snapshot,
 )
 from ops.sample_data import SampleDatabase
-from services.ingest.source import PostgresSource, SourceCredentials, connect
+from services.ingest.source import PostgresSource, SourceCredentials, SourceRead, connect
 from shared.events import EventPublisher
 from shared.naming import EVENT_SOURCE
 from shared.storage import BucketStore
@@ -89,7 +89,12 @@ class SourceDb:
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         with PostgresSource(lambda: self.credentials) as source:
-            return source.read(TABLES[table], None)
+            return source.read(TABLES[table], None).rows
+
+    def clock(self) -> datetime:
+        """The database's clock now (what the ingest stamps its files with)."""
+        value: datetime = self.conn.run("SELECT clock_timestamp()")[0][0]
+        return value
 
     def max_last_updated(self, table: str) -> datetime:
         value: datetime = self.conn.run(
@@ -119,7 +124,7 @@ class RecordingSource:
         self.inner = inner
         self.reads = reads
 
-    def read(self, spec: TableSpec, since: datetime | None) -> list[dict[str, Any]]:
+    def read(self, spec: TableSpec, since: datetime | None) -> SourceRead:
         self.reads.append(spec.name)
         return self.inner.read(spec, since)
 

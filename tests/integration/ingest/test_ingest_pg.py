@@ -14,6 +14,7 @@ from services.ingest.ingest import IngestReport, TableState, run_ingest, waterma
 from services.ingest.pause import PAUSE_KEY, EventBridgeSchedule
 from shared.events import EventDetail, RowsMissingAtSource
 from shared.layout import baseline_key, latest_key, staging_key
+from shared.observation import OBSERVED_METADATA, Observation
 from shared.rows import decode_rows, dump_rows, load_rows, validate_rows
 from shared.schemas import Payment
 from shared.storage import BucketStore, WriteResult
@@ -85,6 +86,41 @@ def _new_sales_order(db: SourceDb, key: int, stamp) -> dict[str, Any]:
     row = dict(db.rows("sales_order")[0])
     row.update(sales_order_id=key, created_at=stamp, last_updated=stamp, unit_price=Decimal("3.10"))
     return row
+
+
+def observed(store: BucketStore, key: str) -> Observation:
+    return Observation.parse(store.metadata(key)[OBSERVED_METADATA])
+
+
+def test_every_file_says_when_the_database_read_its_rows(source_db, store):
+    # The merge orders versions by this (README "The merge"): the database's clock at the read,
+    # not the bucket's time of the write.
+    before = source_db.clock()
+    ingest(source_db, store)
+    between = source_db.clock()
+    ingest(source_db, store)
+    after = source_db.clock()
+
+    order = list(TABLES)  # the ingest reads the tables in registry order
+    baselines = [observed(store, baseline_key(table)) for table in order]
+    stagings = [observed(store, staging_key(table)) for table in order]
+    assert all(Observation(before) <= o <= Observation(between) for o in baselines)
+    assert all(Observation(between) <= o <= Observation(after) for o in stagings)
+    assert baselines == sorted(baselines)
+    assert stagings == sorted(stagings)
+    assert len(set(baselines)) == len(order)  # one read (one snapshot) per table
+
+
+def test_a_table_the_database_cannot_read_fails_alone(source_db, store):
+    # Each table is read in a transaction of its own: a failed one is rolled back, not left
+    # aborted under the next table's read.
+    source_db.conn.run("ALTER TABLE staff RENAME TO staff_elsewhere")
+
+    report = ingest(source_db, store)
+
+    assert [t.table for t in report.failures] == ["staff"]
+    assert "staff" in (report.failures[0].error or "")
+    assert all(store.exists(baseline_key(table)) for table in TABLES if table != "staff")
 
 
 def test_inserts_and_updates_are_staged_once_in_effect(source_db, store):
