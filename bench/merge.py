@@ -252,18 +252,18 @@ def _latest_objects(case: Case, folder: Path) -> dict[str, bytes]:
 
 def _process(service: Any, put: Any) -> int:
     """Merge the staged version as AWS would name it; returns the partitions it rewrote."""
-    from services.merge.service import ObjectRef
+    from services.merge.source import ObjectRef
     from shared.layout import staging_key
     from shared.partitions import partition_low
 
-    ref = ObjectRef(BUCKET, staging_key(TABLE), put.version_id, put.etag, "{}")
-    manifest = service.process(ref)
-    if manifest is None or manifest.status != "committed":
-        raise RuntimeError(f"the merge did not commit: {manifest}")
+    ref = ObjectRef(BUCKET, staging_key(TABLE), put.version_id, "{}")
+    outcome = service.process(ref)
+    if outcome is None or outcome.status != "committed":
+        raise RuntimeError(f"the merge did not commit: {outcome}")
     width = service.spec.rows_per_partition
     if width is None:
         return 1
-    return len({partition_low(key, width) for key in manifest.keys_written})
+    return len({partition_low(key, width) for key in outcome.keys_written})
 
 
 def run_project_local(case: Case, folder: Path, work: Path) -> Run:

@@ -3,12 +3,14 @@
 dismiss: the bad file's corrected version has been staged (and merged), so the DLQ message of
 the quarantined batch needs no redrive. Its message is deleted; the quarantined copy and its
 report stay as evidence; `_state/dismissed/<table>/<batch>.json` says who, when and why (status
-lists dismissed batches but no longer counts them). Only messages whose batch the merge's
-manifest records as quarantined are touched; every other message is put back untouched. A
+lists dismissed batches but no longer counts them). Only messages whose batch the merge
+recorded as quarantined (its `QuarantineRecord`, while the quarantined copy is there) are
+touched; every other message is put back untouched. A
 quarantined batch whose message is already gone (a redrive of a still-bad file consumes it:
 the merge validates the copy again and leaves it in quarantine) is recorded the same way.
 
-replay: an archived file staged again, for recovery drills; the merge makes it a no-op unless
+replay: an archived file staged again, for recovery drills, marked `replay-of` the archive so
+the merge treats it as the same batch (no new archive, the same event ids): a no-op unless
 latest lost its rows.
 """
 
@@ -24,14 +26,15 @@ from pydantic import BaseModel, ConfigDict
 
 from ops.operations import Operator
 from services.merge.notifications import NotificationError, S3Notification, parse_body
-from services.merge.service import (
-    BatchManifest,
-    ManifestStatus,
-    QuarantineReport,
-    manifest_key,
-    manifest_prefix,
-)
+from shared.commitlog import REPLAY_OF_METADATA
 from shared.layout import archive_prefix, batch_id, quarantine_prefix, staging_key, state_key
+from shared.quarantine import (
+    REPORT_SUFFIX,
+    QuarantineRecord,
+    QuarantineReport,
+    quarantine_record_key,
+    report_key_of,
+)
 from shared.storage import BucketStore, PreconditionFailedError, WriteResult
 
 DISMISS_VISIBILITY_SECONDS = 60
@@ -67,8 +70,10 @@ class DismissResult:
     kept: int  # DLQ messages left in place (not of a quarantined batch, or not asked for)
 
 
-def quarantined_manifests(store: BucketStore, table: str, body: str) -> list[BatchManifest]:
-    """The quarantined batches a DLQ message's notification names (none if it names none)."""
+def quarantined_records(store: BucketStore, table: str, body: str) -> list[QuarantineRecord]:
+    """The quarantined batches a DLQ message's notification names (none if it names none):
+    each record's version has a batch, the batch a `QuarantineRecord`; it counts while the
+    quarantined copy is there (a redrive that merges it takes it out of quarantine)."""
     try:
         notification = parse_body(body)
     except NotificationError:
@@ -77,18 +82,15 @@ def quarantined_manifests(store: BucketStore, table: str, body: str) -> list[Bat
         return []
     found = []
     for record in notification.Records:
-        etag = (record.s3.object.eTag or "").strip('"')
-        if record.s3.object.versionId:
-            keys = [manifest_key(table, etag, batch_id(record.s3.object.versionId, etag))]
-        else:  # moto's notifications carry no versionId: every batch of this content
-            keys = sorted(store.keys(manifest_prefix(table, etag)))
-        for key in keys:
-            stored = store.get_if_exists(key)
-            if stored is None:
-                continue
-            manifest = BatchManifest.model_validate_json(stored.data)
-            if manifest.status is ManifestStatus.QUARANTINED:
-                found.append(manifest)
+        version_id = record.s3.object.versionId
+        if not version_id:
+            continue  # the merge refuses it too: no version, no batch
+        stored = store.get_if_exists(quarantine_record_key(table, batch_id(version_id, None)))
+        if stored is None:
+            continue
+        quarantined = QuarantineRecord.model_validate_json(stored.data)
+        if store.exists(quarantined.quarantine_key):
+            found.append(quarantined)
     return found
 
 
@@ -116,20 +118,20 @@ def dismiss(
             if not messages:
                 break
             for message in messages:
-                manifests = [
-                    m
-                    for m in quarantined_manifests(store, table, message["Body"])
-                    if batches is None or m.batch in batches
+                quarantined = [
+                    q
+                    for q in quarantined_records(store, table, message["Body"])
+                    if batches is None or q.batch in batches
                 ]
-                if not manifests:
+                if not quarantined:
                     held.append(message)
                     continue
-                for manifest in manifests:
+                for found in quarantined:
                     record = Dismissal(
                         table=table,
-                        batch=manifest.batch,
-                        quarantine_key=manifest.quarantine_key,
-                        report_key=manifest.report_key,
+                        batch=found.batch,
+                        quarantine_key=found.quarantine_key,
+                        report_key=found.report_key,
                         message_id=message["MessageId"],
                         dismissed_by=by,
                         dismissed_at=now,
@@ -156,7 +158,7 @@ def dismiss(
             table=table,
             batch=report.batch,
             quarantine_key=report.quarantine_key,
-            report_key=quarantine_report_key_of(report.quarantine_key),
+            report_key=report_key_of(report.quarantine_key),
             message_id=None,
             dismissed_by=by,
             dismissed_at=now,
@@ -177,13 +179,6 @@ def _record(store: BucketStore, record: Dismissal) -> None:
         )
 
 
-REPORT_SUFFIX = ".report.json"
-
-
-def quarantine_report_key_of(copy_key: str) -> str:
-    return copy_key.removesuffix(".json") + REPORT_SUFFIX
-
-
 def quarantine_reports(store: BucketStore, table: str) -> list[QuarantineReport]:
     """The reports of the files in the table's quarantine, oldest first."""
     reports = []
@@ -200,10 +195,11 @@ class ReplayError(ValueError):
 
 
 def replay(store: BucketStore, table: str, archive: str) -> WriteResult:
-    """Stage the archived file `archive` of `table` again."""
+    """Stage the archived file `archive` of `table` again, marked as a replay of it
+    (`replay-of`): the merge applies it as the archived batch, observed when that was."""
     if not archive.startswith(archive_prefix(table)):
         raise ReplayError(f"{archive!r} is not under {archive_prefix(table)}")
     found = store.get_if_exists(archive)
     if found is None:
         raise ReplayError(f"s3://{store.bucket}/{archive} does not exist")
-    return store.put(staging_key(table), found.data)
+    return store.put(staging_key(table), found.data, metadata={REPLAY_OF_METADATA: archive})

@@ -2,10 +2,11 @@
 
 Data collection only; `ops.render` draws it for people and `--json` prints the model as is.
 Healthy (exit 0) = not paused, no DLQ message, no quarantined file left unresolved.
-Sources: latest (rows, and its `merge-batch` metadata = the last committed batch), that batch's
-manifest under `_state/merge/<t>/` (time, counts), the staging versions still waiting, the DLQ
-depth, the quarantine (its `.report.json` for the first error; batches dismissed by an
-operator are listed but not counted), history objects, the schedule rule and the pause record.
+Sources: latest (rows, and its `merge-seq` metadata = the commit log entry it reflects), that
+entry under `_state/log/<t>/` (batch, source time, counts), the staging and baseline versions
+still waiting, the DLQ depth, the quarantine (its `.report.json` for the first error; batches
+dismissed by an operator are listed but not counted), history objects, the schedule rule and
+the pause record.
 """
 
 from __future__ import annotations
@@ -14,16 +15,12 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from ops.dismissal import REPORT_SUFFIX, dismissed_batches, quarantine_report_key_of
+from ops.dismissal import dismissed_batches
 from ops.operations import Operator
-from services.merge.service import (
-    BATCH_METADATA,
-    BatchManifest,
-    ManifestStatus,
-    QuarantineReport,
-)
+from shared.commitlog import BATCH_METADATA, SEQ_METADATA, LogEntry, MergeStatus, entry_key
 from shared.events import MergeCounts
-from shared.layout import quarantine_prefix, staging_key, state_key
+from shared.layout import baseline_key, quarantine_prefix, staging_key
+from shared.quarantine import REPORT_SUFFIX, QuarantineReport, report_key_of
 from shared.reader import iter_history, latest_commit_key, read_latest
 from shared.storage import BucketStore
 from shared.tables import get_table
@@ -35,7 +32,7 @@ class _Model(BaseModel):
 
 class LastMerge(_Model):
     batch: str
-    status: str | None = None  # from the manifest; None when the manifest was not found
+    status: str | None = None  # "committed" from its log entry; None when no entry was found
     batch_time: datetime | None = None  # the staged (or baseline) object's own time
     source_key: str | None = None
     rows: int | None = None
@@ -83,34 +80,34 @@ class StatusReport(_Model):
 
 
 def last_merge(store: BucketStore, table: str) -> LastMerge | None:
-    """The batch latest names (its metadata), with its manifest's time and counts if found."""
+    """The commit log entry latest reflects (its `merge-seq` metadata): batch, time, counts.
+
+    latest without that metadata (written before the commit log) gives its `merge-batch` alone;
+    an entry that cannot be found leaves the batch without details."""
     commit_key = latest_commit_key(store, get_table(table))
     if commit_key is None:
         return None
-    batch = store.metadata(commit_key).get(BATCH_METADATA)
-    if not batch:
-        return None
-    # Manifests are `_state/merge/<t>/<etag>/<batch>.json`; the etag is the source's, unknown here.
-    suffix = f"/{batch}.json"
-    for key in store.keys(state_key("merge", table) + "/"):
-        if key.endswith(suffix) and "/pending/" not in key:
-            manifest = BatchManifest.model_validate_json(store.get(key).data)
-            # latest names the batch, so it committed, though its plan says "prepared": the
-            # merge does not rewrite the manifest after its commit
-            status = (
-                ManifestStatus.COMMITTED
-                if manifest.status is ManifestStatus.PREPARED
-                else manifest.status
-            )
-            return LastMerge(
-                batch=batch,
-                status=status.value,
-                batch_time=manifest.source_last_modified,
-                source_key=manifest.source_key,
-                rows=manifest.rows,
-                counts=manifest.counts,
-            )
-    return LastMerge(batch=batch)
+    metadata = store.metadata(commit_key)
+    seq = metadata.get(SEQ_METADATA)
+    found = store.get_if_exists(entry_key(table, int(seq))) if seq and seq.isdigit() else None
+    if found is None:
+        batch = metadata.get(BATCH_METADATA)
+        return LastMerge(batch=batch) if batch else None
+    entry = LogEntry.model_validate_json(found.data)
+    return LastMerge(
+        batch=entry.batch,
+        status=MergeStatus.COMMITTED.value,  # an entry is a commit
+        batch_time=entry.source.last_modified,
+        source_key=entry.source.key,
+        rows=entry.rows,
+        counts=entry.counts,
+    )
+
+
+def pending_versions(store: BucketStore, table: str) -> int:
+    """Versions still waiting to be merged: staging's and baseline's (both are deleted once
+    merged)."""
+    return sum(len(store.versions(key)) for key in (staging_key(table), baseline_key(table)))
 
 
 def quarantine_files(store: BucketStore, table: str) -> list[QuarantinedFile]:
@@ -120,7 +117,7 @@ def quarantine_files(store: BucketStore, table: str) -> list[QuarantinedFile]:
     for key in keys:
         if key.endswith(REPORT_SUFFIX):
             continue
-        report_key = quarantine_report_key_of(key)
+        report_key = report_key_of(key)
         stored = store.get_if_exists(report_key)
         report = None if stored is None else QuarantineReport.model_validate_json(stored.data)
         batch = report.batch if report else key.removesuffix(".json").rsplit("_", 1)[-1]
@@ -151,7 +148,7 @@ def table_status(operator: Operator, table: str, dlq_messages: int) -> TableStat
         latest_rows=len(read_latest(store, spec).rows),
         history_objects=history_objects,
         history_rows=history_rows,
-        staging_pending=len(store.versions(staging_key(table))),
+        staging_pending=pending_versions(store, table),
         dlq_messages=dlq_messages,
         quarantined=sum(not q.dismissed for q in quarantine),
         last_batch=merge.batch if merge else None,

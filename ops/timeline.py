@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.history import AUDIT_COLUMNS
+from shared.versions import split_audit
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,10 @@ class RowVersion:
 
 
 def _source_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in AUDIT_COLUMNS}
+    """The row's own columns: audit columns (`_superseded_at`, `_batch`, `_observed`, any
+    underscore column) set aside, as every reader does (shared/versions.py)."""
+    plain, _ = split_audit(dict(row))
+    return dict(plain)
 
 
 def _as_time(value: Any) -> datetime:

@@ -43,8 +43,8 @@ from shared.layout import (
     quarantine_prefix,
     staging_key,
 )
-from shared.reader import read_latest
-from shared.rows import decode_rows, dump_rows, row_json, validate_rows
+from shared.reader import iter_history, read_latest
+from shared.rows import dump_rows, row_json, validate_rows
 from shared.schemas import RowModel
 from shared.storage import BucketStore
 from shared.tables import TABLES, get_table
@@ -385,10 +385,8 @@ def _latest_matches(store: BucketStore, db: SampleDatabase, table: str) -> bool:
     return {row_json(spec, r) for r in latest} == {row_json(spec, r) for r in source.rows}
 
 
-def _object_rows(store: BucketStore, prefix: str) -> tuple[int, int]:
-    keys = list(store.keys(prefix))
-    rows = sum(len(decode_rows(store.get(k).data, k)) for k in keys)
-    return len(keys), rows
+def _history_rows(store: BucketStore, table: str) -> int:
+    return sum(len(rows) for _, rows in iter_history(store, get_table(table)))
 
 
 def _cycle_table(console: Console, changes: dict[str, list[Row]], store: BucketStore) -> None:
@@ -408,7 +406,7 @@ def _final_table(console: Console, store: BucketStore, db: SampleDatabase) -> No
         "table", "latest rows", "history rows", "archive files", "database rows", box=None
     )
     for name in TABLES:
-        _, history_rows = _object_rows(store, history_prefix(name))
+        history_rows = _history_rows(store, name)
         table.add_row(
             name,
             str(len(_latest_rows(store, name))),

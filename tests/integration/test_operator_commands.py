@@ -13,14 +13,26 @@ from moto import mock_aws
 from typer.testing import CliRunner
 
 from ops.cli import app
+from ops.dismissal import quarantined_records
 from ops.local.resources import Clients, create_resources
 from ops.sample_data import SampleDatabase
 from services.merge import handler as merge_handler
 from services.merge.settings import MergeSettings
 from services.pause.handler import handler as pause_handler
 from shared import naming, schemas
-from shared.layout import quarantine_prefix, staging_key
+from shared.commitlog import REPLAY_OF_METADATA, LogEntry, entry_key, log_prefix
+from shared.layout import (
+    archive_prefix,
+    baseline_key,
+    batch_id,
+    history_prefix,
+    latest_key,
+    quarantine_prefix,
+    staging_key,
+)
+from shared.reader import read_latest
 from shared.rows import dump_rows, load_rows, row_json, validate_rows
+from shared.storage import BucketStore
 from shared.tables import TABLES
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -126,10 +138,13 @@ def get(env, key):
     return env.clients.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
 
+def keys(env, prefix):
+    listed = env.clients.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
 def quarantined_copies(env):
-    listed = env.clients.s3.list_objects_v2(Bucket=BUCKET, Prefix=quarantine_prefix(TABLE))
-    keys = [o["Key"] for o in listed.get("Contents", [])]
-    return [k for k in keys if not k.endswith(".report.json")]
+    return [k for k in keys(env, quarantine_prefix(TABLE)) if not k.endswith(".report.json")]
 
 
 def operator_events(env):
@@ -145,10 +160,27 @@ def operator_events(env):
     return found
 
 
-def latest_texts(env):
-    return sorted(
-        row_json(SPEC, r) for r in load_rows(SPEC, get(env, "latest/staff.json"), "l").rows
+def store(env):
+    return BucketStore(BUCKET, env.clients.s3)
+
+
+def peek_dlq(env):
+    """The body of the table's (one) DLQ message, left in the DLQ."""
+    sqs, url = env.clients.sqs, env.table.dlq.url
+    (message,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
     )
+    return message["Body"]
+
+
+def latest_rows(env, spec=SPEC):
+    """latest's rows as every reader sees them (audit columns such as `_observed` stripped)."""
+    return read_latest(store(env), spec).rows
+
+
+def latest_texts(env):
+    return sorted(row_json(SPEC, r) for r in latest_rows(env))
 
 
 def bad_staging(rows):
@@ -188,6 +220,11 @@ def test_bad_file_pauses_then_fix_redrive_resume_loses_and_duplicates_nothing(aw
     assert "staff (1)" in refused.output  # the DLQ still holds the message
     assert rule["State"] == "DISABLED"
 
+    # The DLQ message names the batch; its quarantine record says where the copy is.
+    body = peek_dlq(env)
+    (record,) = quarantined_records(store(env), TABLE, body)
+    assert (record.quarantine_key, record.batch) == (copy, table["quarantine"][0]["batch"])
+
     # The fix: a good version of the file in place of the quarantined copy, then redrive.
     put(env, copy, dump_rows(SPEC, changed))
     redriven = cli("redrive", "--table", TABLE)
@@ -206,6 +243,7 @@ def test_bad_file_pauses_then_fix_redrive_resume_loses_and_duplicates_nothing(aw
     table = report["tables"][TABLE]
     assert (table["dlq_messages"], table["quarantined"], table["staging_pending"]) == (0, 0, 0)
     assert quarantined_copies(env) == []
+    assert quarantined_records(store(env), TABLE, body) == []  # merged: out of quarantine
     expected = {r.staff_id: r for r in base} | {r.staff_id: r for r in changed}
     assert latest_texts(env) == sorted(row_json(SPEC, r) for r in expected.values())
     # History holds exactly the two superseded baseline rows, once each.
@@ -240,7 +278,7 @@ def test_schema_drift_quarantined_then_merged_by_redrive_once_the_schema_knows_t
     deliver(env)
 
     assert quarantined_copies(env) == []
-    merged = load_rows(learnt, get(env, "latest/staff.json"), "latest").rows
+    merged = latest_rows(env, learnt)
     (jo,) = [r for r in merged if getattr(r, PK) == getattr(base[0], PK)]
     assert jo.model_dump()["nickname"] == "Jo"
     assert len(merged) == len(base)
@@ -355,6 +393,72 @@ def test_a_redrive_of_still_bad_data_leaves_it_quarantined_until_dismissed(aws):
         row_json(SPEC, r)
         for r in ({r.staff_id: r for r in base} | {r.staff_id: r for r in changed}).values()
     )
+
+
+def renamed(rows, days=400):
+    when = T0 + timedelta(days=days)
+    return [r.model_copy(update={"first_name": "Renamed", "last_updated": when}) for r in rows]
+
+
+def test_status_reads_the_log_entry_latest_reflects_and_counts_waiting_baselines(aws):
+    env = aws
+    base = staff_rows()
+    put(env, baseline_key(TABLE), dump_rows(SPEC, base))
+    table = status(env)[1]["tables"][TABLE]
+    assert (table["staging_pending"], table["last_merge"]) == (1, None)  # the baseline waits
+    deliver(env)
+    staged = put(env, staging_key(TABLE), dump_rows(SPEC, renamed(base[:2])))
+    deliver(env)
+
+    table = status(env)[1]["tables"][TABLE]
+    entry = LogEntry.model_validate_json(get(env, entry_key(TABLE, 2)))
+    assert table["staging_pending"] == 0  # the baseline was archived and deleted like staging
+    assert table["last_batch"] == entry.batch == batch_id(staged["VersionId"], None)
+    last = table["last_merge"]
+    assert (last["status"], last["source_key"], last["rows"]) == (
+        "committed",
+        staging_key(TABLE),
+        2,
+    )
+    assert last["counts"] == entry.counts.model_dump(mode="json")
+    assert datetime.fromisoformat(last["batch_time"]) == entry.source.last_modified
+
+
+def test_replay_of_an_archived_batch_is_the_same_batch_again(aws):
+    env = aws
+    base = staff_rows()
+    put(env, baseline_key(TABLE), dump_rows(SPEC, base))
+    deliver(env)
+    staged = put(env, staging_key(TABLE), dump_rows(SPEC, renamed(base[:2])))
+    deliver(env)
+    batch = batch_id(staged["VersionId"], None)
+    (archive,) = [k for k in keys(env, archive_prefix(TABLE)) if batch in k]
+    before = {k: get(env, k) for k in [latest_key(TABLE), *keys(env, history_prefix(TABLE))]}
+    archives, entries = keys(env, archive_prefix(TABLE)), keys(env, log_prefix(TABLE))
+    merged_ids = {e["detail"]["event_id"] for e in operator_events(env)}
+
+    done = cli("replay", "--table", TABLE, "--archive", archive)
+    assert done.exit_code == 0, done.output
+    (waiting,) = env.clients.s3.list_object_versions(Bucket=BUCKET, Prefix=staging_key(TABLE))[
+        "Versions"
+    ]
+    head = env.clients.s3.head_object(
+        Bucket=BUCKET, Key=staging_key(TABLE), VersionId=waiting["VersionId"]
+    )
+    assert head["Metadata"] == {REPLAY_OF_METADATA: archive}
+    deliver(env)
+
+    # No new archive, entry or history object, latest untouched, the batch's events again.
+    assert (keys(env, archive_prefix(TABLE)), keys(env, log_prefix(TABLE))) == (archives, entries)
+    assert {k: get(env, k) for k in [latest_key(TABLE), *keys(env, history_prefix(TABLE))]} == (
+        before
+    )
+    replayed_ids = {e["detail"]["event_id"] for e in operator_events(env)}
+    assert replayed_ids
+    assert replayed_ids <= merged_ids
+    assert all(batch in event_id for event_id in replayed_ids)
+    assert status(env)[1]["tables"][TABLE]["staging_pending"] == 0
+    assert cli("replay", "--table", TABLE, "--archive", "archive/other/x.json").exit_code == 2
 
 
 def test_pause_by_hand_is_idempotent_and_status_says_why(aws):

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 
-from services.merge.service import MergeService, ObjectRef
+from services.merge.outcome import Outcome
+from services.merge.service import MergeService
 from services.merge.settings import MergeSettings
+from services.merge.source import ObjectRef
 from services.transform import handler as transform_handler
 from services.transform.service import TransformService
 from shared.events import EventPublisher
@@ -22,6 +25,7 @@ from shared.naming import (
     TRANSFORM_EVENT_SOURCE,
     consumer_queue_name,
 )
+from shared.observation import observed_at_metadata
 from shared.queues import MessageQueue
 from shared.rows import dump_rows, validate_rows
 from shared.storage import BucketStore
@@ -77,24 +81,28 @@ class TransformChain:
 
     # ---- the merge ---------------------------------------------------------------------
 
-    def merge(self, table, rows, *, baseline=False):
-        """Upload rows (dicts or models) as staging (or baseline) and run the real merge."""
+    def merge(self, table, rows, *, baseline=False) -> Outcome:
+        """Upload rows (dicts or models) as staging (or baseline), observed now as the ingest
+        marks its files (`observed-at`), and run the real merge on that version."""
         spec = TABLES[table]
         report = validate_rows(spec, rows, table)
         assert report.problems == []
         key = baseline_key(table) if baseline else staging_key(table)
-        put = self.s3.put_object(Bucket=BUCKET, Key=key, Body=dump_rows(spec, report.rows))
+        put = self.s3.put_object(
+            Bucket=BUCKET,
+            Key=key,
+            Body=dump_rows(spec, report.rows),
+            Metadata=observed_at_metadata(datetime.now(UTC)),
+        )
         settings = MergeSettings(
             bucket_name=BUCKET, table_name=table, event_bus_name=BUS, dlq_url=self.dlq_url
         )
         service = MergeService(
             settings, BucketStore(BUCKET), EventPublisher(BUS), MessageQueue(self.dlq_url)
         )
-        manifest = service.process(
-            ObjectRef(BUCKET, key, put.get("VersionId"), put["ETag"], message_body="{}")
-        )
-        assert manifest is not None
-        return manifest
+        outcome = service.process(ObjectRef(BUCKET, key, put.get("VersionId"), message_body="{}"))
+        assert outcome is not None
+        return outcome
 
     # ---- the transform -----------------------------------------------------------------
 

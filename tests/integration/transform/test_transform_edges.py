@@ -49,15 +49,15 @@ def test_a_truncated_key_list_reads_all_of_latest(chain):
         )
         for r in rows[:3]
     ]
-    manifest = chain.merge("sales_order", [m.model_dump() for m in moved])
+    outcome = chain.merge("sales_order", [m.model_dump() for m in moved])
     chain.receive()  # drop the routed event: apply it by hand with its key list cut short
     for key in chain.files():  # from an empty warehouse, to see what one event brings
         chain.store.delete(key)
     change = SourceChange(
         cause="HistoryAppended:sales_order:x",
         table="sales_order",
-        batch=manifest.batch,
-        history_key=manifest.history_key,
+        batch=outcome.source.batch,
+        history_key=outcome.history_key,
         keys=None,
     )
     report = chain.service.apply(change)
