@@ -26,8 +26,16 @@ from pydantic import BaseModel, ConfigDict
 
 from ops.operations import Operator
 from services.merge.notifications import NotificationError, S3Notification, parse_body
-from shared.commitlog import REPLAY_OF_METADATA
-from shared.layout import archive_prefix, batch_id, quarantine_prefix, staging_key, state_key
+from shared.commitlog import REPLAY_OF_METADATA, SEQ_METADATA, LogEntry, entry_key
+from shared.layout import (
+    Area,
+    archive_prefix,
+    baseline_key,
+    batch_id,
+    quarantine_prefix,
+    staging_key,
+    state_key,
+)
 from shared.quarantine import (
     REPORT_SUFFIX,
     QuarantineRecord,
@@ -195,11 +203,23 @@ class ReplayError(ValueError):
 
 
 def replay(store: BucketStore, table: str, archive: str) -> WriteResult:
-    """Stage the archived file `archive` of `table` again, marked as a replay of it
-    (`replay-of`): the merge applies it as the archived batch, observed when that was."""
+    """Stage the archived file `archive` of `table` again, where it came from, marked as a
+    replay of it (`replay-of`): the merge applies it as the archived batch, observed when that
+    was, so it repeats that batch's events (a baseline's too: it goes back to baseline/)."""
     if not archive.startswith(archive_prefix(table)):
         raise ReplayError(f"{archive!r} is not under {archive_prefix(table)}")
     found = store.get_if_exists(archive)
     if found is None:
         raise ReplayError(f"s3://{store.bucket}/{archive} does not exist")
-    return store.put(staging_key(table), found.data, metadata={REPLAY_OF_METADATA: archive})
+    key = _replay_key(store, table, found.metadata.get(SEQ_METADATA))
+    return store.put(key, found.data, metadata={REPLAY_OF_METADATA: archive})
+
+
+def _replay_key(store: BucketStore, table: str, seq: str | None) -> str:
+    """baseline/<t>.json for the archive of a baseline (its log entry, which the archive's
+    `merge-seq` names, says so), else staging/<t>.json. An archive without `merge-seq` (its
+    batch committed nothing) is staged."""
+    found = store.get_if_exists(entry_key(table, int(seq))) if seq and seq.isdigit() else None
+    if found is not None and LogEntry.model_validate_json(found.data).source.area is Area.BASELINE:
+        return baseline_key(table)
+    return staging_key(table)

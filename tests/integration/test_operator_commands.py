@@ -458,6 +458,22 @@ def test_replay_of_an_archived_batch_is_the_same_batch_again(aws):
     assert replayed_ids <= merged_ids
     assert all(batch in event_id for event_id in replayed_ids)
     assert status(env)[1]["tables"][TABLE]["staging_pending"] == 0
+
+    # A baseline's archive goes back to baseline/: the same batch, so the same events again.
+    (base_archive,) = [k for k in archives if k != archive]
+    done = cli("replay", "--table", TABLE, "--archive", base_archive)
+    assert done.exit_code == 0, done.output
+    assert f"as {baseline_key(TABLE)}" in done.stdout
+    deliver(env)
+    assert {k: get(env, k) for k in [latest_key(TABLE), *keys(env, history_prefix(TABLE))]} == (
+        before
+    )
+    assert (keys(env, archive_prefix(TABLE)), keys(env, log_prefix(TABLE))) == (archives, entries)
+    replayed_ids = {e["detail"]["event_id"] for e in operator_events(env)}
+    assert replayed_ids
+    assert replayed_ids <= merged_ids
+    assert all(event_id.startswith("BaselinePromoted:") for event_id in replayed_ids)
+    assert status(env)[1]["tables"][TABLE]["staging_pending"] == 0
     assert cli("replay", "--table", TABLE, "--archive", "archive/other/x.json").exit_code == 2
 
 
