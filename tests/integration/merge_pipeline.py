@@ -3,6 +3,12 @@
 moto does not invoke Lambda, so `deliver` plays the event source mapping: it receives with
 `AttributeNames=['All']`, builds the SQS event Lambda would send, calls the real handler,
 deletes what succeeded and makes the failures visible again (as a visibility timeout would).
+Run it under `ops.local.moto_edge.aws_like_moto()` (the `aws` fixture does): the merge reads
+the versionId, eventTime and sequencer AWS's notifications carry.
+
+Faults and interleavings are injected at the AWS-call level: `S3Hooks` (botocore event hooks
+on a service's own client) for new tests; `FaultyStore` (the Nth BucketStore write) for the
+crash matrix.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
-from urllib.parse import unquote_plus
 
 import boto3
 from botocore.awsrequest import AWSResponse
@@ -22,6 +27,8 @@ from botocore.compat import HTTPHeaders
 from services.merge import handler as merge_handler
 from services.merge.service import MergeService
 from services.merge.settings import MergeSettings
+from services.merge.source import ObjectRef
+from shared.commitlog import BATCH_METADATA, REPLAY_OF_METADATA, SEQ_METADATA, log_prefix
 from shared.events import EventPublisher
 from shared.history import load_history
 from shared.layout import (
@@ -94,16 +101,6 @@ def s3_answer(request: Any, status: int, body: bytes = b"") -> AWSResponse:
     return AWSResponse(request.url, status, HTTPHeaders(), _RawBody(body))
 
 
-def naming_version(body: str, version_id: str | Callable[[dict[str, Any]], str]) -> str:
-    """The notification as AWS sends it for a versioned bucket: with the versionId (given, or
-    found by a function of the record's `s3.object`)."""
-    notification = json.loads(body)
-    for record in notification.get("Records", []):
-        obj = record["s3"]["object"]
-        obj["versionId"] = version_id(obj) if callable(version_id) else version_id
-    return json.dumps(notification)
-
-
 class Crash(RuntimeError):
     """An injected failure: the process died here."""
 
@@ -152,6 +149,11 @@ class FaultyStore(BucketStore):
     def versions(self, key):
         return self._read(f"versions {key}", lambda: super(FaultyStore, self).versions(key))
 
+    def keys(self, prefix):
+        return iter(
+            self._read(f"list {prefix}", lambda: list(super(FaultyStore, self).keys(prefix)))
+        )
+
     def put(self, key, data, **kwargs):
         return self._write(f"put {key}", lambda: super(FaultyStore, self).put(key, data, **kwargs))
 
@@ -180,13 +182,100 @@ class FaultyPublisher(EventPublisher):
         return self.store._write("publish", lambda: super(FaultyPublisher, self).publish(details))
 
 
+class FaultyDeadLetters(MessageQueue):
+    """Shares the store's write counter too: the DLQ send is a step of a rejection."""
+
+    def __init__(self, url, store: FaultyStore, client=None):
+        super().__init__(url, client)
+        self.store = store
+
+    def send(self, body):
+        return self.store._write("send", lambda: super(FaultyDeadLetters, self).send(body))
+
+
+@dataclass(frozen=True)
+class Call:
+    """One AWS call a hooked client made: its operation, the key(s) it names, its status
+    (None before the answer)."""
+
+    operation: str
+    key: str
+    status: int | None = None
+
+
+@dataclass
+class _Rule:
+    operation: str
+    prefix: str
+    action: Callable[[Call], None]
+    after: bool
+    times: int | None  # None: every matching call
+
+
+class S3Hooks:
+    """Faults and interleavings at the AWS-call level: botocore event hooks on one client.
+
+    Every call the client makes is recorded in `calls` as "<Operation> <key>". `before` runs
+    an action just before a matching call is sent (raise from it: the call is never made);
+    `after` runs one once its answer is in, whatever the status (raise: the call was made,
+    then the process died). An action may also run another merge there (an interleaving).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls: list[str] = []
+        self._rules: list[_Rule] = []
+        client.meta.events.register("provide-client-params", self._before_call)
+        client.meta.events.register("after-call", self._after_call)
+
+    def before(self, operation, prefix="", action=None, *, times: int | None = 1):
+        self._rules.append(_Rule(operation, prefix, action or crash, False, times))
+        return self
+
+    def after(self, operation, prefix="", action=None, *, times: int | None = 1):
+        self._rules.append(_Rule(operation, prefix, action or crash, True, times))
+        return self
+
+    def _before_call(self, params, model, context, **_):
+        key = _key_of(params)
+        context["hooked_key"] = key
+        self.calls.append(f"{model.name} {key}".rstrip())
+        self._fire(Call(model.name, key), after=False)
+
+    def _after_call(self, http_response, model, context, **_):
+        self._fire(Call(model.name, context.get("hooked_key", ""), http_response.status_code), True)
+
+    def _fire(self, call: Call, after: bool) -> None:
+        for rule in list(self._rules):
+            if rule.after != after or rule.operation != call.operation:
+                continue
+            if not call.key.startswith(rule.prefix):
+                continue
+            if rule.times is not None:
+                rule.times -= 1
+                if rule.times == 0:
+                    self._rules.remove(rule)
+            rule.action(call)
+
+
+def _key_of(params: dict[str, Any]) -> str:
+    if "Key" in params:
+        return str(params["Key"])
+    if "Delete" in params:
+        return ",".join(o["Key"] for o in params["Delete"].get("Objects", []))
+    return str(params.get("Prefix", ""))
+
+
+def crash(call: Call) -> None:
+    """An action for `S3Hooks`: the process dies at this call."""
+    raise Crash(f"{'after' if call.status is not None else 'before'} {call.operation} {call.key}")
+
+
 class Pipeline:
-    def __init__(self, table="staff", lease_seconds=None, names_versions=False):
-        """`lease_seconds=0` lets a redelivery take over a crashed batch at once;
-        `names_versions`: notifications name the object version, as AWS's do (moto's not)."""
+    def __init__(self, table="staff"):
+        """Under `ops.local.moto_edge.aws_like_moto()` notifications name the version, as
+        AWS's do."""
         self.table = table
-        self.names_versions = names_versions
-        self._named_bodies: dict[str, str] = {}
         self.spec = TABLES[table]
         self.s3 = boto3.client("s3", region_name=REGION)
         self.sqs = boto3.client("sqs", region_name=REGION)
@@ -231,8 +320,6 @@ class Pipeline:
         self.settings = MergeSettings(
             bucket_name=BUCKET, table_name=table, event_bus_name=self.bus, dlq_url=self.dlq_url
         )
-        if lease_seconds is not None:
-            self.settings = self.settings.model_copy(update={"lease_seconds": lease_seconds})
         self.captured = []
         self.use(merge_handler.build_service(self.settings))
 
@@ -257,21 +344,42 @@ class Pipeline:
             self.settings,
             store,
             FaultyPublisher(self.bus, store, client=events),
-            MessageQueue(self.dlq_url, client=sqs),
+            FaultyDeadLetters(self.dlq_url, store, client=sqs),
         )
+
+    def hooked_service(self) -> tuple[MergeService, S3Hooks]:
+        """A service with its own S3 client, and `S3Hooks` on that client's calls."""
+        client = boto3.client("s3", region_name=REGION)
+        service = MergeService(
+            self.settings,
+            BucketStore(BUCKET, client),
+            EventPublisher(self.bus),
+            MessageQueue(self.dlq_url),
+        )
+        return service, S3Hooks(client)
 
     # ---- uploads -----------------------------------------------------------------------
 
     def rows_bytes(self, rows):
         return dump_rows(self.spec, rows)
 
-    def stage(self, data):
-        data = data if isinstance(data, bytes) else self.rows_bytes(data)
-        return self.s3.put_object(Bucket=BUCKET, Key=staging_key(self.table), Body=data)
+    def stage(self, data, metadata=None):
+        """Upload a staging file; `metadata` e.g. `observed_at_metadata(t)`, as the ingest
+        sets it (else the file is observed when S3 notifies of it)."""
+        return self._upload(staging_key(self.table), data, metadata)
 
-    def upload_baseline(self, data):
+    def upload_baseline(self, data, metadata=None):
+        return self._upload(baseline_key(self.table), data, metadata)
+
+    def replay(self, archive_key):
+        """Stage an archived batch again as `ingestctl replay` does (metadata `replay-of`)."""
+        return self._upload(
+            staging_key(self.table), self.get(archive_key), {REPLAY_OF_METADATA: archive_key}
+        )
+
+    def _upload(self, key, data, metadata):
         data = data if isinstance(data, bytes) else self.rows_bytes(data)
-        return self.s3.put_object(Bucket=BUCKET, Key=baseline_key(self.table), Body=data)
+        return self.s3.put_object(Bucket=BUCKET, Key=key, Body=data, Metadata=metadata or {})
 
     # ---- Lambda's part -----------------------------------------------------------------
 
@@ -282,28 +390,7 @@ class Pipeline:
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        messages = response.get("Messages", [])
-        if self.names_versions and url in (None, self.queue_url):
-            for m in messages:  # decided once per message: its version may be deleted later
-                if m["MessageId"] not in self._named_bodies:
-                    self._named_bodies[m["MessageId"]] = self._naming_version(m["Body"])
-                m["Body"] = self._named_bodies[m["MessageId"]]
-        return messages
-
-    def _naming_version(self, body):
-        """The notification with the versionId AWS would give: the newest version of the key
-        with the notification's ETag (each upload in these tests has its own content)."""
-
-        def version_with_etag(obj):
-            key = unquote_plus(obj["key"])
-            listing = self.s3.list_object_versions(Bucket=BUCKET, Prefix=key)
-            return next(
-                v["VersionId"]
-                for v in sorted(listing["Versions"], key=lambda v: v["LastModified"], reverse=True)
-                if v["Key"] == key and v["ETag"].strip('"') == obj["eTag"].strip('"')
-            )
-
-        return naming_version(body, version_with_etag)
+        return response.get("Messages", [])
 
     def receive_records(self):
         """Received messages that are S3 notifications (not S3's test event)."""
@@ -312,15 +399,15 @@ class Pipeline:
     def ref(self, message):
         """The ObjectRef a message names, for calling a service directly (not via Lambda)."""
         from services.merge.notifications import parse_body
-        from services.merge.service import ObjectRef
 
         (record,) = parse_body(message["Body"]).Records  # type: ignore[union-attr]
         return ObjectRef(
             bucket=record.bucket,
             key=record.object_key,
             version_id=record.s3.object.versionId,
-            etag=record.s3.object.eTag,
             message_body=message["Body"],
+            event_time=record.eventTime,
+            sequencer=record.s3.object.sequencer,
         )
 
     def lambda_event(self, messages):
@@ -424,8 +511,27 @@ class Pipeline:
         return self.keys(quarantine_prefix(self.table))
 
     def staging_versions(self):
-        response = self.s3.list_object_versions(Bucket=BUCKET, Prefix=staging_key(self.table))
-        return [v for v in response.get("Versions", []) if v["Key"] == staging_key(self.table)]
+        return self._versions(staging_key(self.table))
+
+    def baseline_versions(self):
+        return self._versions(baseline_key(self.table))
+
+    def _versions(self, key):
+        response = self.s3.list_object_versions(Bucket=BUCKET, Prefix=key)
+        return [v for v in response.get("Versions", []) if v["Key"] == key]
+
+    def latest_metadata(self):
+        """`merge-seq` and `merge-batch` of the object that holds latest."""
+        metadata = self.s3.head_object(Bucket=BUCKET, Key=self.commit_key)["Metadata"]
+        return {name: metadata.get(name) for name in (SEQ_METADATA, BATCH_METADATA)}
+
+    def log_entries(self):
+        """The table's commit log entries, in order (their keys)."""
+        return self.keys(log_prefix(self.table))
+
+    def raw_rows(self, key):
+        """The rows of an object as stored, audit columns included."""
+        return json.loads(self.get(key))
 
     def dlq_bodies(self):
         return [m["Body"] for m in self.receive(self.dlq_url)]
@@ -441,8 +547,12 @@ class Pipeline:
     def event_ids(self):
         return Counter(e["detail"]["event_id"] for e in self.events())
 
-    def all_object_versions(self):
-        response = self.s3.list_object_versions(Bucket=BUCKET)
-        return sorted(
-            (v["Key"], v["VersionId"], v["ETag"]) for v in response.get("Versions", [])
-        ) + sorted((m["Key"], m["VersionId"]) for m in response.get("DeleteMarkers", []))
+    def all_object_versions(self, prefixes=("",)):
+        """Every object version and delete marker under `prefixes` (all of the bucket)."""
+        found: list[tuple[str, ...]] = []
+        for prefix in prefixes:
+            response = self.s3.list_object_versions(Bucket=BUCKET, Prefix=prefix)
+            found += sorted(
+                (v["Key"], v["VersionId"], v["ETag"]) for v in response.get("Versions", [])
+            ) + sorted((m["Key"], m["VersionId"]) for m in response.get("DeleteMarkers", []))
+        return found

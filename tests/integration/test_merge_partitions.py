@@ -2,13 +2,14 @@
 what a typical merge touches; the one reader of both forms."""
 
 import random
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 from moto import mock_aws
 
-from services.merge.service import BATCH_METADATA
+from ops.local.moto_edge import aws_like_moto
+from services.merge import handler as merge_handler
+from shared.commitlog import BATCH_METADATA, SEQ_METADATA
 from shared.layout import latest_key, latest_manifest_key, latest_partition_prefix
 from shared.partitions import PartitionManifest
 from shared.reader import iter_latest, read_latest
@@ -54,7 +55,7 @@ def random_batches(seed, batches=6):
 
 def run_batches(batches, rows_per_partition):
     """The batches applied in a fresh account, one after another."""
-    with mock_aws(), table_partitions("staff", rows_per_partition):
+    with mock_aws(), aws_like_moto(), table_partitions("staff", rows_per_partition):
         pipeline = Pipeline("staff")
         for rows in batches:
             pipeline.stage(rows)
@@ -92,13 +93,16 @@ def test_a_table_becoming_partitioned_moves_its_rows_on_the_next_merge(aws):
     assert pipeline.deliver().failed == []
     assert pipeline.keys("latest/") == [latest_key("staff")]
     with table_partitions("staff", 4):
+        # a new registry comes with a new deployment: a service built on it (the one built
+        # before holds the table's spec of its day)
+        pipeline.use(merge_handler.build_service(pipeline.settings))
         pipeline.stage([staff(2, 20, name="Jo"), staff(8, 20)])
         assert pipeline.deliver().failed == []
         assert pipeline.latest_texts() == [
             row_json(SPEC, r)
             for r in [staff(1, 0), staff(2, 20, name="Jo"), *(staff(k, 0) for k in range(3, 8))]
         ] + [row_json(SPEC, staff(8, 20))]
-        # the one file is dropped (a noncurrent version now), both ranges are partitions
+        # the one file is dropped (a noncurrent version now), every range is a partition
         keys = pipeline.keys("latest/")
         assert latest_key("staff") not in keys
         assert [k.split("/")[-1][:25] for k in keys] == [
@@ -126,6 +130,7 @@ def test_a_typical_merge_rewrites_only_the_partitions_it_touches(aws):
         assert changed == {60}  # a new partition at the tail
         assert len(kept) == 5  # the first five untouched; the sixth rewritten
         assert stored["Metadata"][BATCH_METADATA] == after.batch
+        assert stored["Metadata"][SEQ_METADATA] == str(after.seq) == "2"
         assert after.rows == 61
 
 
@@ -185,46 +190,49 @@ def test_a_partition_that_is_not_canonical_is_validated_and_a_bad_one_stops_the_
         assert pipeline.get(latest_manifest_key("staff")) == before
 
 
-@pytest.mark.parametrize("named", [True, False], ids=["aws-names-the-version", "moto-does-not"])
-def test_a_typical_merge_makes_eight_requests_and_a_read_and_write_per_partition(aws, named):
+def test_a_typical_merge_makes_eight_requests_and_a_read_and_write_per_partition(aws):
     with table_partitions("staff", 10):
         pipeline = Pipeline("staff")
         pipeline.upload_baseline([staff(k, 0) for k in range(1, 60)])
         assert pipeline.deliver().failed == []
-        service = pipeline.faulty_service()
-        calls = []
-        service.store.client.meta.events.register(
-            "before-call.s3.*", lambda model, **_: calls.append(model.name)
-        )
-        put = pipeline.stage([staff(58, 20, name="Jo"), staff(60, 20), staff(61, 20)])
+        service, hooks = pipeline.hooked_service()
+        pipeline.stage([staff(58, 20, name="Jo"), staff(60, 20), staff(61, 20)])
         (message,) = pipeline.receive_records()
-        ref = pipeline.ref(message)
-        if named:  # as AWS's notifications do
-            ref = replace(ref, version_id=put["VersionId"])
-        service.process(ref)
+        service.process(pipeline.ref(message))
         partitions = ["GetObject", "PutObject", "PutObject"]  # 50..59 rewritten, 60..69 new
-        typical = [
+        assert [call.split(" ")[0] for call in hooks.calls] == [
             "GetObject",  # the staging version
             "GetObject",  # latest's partition manifest
             *partitions,
-            "PutObject",  # the plan (create-only: the batch's claim)
-            "PutObject",  # history
-            "PutObject",  # the partition manifest: the commit
+            "PutObject",  # the log entry: the commit
+            "PutObject",  # history, copied from the entry
+            "PutObject",  # the partition manifest, copied from the entry (it names the seq)
             "DeleteObjects",  # the replaced partition
             "PutObject",  # archive
             "DeleteObject",  # the staging version
         ]
-        if named:
-            assert calls == typical
-            assert len(calls) == 8 + len(partitions)
-        else:  # the version found by its ETag, and a marker to find the batch by after
-            assert (
-                calls
-                == [
-                    "ListObjectVersions",
-                    typical[0],
-                    "PutObject",  # the pending marker
-                    *typical[1:],
-                    "DeleteObject",  # the pending marker
-                ]
-            )
+        assert len(hooks.calls) == 8 + len(partitions)
+
+
+def test_a_typical_merge_of_a_one_file_latest_makes_eight_requests(aws):
+    with table_partitions("staff", None):
+        pipeline = Pipeline("staff")
+        pipeline.upload_baseline([staff(k, 0) for k in range(1, 60)])
+        assert pipeline.deliver().failed == []
+        service, hooks = pipeline.hooked_service()
+        pipeline.stage([staff(58, 20, name="Jo"), staff(60, 20), staff(61, 20)])
+        (message,) = pipeline.receive_records()
+        service.process(pipeline.ref(message))
+        expected = [
+            "GetObject staging/staff.json",
+            "GetObject latest/staff.json",
+            "PutObject _state/log/staff/000000000002.json",  # the commit
+            "PutObject history/staff/",  # copied from the entry
+            "PutObject latest/staff.json",  # copied from the entry (If-Match on what was read)
+            "GetObject _state/log/staff/000000000003.json",  # an entry it would have missed
+            "PutObject archive/staff/",
+            "DeleteObject staging/staff.json",
+        ]
+        assert len(hooks.calls) == len(expected), hooks.calls
+        for call, prefix in zip(hooks.calls, expected, strict=True):
+            assert call.startswith(prefix), (call, prefix)

@@ -52,7 +52,7 @@ def check_real_change_set(table):
     }
     assert set(pipeline.history_texts()) == superseded
     assert max(pipeline.history_texts().values(), default=1) == 1
-    assert pipeline.staging_versions() == []
+    assert pipeline.staging_versions() == pipeline.baseline_versions() == []
     if table == "design":
         silent = {
             h.row.design_id: h for h in pipeline.history() if h.superseded_at == h.row.last_updated

@@ -1,13 +1,17 @@
+from datetime import UTC, datetime
+
 import boto3
 import pytest
 from moto import mock_aws
 
 from shared.history import HistoryRow, dump_history
 from shared.layout import history_key, latest_key
-from shared.reader import iter_history, read_latest
+from shared.observation import OBSERVED_COLUMN, Observation
+from shared.reader import iter_history, read_history, read_latest
 from shared.rows import FileFormatError, dump_rows, validate_rows
 from shared.storage import BucketStore
 from shared.tables import TABLES
+from shared.versions import Version, dump_versions
 
 STAFF = TABLES["staff"]
 
@@ -61,3 +65,23 @@ def test_history_objects_come_back_oldest_first_with_their_audit_columns(store):
     found = list(iter_history(store, STAFF))
     assert [rows[0].batch for _, rows in found] == ["b1", "b2"]
     assert found[0][1][0].row == old
+
+
+def test_latest_rows_come_back_without_their_audit_columns(store):
+    rows = validate_rows(STAFF, [staff(1, 5), staff(2, 6)], "t").rows
+    seen = Observation(datetime(2026, 12, 1, 12, 0, tzinfo=UTC), 0x55AED6DCD90281E5)
+    # latest as the merge writes it: every row carries `_observed`
+    data = dump_versions(STAFF, [Version(rows[0], seen), Version(rows[1], None)])
+    assert data.count(f'"{OBSERVED_COLUMN}":"{seen.text}"'.encode()) == 1
+    store.put(latest_key("staff"), data)
+    assert read_latest(store, STAFF).rows == rows
+
+
+def test_history_rows_keep_their_observation_and_the_row_is_the_tables_own(store):
+    old, new = validate_rows(STAFF, [staff(1, 1, "Old"), staff(1, 2, "Newer")], "t").rows
+    seen = Observation(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    key = history_key("staff", "20240101T000000000000Z", "b1")
+    store.put(key, dump_history(STAFF, [HistoryRow(old, new.last_updated, "b1", seen)]))
+    (found,) = read_history(store, STAFF, key)
+    assert found.row == old
+    assert (found.superseded_at, found.batch, found.observed) == (new.last_updated, "b1", seen)

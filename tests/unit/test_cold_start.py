@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _PROBE = """
 import json
 import services.merge.handler
-from shared import events
+from shared import events, quarantine
 from shared.tables import TABLES
 print(json.dumps({
     "rows": {name: spec.row_model.__pydantic_complete__ for name, spec in TABLES.items()},
@@ -21,6 +21,8 @@ print(json.dumps({
         cls.__name__: cls.__pydantic_complete__
         for cls in (events.HistoryAppended, events.RowsMissingAtSource, events.IngestPaused)
     },
+    # only a rejected file needs its report
+    "rejections": {"QuarantineReport": quarantine.QuarantineReport.__pydantic_complete__},
 }))
 """
 
@@ -33,11 +35,12 @@ def _built_after_import() -> dict[str, dict[str, bool]]:
     return found
 
 
-def test_importing_the_merge_handler_builds_no_row_or_event_schema():
+def test_importing_the_merge_handler_builds_no_row_event_or_report_schema():
     built = _built_after_import()
     assert len(built["rows"]) == 11
     assert not any(built["rows"].values()), built["rows"]
     assert not any(built["events"].values()), built["events"]
+    assert not any(built["rejections"].values()), built["rejections"]
 
 
 def test_a_deferred_row_model_builds_on_first_use_and_still_refuses_bad_rows():

@@ -28,6 +28,8 @@ def test_real_aws_notification_gives_decoded_key_version_and_sequencer():
 
 
 def test_moto_notification_without_identity_fields_and_with_encoded_slash():
+    # unpatched moto names no version: the shape parses, the merge then refuses it (tests:
+    # test_merge_bad_messages); ops/local/moto_edge.py adds versionId and sequencer
     (record,) = parse_body(body("s3_notification_moto.json")).Records  # type: ignore[union-attr]
     assert record.object_key == "staging/staff.json"
     assert record.s3.object.versionId is None
