@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ops.operations import Operator
 from services.merge.notifications import NotificationError, S3Notification, parse_body
-from shared.commitlog import REPLAY_OF_METADATA, SEQ_METADATA, LogEntry, entry_key
+from shared.commitlog import AREA_METADATA, REPLAY_OF_METADATA
 from shared.layout import (
     Area,
     archive_prefix,
@@ -211,15 +211,6 @@ def replay(store: BucketStore, table: str, archive: str) -> WriteResult:
     found = store.get_if_exists(archive)
     if found is None:
         raise ReplayError(f"s3://{store.bucket}/{archive} does not exist")
-    key = _replay_key(store, table, found.metadata.get(SEQ_METADATA))
+    came_from = found.metadata.get(AREA_METADATA)
+    key = baseline_key(table) if came_from == Area.BASELINE.value else staging_key(table)
     return store.put(key, found.data, metadata={REPLAY_OF_METADATA: archive})
-
-
-def _replay_key(store: BucketStore, table: str, seq: str | None) -> str:
-    """baseline/<t>.json for the archive of a baseline (its log entry, which the archive's
-    `merge-seq` names, says so), else staging/<t>.json. An archive without `merge-seq` (its
-    batch committed nothing) is staged."""
-    found = store.get_if_exists(entry_key(table, int(seq))) if seq and seq.isdigit() else None
-    if found is not None and LogEntry.model_validate_json(found.data).source.area is Area.BASELINE:
-        return baseline_key(table)
-    return staging_key(table)

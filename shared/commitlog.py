@@ -22,8 +22,10 @@ from shared.partitions import PartitionManifest
 # User metadata on latest (and on an archive object): the log entry it reflects, its batch.
 SEQ_METADATA = "merge-seq"
 BATCH_METADATA = "merge-batch"
-# On an archived file: the batch's observation (a replay of it is the same observation).
+# On an archived file: the batch's observation (a replay of it is the same observation) and
+# the area it came from (a replay goes back there).
 OBSERVED_AT_ARCHIVE = "merge-observed"
+AREA_METADATA = "merge-area"
 # On a file `ingestctl replay` stages: the archive it came from (the batch it repeats).
 REPLAY_OF_METADATA = "replay-of"
 SEQ_DIGITS = 12

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 from services.merge.observability import logger
 from services.merge.once import create_once
 from services.merge.outcome import Outcome
-from shared.commitlog import BATCH_METADATA, OBSERVED_AT_ARCHIVE, SEQ_METADATA, MergeStatus
+from shared.commitlog import (
+    AREA_METADATA,
+    BATCH_METADATA,
+    OBSERVED_AT_ARCHIVE,
+    SEQ_METADATA,
+    MergeStatus,
+)
 from shared.events import (
     BaselinePromoted,
     EventDetail,
@@ -61,7 +67,11 @@ class Finisher:
 
     def _archive(self, outcome: Outcome) -> None:
         source = outcome.source
-        metadata = {BATCH_METADATA: source.batch, OBSERVED_AT_ARCHIVE: source.ref.observed}
+        metadata = {
+            BATCH_METADATA: source.batch,
+            OBSERVED_AT_ARCHIVE: source.ref.observed,
+            AREA_METADATA: source.area.value,
+        }
         if outcome.seq is not None:
             metadata[SEQ_METADATA] = str(outcome.seq)
         key = archive_key(_table(outcome), source.ref.stamp, source.batch)

@@ -65,14 +65,23 @@ class MergeService:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.publisher = publisher
         self.dead_letters = dead_letters
-        self.log = CommitLog(store, self.spec, settings.conflict_retries)
         self.planner = Planner(store, partial(known_history, store))
-        self.finisher = Finisher(store, publisher, self._latest_key())
 
     @property
     def spec(self) -> TableSpec:
+        """The registry's entry, read per use: one spec for a whole batch, even after a
+        deploy (or a test) changed the registry."""
         return get_table(self.settings.table_name)
+
+    @property
+    def log(self) -> CommitLog:
+        return CommitLog(self.store, self.spec, self.settings.conflict_retries)
+
+    @property
+    def finisher(self) -> Finisher:
+        return Finisher(self.store, self.publisher, self._latest_key())
 
     def process(self, ref: ObjectRef) -> Outcome | None:
         started = time.monotonic()
@@ -109,27 +118,28 @@ class MergeService:
     # ---- the commit loop ----------------------------------------------------------------
 
     def _merge(self, batch: Batch) -> Outcome:
-        state = self.log.read_state()
+        log = self.log  # one spec for the whole batch
+        state = log.read_state()
         for attempt in range(self.settings.conflict_retries + 1):
             plan = self.planner.plan(state, batch)
             if plan.entry is None:  # nothing to commit, if the state is the log's head
-                ahead = self.log.roll_forward(state)
+                ahead = log.roll_forward(state)
                 if ahead.seq != state.seq:
                     state = ahead
                     continue
-                return self._unchanged(self.log.materialize(state), batch, plan.result)
-            if self.log.try_commit(plan.entry):
-                self.log.materialize(state.apply(plan.entry))
+                return self._unchanged(log, log.materialize(state), batch, plan.result)
+            if log.try_commit(plan.entry):
+                log.materialize(state.apply(plan.entry))
                 self._count(plan.entry)
                 logger.info(
                     "committed", extra={**self._fields(batch.source), "seq": plan.entry.seq}
                 )
                 return Outcome.committed(batch.source, plan.entry, fresh=True)
-            winner = self.log.entry(plan.entry.seq)
+            winner = log.entry(plan.entry.seq)
             assert winner is not None  # a refused create-only write means the entry exists
             state = state.apply(winner)
             if winner.batch == batch.source.batch:  # a twin of this batch committed it
-                self.log.materialize(state)
+                log.materialize(state)
                 return Outcome.committed(batch.source, winner, fresh=False)
             logger.info(
                 "another batch committed first: merging again on its entry",
@@ -140,17 +150,21 @@ class MergeService:
             f"{self.settings.conflict_retries + 1} attempts"
         )
 
-    def _unchanged(self, state: TableState, batch: Batch, result: MergeResult) -> Outcome:
+    def _unchanged(
+        self, log: CommitLog, state: TableState, batch: Batch, result: MergeResult
+    ) -> Outcome:
         """Nothing to commit: the batch is already there (a redelivery, a twin, a replay), or
         every row is what latest holds. Its events repeat its commit's when there was one."""
-        entry = self._own_entry(state, batch.source)
+        entry = self._own_entry(log, state, batch.source)
         if entry is not None:
             return Outcome.committed(batch.source, entry, fresh=False)
         return Outcome(
             MergeStatus.UNCHANGED, batch.source, rows=len(batch.rows), counts=counts_of(result)
         )
 
-    def _own_entry(self, state: TableState, source: SourceVersion) -> LogEntry | None:
+    def _own_entry(
+        self, log: CommitLog, state: TableState, source: SourceVersion
+    ) -> LogEntry | None:
         """The entry that committed this batch, if one did: the pending entries, latest or the
         batch's archive (written after its commit) name it; else the entries back to the
         first committed before the source object was created (none can hold it)."""
@@ -158,7 +172,7 @@ class MergeService:
             if entry.batch == source.batch:
                 return entry
         if state.head_batch == source.batch:
-            return self.log.entry(state.seq)
+            return log.entry(state.seq)
         try:
             seq = self.store.metadata(
                 archive_key(self.spec.name, source.ref.stamp, source.batch)
@@ -166,8 +180,8 @@ class MergeService:
         except ObjectMissingError:
             seq = None
         if seq:
-            return self.log.entry(int(seq))
-        return self.log.find(source.batch, since=source.ref.last_modified, below=state.seq)
+            return log.entry(int(seq))
+        return log.find(source.batch, since=source.ref.last_modified, below=state.seq)
 
     # ---- a version that is gone -------------------------------------------------------
 
