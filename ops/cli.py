@@ -494,7 +494,8 @@ def history(
     region: RegionOption = None,
     prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
-    """The version timeline of one row (valid_from / valid_to) from latest + history."""
+    """The version timeline of one row from latest + history, in observation order: each
+    version valid from its observation (UTC) to the next one's; latest's row is current."""
     import json
 
     from ops import render
@@ -511,6 +512,7 @@ def history(
                 "valid_from": v.valid_from.isoformat(),
                 "valid_to": v.valid_to.isoformat() if v.valid_to else None,
                 "row": dict(v.row),
+                "observed": v.observed.text if v.observed else None,
             }
             for v in versions
         ]
@@ -522,7 +524,7 @@ def history(
 @app.command()
 def asof(
     table: Annotated[str, typer.Argument(help="Table name.")],
-    at: Annotated[datetime, typer.Option(help="The time, e.g. 2024-11-03T14:20:00.")],
+    at: Annotated[datetime, typer.Option(help="The time (UTC), e.g. 2024-11-03T14:20:00.")],
     out: Annotated[Path | None, typer.Option(help="Write the rows here (default stdout).")] = None,
     stack: StackOption = None,
     bucket: BucketOption = None,
@@ -531,7 +533,8 @@ def asof(
     region: RegionOption = None,
     prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
-    """The table as it stood at a time, rebuilt from latest + history (a file of rows)."""
+    """The table as it stood at a time (UTC), rebuilt from latest + history (a file of rows):
+    per key, the last version observed by then."""
     from ops.inspection import table_as_of
 
     with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:

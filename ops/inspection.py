@@ -7,20 +7,25 @@ from datetime import datetime
 from typing import Any
 
 from ops.timeline import RowVersion, as_of, timelines
-from shared.reader import iter_history, read_latest
-from shared.rows import dump_rows, row_json, validate_rows
+from shared.history import history_row_json
+from shared.reader import iter_history, read_latest_versions
+from shared.rows import dump_rows, validate_rows
 from shared.storage import BucketStore
 from shared.tables import TableSpec
+from shared.versions import version_json
 
 
-def _plain(spec: TableSpec, row: Any) -> dict[str, Any]:
-    return dict(json.loads(row_json(spec, row)))
-
-
-def table_versions(store: BucketStore, spec: TableSpec) -> tuple[list[Any], list[Any]]:
-    """latest's rows and every history row, as plain canonical dicts."""
-    latest = [_plain(spec, row) for row in read_latest(store, spec).rows]
-    history = [_plain(spec, item.row) for _, items in iter_history(store, spec) for item in items]
+def table_versions(
+    store: BucketStore, spec: TableSpec
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """latest's rows and every history row as they are stored: canonical dicts with their
+    audit columns (`_observed`, which orders them; ops.timeline sets the others aside)."""
+    latest = [json.loads(version_json(spec, v)) for v in read_latest_versions(store, spec)]
+    history = [
+        json.loads(history_row_json(spec, item))
+        for _, items in iter_history(store, spec)
+        for item in items
+    ]
     return latest, history
 
 

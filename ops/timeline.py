@@ -1,19 +1,24 @@
 """Row version timelines and point-in-time tables, rebuilt from latest + history.
 
-`latest` plus `history` is a complete version log (DESIGN §3): a version is valid from its own
-`last_updated` until the next version's. Late arrivals land in history with an older
-`last_updated`, so versions are ordered by `last_updated`, never by the order they were written.
+`latest` plus `history` is a complete version log (DESIGN §3). Versions are ordered as the
+merge orders them, by **observation** (docs/merge_protocol.md, "Version order"), never by
+`last_updated` across files nor by the order they were written: each row carries its
+observation in the audit column `_observed`. A version is valid from its observation until
+the next version's; latest's row is the current one. Versions written before observations
+were kept (no `_observed`) come first, ordered and dated by `last_updated` as before. Times
+are UTC and naive, like the rows' own timestamps (a naive `at` is read as UTC).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from shared.versions import split_audit
+from shared.observation import Observation
+from shared.versions import observed_of, split_audit
 
 
 @dataclass(frozen=True)
@@ -24,17 +29,44 @@ class RowVersion:
     valid_from: datetime
     valid_to: datetime | None  # None: still current
     row: Mapping[str, Any]
+    observed: Observation | None = None  # None: written before observations were kept
 
 
-def _source_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The row's own columns: audit columns (`_superseded_at`, `_batch`, `_observed`, any
-    underscore column) set aside, as every reader does (shared/versions.py)."""
-    plain, _ = split_audit(dict(row))
-    return dict(plain)
+@dataclass(frozen=True)
+class _Seen:
+    """A stored row: its own columns and its observation (audit columns set aside)."""
+
+    row: dict[str, Any]
+    observed: Observation | None
+
+    @classmethod
+    def of(cls, stored: Mapping[str, Any]) -> _Seen:
+        plain, audit = split_audit(dict(stored))
+        return cls(dict(plain), observed_of(audit))
+
+    @property
+    def last_updated(self) -> datetime:
+        return _naive_utc(_as_time(self.row["last_updated"]))
+
+    @property
+    def start(self) -> datetime:
+        """When it became current: its observation, else (older rows) its `last_updated`."""
+        return self.last_updated if self.observed is None else _naive_utc(self.observed.at)
+
+    def order(self) -> tuple[Any, ...]:
+        """Unobserved versions first (by `last_updated`), then by observation; inside one
+        observation (one batch), by `last_updated`, as the merge orders a file's versions."""
+        if self.observed is None:
+            return (0, self.last_updated)
+        return (1, self.observed, self.last_updated)
 
 
 def _as_time(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
 def timelines(
@@ -42,27 +74,48 @@ def timelines(
 ) -> dict[Any, list[RowVersion]]:
     """Every key's versions, oldest first, each with its valid_from / valid_to.
 
-    A silent edit leaves two versions with the same `last_updated`; the one in history was
-    replaced by the one in latest, so at equal times history sorts first. Identical copies of a
-    version (a row re-read by an overlapping ingest) count once.
+    Rows are as latest and history store them (audit columns included). History's versions
+    are ordered by observation (equal ones keep the order given); latest's row comes last, as
+    it is the current one. A version seen again right after itself (an overlapping re-read)
+    counts once, from its first sighting; the same content again after another version (a
+    row that really went back) is a new version.
     """
-    by_key: dict[Any, list[tuple[datetime, int, dict[str, Any]]]] = defaultdict(list)
-    for rank, rows in enumerate((history, latest)):
-        for row in rows:
-            source = _source_row(row)
-            entry = (_as_time(source["last_updated"]), rank, source)
-            if all(e[0] != entry[0] or e[2] != source for e in by_key[source[primary_key]]):
-                by_key[source[primary_key]].append(entry)
+    older: dict[Any, list[_Seen]] = defaultdict(list)
+    for row in history:
+        seen = _Seen.of(row)
+        older[seen.row[primary_key]].append(seen)
+    current = {seen.row[primary_key]: seen for seen in map(_Seen.of, latest)}
     result: dict[Any, list[RowVersion]] = {}
-    for key, entries in by_key.items():
-        entries.sort(key=lambda e: (e[0], e[1]))
-        starts = [e[0] for e in entries]
-        ends: list[datetime | None] = [*starts[1:], None]
-        result[key] = [
-            RowVersion(key, start, end, row)
-            for (start, _, row), end in zip(entries, ends, strict=True)
-        ]
+    for key in older.keys() | current.keys():
+        ordered = sorted(older.get(key, []), key=_Seen.order)
+        if key in current:
+            ordered.append(current[key])
+        result[key] = _intervals(key, _distinct(ordered))
     return result
+
+
+def _distinct(ordered: Sequence[_Seen]) -> list[_Seen]:
+    """Drop each version equal (in its own columns) to the one just before it."""
+    kept: list[_Seen] = []
+    for seen in ordered:
+        if not kept or kept[-1].row != seen.row:
+            kept.append(seen)
+    return kept
+
+
+def _intervals(key: Any, ordered: Sequence[_Seen]) -> list[RowVersion]:
+    """valid_from = each version's start, valid_to = the next one's. A start later than a
+    following version's is moved back to it (no interval ends before it begins): e.g. a
+    version without observation dated after the first observed one, or an older in-file
+    version of a batch that saw latest's (earlier observed) row again."""
+    starts = [seen.start for seen in ordered]
+    for i in range(len(starts) - 2, -1, -1):
+        starts[i] = min(starts[i], starts[i + 1])
+    ends: list[datetime | None] = [*starts[1:], None]
+    return [
+        RowVersion(key, start, end, seen.row, seen.observed)
+        for seen, start, end in zip(ordered, starts, ends, strict=True)
+    ]
 
 
 def as_of(
@@ -71,7 +124,9 @@ def as_of(
     primary_key: str,
     at: datetime,
 ) -> list[Mapping[str, Any]]:
-    """The table as it stood at `at`: per key, the version valid then; keys not yet born omitted."""
+    """The table as it stood at `at`: per key, the last version valid from `at` or before;
+    keys not yet born omitted. Sorted by key."""
+    at = _naive_utc(at)
     table = []
     for _, versions in sorted(timelines(latest, history, primary_key).items()):
         current = [v for v in versions if v.valid_from <= at]

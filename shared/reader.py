@@ -16,7 +16,7 @@ from shared.partitions import PartitionManifest
 from shared.schemas import RowModel
 from shared.storage import BucketStore
 from shared.tables import TableSpec
-from shared.versions import load_versions
+from shared.versions import Version, load_versions
 
 
 @dataclass(frozen=True)
@@ -58,25 +58,37 @@ def latest_commit_key(store: BucketStore, spec: TableSpec) -> str | None:
 def iter_latest(store: BucketStore, spec: TableSpec) -> Iterator[tuple[list[RowModel], str]]:
     """latest's rows a partition at a time (one partition in memory), in key order, each with
     the ETag of the object that commits them (the manifest, or the single file)."""
+    for versions, etag in iter_latest_versions(store, spec):
+        yield [version.row for version in versions], etag
+
+
+def read_latest_versions(store: BucketStore, spec: TableSpec) -> list[Version]:
+    """latest's rows with when each was observed (its `_observed`), in key order; [] before
+    the first merge. For readers that order versions (`history`, `asof`)."""
+    return [version for versions, _ in iter_latest_versions(store, spec) for version in versions]
+
+
+def iter_latest_versions(
+    store: BucketStore, spec: TableSpec
+) -> Iterator[tuple[list[Version], str]]:
+    """`iter_latest` with each row's observation: a partition at a time, with the ETag of the
+    object that commits it. latest is ours: a row that fails is a bug or a schema change
+    (load_versions raises)."""
     manifest_key = latest_manifest_key(spec.name)
     found = store.get_if_exists(manifest_key)
     if found is None:
         key = latest_key(spec.name)
         stored = store.get_if_exists(key)
         if stored is not None:
-            yield _validated(spec, stored.data, f"s3://{store.bucket}/{key}"), stored.etag
+            source = f"s3://{store.bucket}/{key}"
+            yield load_versions(spec, stored.data, source), stored.etag
         return
     manifest = PartitionManifest.model_validate_json(found.data)
     if not manifest.partitions:
         yield [], found.etag
     for part in manifest.partitions:
         data = store.get(part.key, part.version_id).data
-        yield _validated(spec, data, f"s3://{store.bucket}/{part.key}"), found.etag
-
-
-def _validated(spec: TableSpec, data: bytes, source: str) -> list[RowModel]:
-    # latest is ours: a row that fails is a bug or a schema change (load_versions raises)
-    return [version.row for version in load_versions(spec, data, source)]
+        yield load_versions(spec, data, f"s3://{store.bucket}/{part.key}"), found.etag
 
 
 def history_keys(store: BucketStore, spec: TableSpec) -> list[str]:

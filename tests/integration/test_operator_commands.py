@@ -4,7 +4,7 @@ handler called with a real-shaped alarm event once a DLQ holds a message."""
 
 import dataclasses
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,6 +30,7 @@ from shared.layout import (
     quarantine_prefix,
     staging_key,
 )
+from shared.observation import observed_at_metadata
 from shared.reader import read_latest
 from shared.rows import dump_rows, load_rows, row_json, validate_rows
 from shared.storage import BucketStore
@@ -41,6 +42,7 @@ TABLE = "staff"
 SPEC = TABLES[TABLE]
 PK = SPEC.primary_key
 T0 = datetime(2024, 11, 4, 9, 0)
+READ = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # when the ingest read a file (`observed-at`)
 
 
 @pytest.fixture
@@ -130,8 +132,8 @@ def staff_rows():
     return validate_rows(SPEC, SampleDatabase(7).rows(TABLE), "sample").rows
 
 
-def put(env, key, data):
-    return env.clients.s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+def put(env, key, data, metadata=None):
+    return env.clients.s3.put_object(Bucket=BUCKET, Key=key, Body=data, Metadata=metadata or {})
 
 
 def get(env, key):
@@ -318,47 +320,53 @@ def test_dismiss_keeps_the_evidence_records_why_and_empties_the_dlq(aws):
 def test_history_and_asof_agree_with_the_versions_that_were_staged(aws, tmp_path):
     env = aws
     base = staff_rows()
-    staged = [base]
-    put(env, "baseline/staff.json", dump_rows(SPEC, base))
+    # Each file says when the ingest read it (`observed-at`), an hour apart: that is the order.
+    read = [READ + timedelta(hours=h) for h in range(5)]
+    staged = [(read[0], base)]
+    put(env, "baseline/staff.json", dump_rows(SPEC, base), observed_at_metadata(read[0]))
     deliver(env)
     key = getattr(base[0], PK)
-    # Three later versions of the first rows, and one late arrival (older than the current).
+    # Four later versions of the first rows; the last one is stamped older than the one
+    # before it (a transaction that wrote first and committed last), yet observed later.
     edits = [(1, 300, "A"), (2, 200, "B"), (3, 500, "C"), (4, 400, "late")]
-    for n, day, name in edits:
+    for (n, day, name), read_at in zip(edits, read[1:], strict=True):
         rows = [
             r.model_copy(
                 update={"first_name": f"{name}{i}", "last_updated": T0 + timedelta(days=day)}
             )
             for i, r in enumerate(base[: n + 1])
         ]
-        staged.append(rows)
-        put(env, staging_key(TABLE), dump_rows(SPEC, rows))
+        staged.append((read_at, rows))
+        put(env, staging_key(TABLE), dump_rows(SPEC, rows), observed_at_metadata(read_at))
         deliver(env)
 
-    # Independent reconstruction: every staged version, per key, ordered by last_updated.
-    versions: dict[int, set[tuple[datetime, str]]] = {}
-    for rows in staged:
+    # Independent reconstruction: every staged version, per key, in the order it was read.
+    versions: dict[int, list[tuple[datetime, str]]] = {}
+    for read_at, rows in staged:
         for r in rows:
-            text = row_json(SPEC, r)
-            versions.setdefault(getattr(r, PK), set()).add((r.last_updated, text))
-    timeline = sorted(versions[key])
+            versions.setdefault(getattr(r, PK), []).append((read_at, row_json(SPEC, r)))
+    timeline = versions[key]
 
     shown = cli("history", TABLE, str(key), "--json")
     assert shown.exit_code == 0, shown.output
     document = json.loads(shown.stdout)
     assert [v["row"] for v in document] == [json.loads(text) for _, text in timeline]
     assert len(document) == 5  # the baseline row and its four staged versions
-    assert [datetime.fromisoformat(v["valid_from"]) for v in document] == [t for t, _ in timeline]
+    valid_from = [datetime.fromisoformat(v["valid_from"]) for v in document]
+    assert valid_from == [t.replace(tzinfo=None) for t, _ in timeline]  # UTC
     assert document[-1]["valid_to"] is None
+    (current,) = [r for r in latest_rows(env) if getattr(r, PK) == key]
+    assert document[-1]["row"] == json.loads(row_json(SPEC, current))  # latest's: "late0"
 
-    for at in (T0 + timedelta(days=d) for d in (-1, 250, 350, 450, 600)):
+    for at in [read[0] - timedelta(minutes=1), *(t + timedelta(minutes=30) for t in read)]:
         expected = []
         for k in sorted(versions):
-            current = [text for t, text in sorted(versions[k]) if t <= at]
+            current = [text for t, text in versions[k] if t <= at]
             if current:
                 expected.append(current[-1])
-        out = tmp_path / f"asof-{at:%Y%m%d}.json"
-        result = cli("asof", TABLE, "--at", at.isoformat(), "--out", str(out))
+        out = tmp_path / f"asof-{at:%H%M}.json"
+        naive = at.replace(tzinfo=None).isoformat()
+        result = cli("asof", TABLE, "--at", naive, "--out", str(out))
         assert result.exit_code == 0, result.output
         got = [row_json(SPEC, r) for r in load_rows(SPEC, out.read_bytes(), str(out)).rows]
         assert got == expected, at
