@@ -1,7 +1,9 @@
 """The quick form of the reliability suite (`make reliability` runs the full one): each part
-asserts its zeros, and split in three so xdist can run them side by side."""
+asserts its zeros, and split in three so xdist can run them side by side; then two broken
+merges, to show the oracle is not the merge."""
 
-from services.merge import service as merge_service
+from services.merge import rules as merge_rules
+from services.merge.commit import CommitLog
 from tests.reliability.faults import run_faults
 from tests.reliability.hostile import run_hostile
 from tests.reliability.load import run_load
@@ -16,19 +18,38 @@ def test_fault_scenarios_lose_nothing_duplicate_nothing_and_replays_change_nothi
     assert tally.failures == []
     assert tally.scenarios == tally.scenarios_ok == QUICK.scenarios
     assert (tally.rows.lost, tally.rows.duplicated, tally.changed_by_replay) == (0, 0, 0)
+    assert (tally.rows.not_newest, tally.rows.unexpected) == (0, 0)
     assert tally.new_event_ids_on_replay == tally.stuck == 0
+    # what the scenarios are made of, so a change to the generator cannot quietly drop it
     assert tally.crashes > 0
     assert tally.races > 0
     assert tally.overwritten > 0
+    assert tally.delivered_early > 0  # delivery order is not observation order
+    assert tally.silent_edits > 0
+    assert tally.ingest_observed > 0
+    assert tally.layout_switches > 0
+    assert tally.redeliveries > 0
+    assert tally.replays > 0
 
 
 def test_the_suite_sees_a_merge_that_loses_history(monkeypatch):
-    """The oracle is not the merge: break the merge (history objects written empty) and the
-    same scenarios report rows lost."""
-    monkeypatch.setattr(merge_service, "dump_history", lambda spec, rows: b"[]")
+    """The oracle is not the merge: break the merge (log entries never copied to their history
+    objects) and the same scenarios report rows lost."""
+    monkeypatch.setattr(CommitLog, "_write_history", lambda self, entry: None)
     with quiet():
         tally = run_faults(4, QUICK.seed, fault_rate=0.0)
     assert tally.rows.lost > 0
+    assert tally.scenarios_ok < tally.scenarios
+
+
+def test_the_suite_sees_a_merge_that_ignores_observation_order(monkeypatch):
+    """Break the merge (every file counts as observed after latest's rows) and a file
+    delivered after a later-observed one takes latest: the suite reports latest wrong."""
+    monkeypatch.setattr(merge_rules, "_later", lambda observed, current: True)
+    with quiet():
+        tally = run_faults(4, QUICK.seed, fault_rate=0.0)
+    assert tally.delivered_early > 0
+    assert tally.rows.not_newest > 0
     assert tally.scenarios_ok < tally.scenarios
 
 
@@ -37,7 +58,7 @@ def test_hostile_inputs_are_each_handled_as_expected():
         tally = run_hostile(quick=True)
     assert tally.failures == []
     assert tally.cases == tally.handled >= 30
-    assert (tally.rows.lost, tally.rows.duplicated) == (0, 0)
+    assert (tally.rows.lost, tally.rows.duplicated, tally.rows.not_newest) == (0, 0, 0)
     assert set(tally.by_outcome) == {"quarantined", "ignored", "rejected", "merged"}
 
 
@@ -48,4 +69,5 @@ def test_load_through_the_local_runtime_merges_everything_and_leaves_the_dlq_emp
     assert tally.finished
     assert tally.files == 11 * QUICK.load_versions
     assert (tally.comparison.lost, tally.comparison.duplicated, tally.dlq_messages) == (0, 0, 0)
+    assert tally.comparison.not_newest == 0
     assert tally.files_per_second > 0

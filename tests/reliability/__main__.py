@@ -1,6 +1,7 @@
-"""`python -m tests.reliability [--scenarios N] [--seed S] [--quick]`: prints the summary table;
-exits 1 unless rows lost = rows duplicated = objects changed by a replay = 0 and every case
-was handled as expected."""
+"""`python -m tests.reliability [--scenarios N] [--seed S] [--quick] [--only N,...]`: prints
+the summary table; exits 1 unless rows lost = rows duplicated = objects changed by a replay = 0
+and every case was handled as expected. A failing fault scenario is named by seed and number:
+`--seed S --scenarios N --only K` runs scenario K alone, as it ran in the suite."""
 
 from __future__ import annotations
 
@@ -18,12 +19,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--load-versions", type=int, default=None, help="staging versions per table"
     )
+    parser.add_argument(
+        "--only", default=None, help="comma-separated fault scenario numbers to run alone"
+    )
     args = parser.parse_args(argv)
     params = Params.quick_form(args.seed) if args.quick else Params(seed=args.seed)
     if args.scenarios is not None:
         params.scenarios = args.scenarios
     if args.load_versions is not None:
         params.load_versions = args.load_versions
+    if args.only:
+        params.only = frozenset(int(n) for n in args.only.split(","))
     summary = run_suite(params, progress=True)
     for failure in summary.failures:
         print(f"FAILED: {failure}", file=sys.stderr)

@@ -18,30 +18,29 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote_plus
 
 from moto import mock_aws
 
+from ops.local.moto_edge import aws_like_moto
 from ops.sample_data import SampleDatabase
 from services.merge import handler as merge_handler
 from services.merge.observability import logger
+from shared.commitlog import REPLAY_OF_METADATA
 from shared.layout import baseline_key, quarantine_prefix, staging_key
+from shared.observation import OBSERVED_METADATA, observed_at_metadata
 from shared.rows import dump_rows, validate_rows
 from shared.tables import TABLES
 from tests.integration.merge_pipeline import BUCKET, LambdaContext, Pipeline
-from tests.reliability.oracle import (
-    Comparison,
-    compare,
-    expect,
-    object_versions,
-    parse_rows,
-    read_table,
-)
+from tests.reliability.oracle import Comparison, compare, expect, object_versions, read_table
 
 QUARANTINED, IGNORED, REJECTED, MERGED = "quarantined", "ignored", "rejected", "merged"
 T0 = datetime(2024, 11, 14, 9, 0, 0)
+# A file the ingest read before the prepared table's files were uploaded: observed first.
+READ_BEFORE = observed_at_metadata(datetime(2020, 1, 1, tzinfo=UTC))
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,8 @@ class Case:
     body: Callable[[Pipeline], str] | None = None
     table: str = "staff"
     area: str = "staging"
+    # object metadata of the staged file (`observed-at`: a file the ingest wrote)
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +70,12 @@ class HostileTally:
 
 
 # ---- building inputs -----------------------------------------------------------------------
+
+
+def parse_rows(data: bytes) -> list[Any]:
+    rows = json.loads(data.decode("utf-8-sig"), parse_float=Decimal)
+    assert isinstance(rows, list)
+    return rows
 
 
 def _rows(table: str, count: int, minutes: int = 30, **changes: Any) -> list[dict[str, Any]]:
@@ -188,10 +195,50 @@ def cases(quick: bool) -> list[Case]:
         ),
         Case("a bad baseline", QUARANTINED, "not valid JSON", data=b"[{", area="baseline"),
         Case(
+            "a replay of an archive that does not exist",
+            REJECTED,
+            "which does not exist",
+            data=_one(),
+            metadata={REPLAY_OF_METADATA: "archive/staff/staff_20240101T000000000000Z_00.json"},
+        ),
+        Case(
+            "a replay naming another table's archive",
+            REJECTED,
+            "not an archive of this table",
+            data=_one(),
+            metadata={REPLAY_OF_METADATA: "archive/payment/payment_20240101T000000000000Z_0.json"},
+        ),
+        Case(
             "duplicate keys in one file (newest wins)",
             MERGED,
             "",
             data=_file([*_rows("staff", 2, 40), *_rows("staff", 2, 35), *_rows("staff", 2, 50)]),
+        ),
+        Case(
+            "a silent edit (latest's last_updated, other content): observed later, it wins",
+            MERGED,
+            "",
+            data=_file(_rows("staff", 1, 20, first_name="Silently")),
+        ),
+        Case(
+            "an older last_updated observed later: it wins",
+            MERGED,
+            "",
+            data=_file(_rows("staff", 2, 5, first_name="Older")),
+        ),
+        Case(
+            "a file the ingest read before latest's rows: history only",
+            MERGED,
+            "",
+            data=_file(_rows("staff", 3, 45, first_name="ReadEarly")),
+            metadata=READ_BEFORE,
+        ),
+        Case(
+            "a baseline with older rows, observed later: it wins",
+            MERGED,
+            "",
+            data=_file(_rows("staff", 4, 1, first_name="Base")),
+            area="baseline",
         ),
         Case("a 1 MB string in a field", MERGED, "", data=_one(first_name="x" * 2**20)),
         Case(f"a file of {big_rows:,} rows", MERGED, "", data=_file(_rows("staff", big_rows))),
@@ -234,21 +281,27 @@ def cases(quick: bool) -> list[Case]:
             body=lambda _: '{"Records": [{"eventName": "x"}]}',
         ),
         Case(
-            "an event for a version that no longer exists",
-            REJECTED,
-            "is gone",
+            "an event for a version that no longer exists (its batch finished)",
+            IGNORED,
+            "already processed: the version is gone",
             body=_gone_version,
         ),
         Case(
-            "an event with an ETag that matches no version",
+            "an event for a version that never existed",
             IGNORED,
-            "no version with this eTag is left",
-            body=lambda _: notification(staging_key("staff"), etag=uuid.uuid4().hex),
+            "already processed: the version is gone",
+            body=lambda _: notification(staging_key("staff"), version=uuid.uuid4().hex),
+        ),
+        Case(
+            "an event naming no versionId",
+            REJECTED,
+            "names no versionId",
+            body=lambda _: notification(staging_key("staff")),
         ),
         Case(
             "an event with neither versionId nor ETag",
             REJECTED,
-            "neither versionId nor eTag",
+            "names no versionId",
             body=lambda _: notification(staging_key("staff"), etag=None),
         ),
     ]
@@ -292,8 +345,10 @@ class _Run:
         else:
             assert case.data is not None
             key = staging_key(case.table) if case.area == "staging" else baseline_key(case.table)
-            pipeline.s3.put_object(Bucket=BUCKET, Key=key, Body=case.data)
-            self.files.append(case.data)
+            pipeline.s3.put_object(Bucket=BUCKET, Key=key, Body=case.data, Metadata=case.metadata)
+            # observation order: a file the ingest read earlier comes before the prepared ones
+            first = OBSERVED_METADATA in case.metadata
+            self.files.insert(0 if first else len(self.files), case.data)
         messages = pipeline.receive()
         assert len(messages) == 1, f"expected one message, got {len(messages)}"
         merge_log_to(self.log)
@@ -309,7 +364,7 @@ class _Run:
 
 def check(case: Case, tally: HostileTally) -> list[str]:
     """Run one case in a fresh moto; the problems found (none: handled as expected)."""
-    with mock_aws():
+    with mock_aws(), aws_like_moto():
         run = _Run(case)
         run.prepare()
         s3 = run.pipeline.s3
@@ -334,7 +389,7 @@ def check(case: Case, tally: HostileTally) -> list[str]:
             if not ok:
                 problems.append("the record failed")
             latest, history = read_table(s3, BUCKET, table)
-            rows = compare(expect(run.spec.primary_key, run.files), latest, history)
+            rows = compare(expect(run.spec, run.files), latest, history)
             tally.rows.add(rows)
             problems += rows.details[:3]
             if case.data is not None:

@@ -1,60 +1,110 @@
-"""What the bucket should hold, computed from the staged versions alone, and how it compares.
+"""What the bucket should hold, computed from the staged files alone, and how it compares.
 
-Independent of services/merge on purpose: it never calls the merge's code. A row version is
-its JSON object with sorted keys (the audit columns of history dropped); the expected latest
-of a key is its version with the greatest `last_updated`, every other distinct version is
-expected in history exactly once. The bucket is read with plain `json`, not the shared reader.
+Independent of services/merge on purpose: it never calls the merge's code, it restates the
+rules (README, "The merge"). Versions are ordered by observation, not by `last_updated`:
+
+- a file is one observation (for a hand upload its notification's `eventTime`, then the
+  per-key `sequencer` as an integer; for a file the ingest wrote, its `observed-at`
+  metadata); files are given to `expect` in that order, which is not the order they were
+  delivered in;
+- inside one file the versions of a key are ordered by `last_updated`, then file order (a
+  version repeated in a file counts where it last appears); the last is the file's version;
+- latest holds, per key, the version of the latest observation; the row it replaced goes to
+  history each time (a row that went back to an earlier content is in history again); a
+  file's older versions go to history unless history holds that text or it is latest's row.
+
+Applying the files in observation order gives the most copies of each version the bucket may
+hold (latest and history together). Delivered in another order the merge may keep fewer
+(a delayed file adds only versions history lacks), never more, and never none: so a version
+staged but held nowhere is lost, a copy beyond that count is duplicated, and latest must be
+exactly the version of the latest observation. The bucket is read through shared/reader.py,
+which strips the audit columns (`_observed`, `_superseded_at`, `_batch`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 
-AUDIT_COLUMNS = ("_superseded_at", "_batch")
+from shared.reader import iter_history, read_latest
+from shared.rows import load_rows, row_json
+from shared.schemas import RowModel
+from shared.storage import BucketStore
+from shared.tables import TABLES, TableSpec
+
+# A point in observation order: the time, then S3's per-key sequencer (-1: none).
+Observed = tuple[datetime, int]
 
 
-def version_text(row: dict[str, Any]) -> str:
-    """The identity of one row version: every column, canonical order."""
-    return json.dumps(
-        {k: v for k, v in row.items() if k not in AUDIT_COLUMNS}, sort_keys=True, default=str
-    )
+def observed_of_notification(body: str) -> Observed:
+    """A hand upload's observation: its notification's `eventTime`, then `sequencer`."""
+    (record,) = json.loads(body)["Records"]
+    at = _utc(record["eventTime"])
+    sequencer = record["s3"]["object"].get("sequencer")
+    assert sequencer, "a notification without a sequencer: is moto patched (moto_edge)?"
+    return at, int(sequencer, 16)
 
 
-def parse_rows(data: bytes) -> list[dict[str, Any]]:
-    rows = json.loads(data.decode("utf-8-sig"), parse_float=Decimal)
-    assert isinstance(rows, list)
-    return rows
+def observed_of_metadata(text: str) -> Observed:
+    """A file the ingest wrote: its `observed-at` metadata (`<iso time>Z[#<hex sequencer>]`)."""
+    stamp, _, sequencer = text.partition("#")
+    return _utc(stamp), int(sequencer, 16) if sequencer else -1
+
+
+def _utc(text: str) -> datetime:
+    at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def file_versions(spec: TableSpec, data: bytes) -> dict[int, list[str]]:
+    """A file's distinct versions of each key (canonical text), in the file's order: by
+    `last_updated`, then where the version last appears; the last is the file's version."""
+    report = load_rows(spec, data, "staged file")
+    assert not report.problems, report.problems[:3]
+    placed: dict[int, dict[str, tuple[datetime, int]]] = {}
+    for position, row in enumerate(report.rows):
+        placed.setdefault(_key(spec, row), {})[row_json(spec, row)] = (row.last_updated, position)
+    return {
+        key: sorted(versions, key=lambda text: versions[text]) for key, versions in placed.items()
+    }
+
+
+def _key(spec: TableSpec, row: RowModel) -> int:
+    key: int = getattr(row, spec.primary_key)
+    return key
 
 
 @dataclass
 class Expected:
-    """The oracle of one table: expected latest (by key) and history (version texts)."""
+    """The oracle of one table: latest by key, and the most copies of each version (latest and
+    history together) the bucket may hold."""
 
-    primary_key: str
-    latest: dict[Any, str] = field(default_factory=dict)
-    history: set[str] = field(default_factory=set)
-
-    @property
-    def versions(self) -> set[str]:
-        return set(self.latest.values()) | self.history
+    spec: TableSpec
+    latest: dict[int, str] = field(default_factory=dict)
+    copies: Counter[str] = field(default_factory=Counter)
 
 
-def expect(primary_key: str, staged_files: list[bytes]) -> Expected:
-    """Every distinct version staged (in any file, in any order): newest per key to latest."""
-    by_key: dict[Any, dict[str, dict[str, Any]]] = {}
-    for data in staged_files:
-        for row in parse_rows(data):
-            by_key.setdefault(row[primary_key], {})[version_text(row)] = row
-    expected = Expected(primary_key)
-    for key, versions in by_key.items():
-        ranked = sorted(versions.items(), key=lambda item: str(item[1]["last_updated"]))
-        newest_text = ranked[-1][0]
-        expected.latest[key] = newest_text
-        expected.history.update(text for text, _ in ranked[:-1])
+def expect(spec: TableSpec, files_in_observation_order: Iterable[bytes]) -> Expected:
+    """Apply the rules to the staged files, earliest observation first (quarantined files
+    excluded: they never reach latest or history)."""
+    latest: dict[int, str] = {}
+    history: Counter[str] = Counter()
+    for data in files_in_observation_order:
+        for key, versions in file_versions(spec, data).items():
+            *older, top = versions
+            held = latest.get(key)
+            if held is not None and held != top:
+                history[held] += 1  # the row latest replaces, every time
+            latest[key] = top  # each file is observed after the ones before it
+            for text in older:
+                if text != top and not history[text]:
+                    history[text] += 1
+    expected = Expected(spec, latest)
+    expected.copies = history + Counter(latest.values())
     return expected
 
 
@@ -62,9 +112,9 @@ def expect(primary_key: str, staged_files: list[bytes]) -> Expected:
 class Comparison:
     """How the bucket differs from the oracle, in rows."""
 
-    lost: int = 0  # a staged distinct version in neither latest nor history
-    duplicated: int = 0  # extra copies of a version across latest and history
-    not_newest: int = 0  # keys whose latest row is not their newest version
+    lost: int = 0  # a staged version in neither latest nor history
+    duplicated: int = 0  # copies beyond what the observation order accounts for
+    not_newest: int = 0  # keys whose latest row is not the version of the latest observation
     unexpected: int = 0  # versions in the bucket that were never staged
     details: list[str] = field(default_factory=list)
 
@@ -80,46 +130,48 @@ class Comparison:
         self.details += other.details
 
 
-def compare(expected: Expected, latest: list[dict[str, Any]], history: list[dict[str, Any]]):
-    """Compare the rows read from latest and every history object with the oracle."""
-    seen = Counter(version_text(row) for row in [*latest, *history])
+def compare(expected: Expected, latest: Sequence[RowModel], history: Sequence[RowModel]):
+    """Compare the rows read from latest and from every history object with the oracle."""
+    spec = expected.spec
+    held = [row_json(spec, row) for row in latest]
+    seen = Counter(held) + Counter(row_json(spec, row) for row in history)
     result = Comparison()
-    wanted = expected.versions
-    for text in wanted - set(seen):
-        result.lost += 1
-        result.details.append(f"lost: {text[:200]}")
-    for text, count in seen.items():
-        if count > 1:
-            result.duplicated += count - 1
-            result.details.append(f"{count} copies: {text[:200]}")
-        if text not in wanted:
-            result.unexpected += 1
-            result.details.append(f"never staged: {text[:200]}")
-    held = {row[expected.primary_key]: version_text(row) for row in latest}
-    for key, text in expected.latest.items():
-        if held.get(key) != text:
+    for text, most in sorted(expected.copies.items()):
+        if not seen[text]:
+            result.lost += 1
+            result.details.append(f"lost: {short(text)}")
+        elif seen[text] > most:
+            result.duplicated += seen[text] - most
+            result.details.append(f"{seen[text]} copies (at most {most}): {short(text)}")
+    for text in sorted(set(seen) - set(expected.copies)):
+        result.unexpected += 1
+        result.details.append(f"never staged: {short(text)}")
+    by_key = {_key(spec, row): text for row, text in zip(latest, held, strict=True)}
+    for key, text in sorted(expected.latest.items()):
+        if by_key.get(key) != text:
             result.not_newest += 1
-            result.details.append(f"latest of {key} is not its newest version")
+            found = by_key.get(key)
+            result.details.append(
+                f"latest of {key} is {short(found) if found else 'missing'}, "
+                f"not the latest observation's {short(text)}"
+            )
     return result
 
 
-def read_table(
-    s3: Any, bucket: str, table: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The rows of latest and of every history object of a table, read with plain json."""
-    try:
-        latest = parse_rows(s3.get_object(Bucket=bucket, Key=f"latest/{table}.json")["Body"].read())
-    except s3.exceptions.NoSuchKey:
-        latest = []
-    history: list[dict[str, Any]] = []
-    for key in list_keys(s3, bucket, f"history/{table}/"):
-        history += parse_rows(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    return latest, history
+def short(text: str) -> str:
+    """A version's text for a report: its key, `last_updated` and the columns that vary."""
+    row: dict[str, Any] = json.loads(text)
+    key_column = next(iter(row))  # the canonical form starts with the primary key
+    shown = {key_column: row[key_column], "last_updated": row.get("last_updated")}
+    shown |= {k: v[-24:] for k, v in row.items() if isinstance(v, str) and " v" in v}
+    return json.dumps(shown)
 
 
-def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+def read_table(s3: Any, bucket: str, table: str) -> tuple[list[RowModel], list[RowModel]]:
+    """The rows of latest (either layout) and of every history object, through the reader."""
+    store, spec = BucketStore(bucket, s3), TABLES[table]
+    history = [item.row for _, items in iter_history(store, spec) for item in items]
+    return read_latest(store, spec).rows, history
 
 
 def object_versions(s3: Any, bucket: str, prefix: str = "") -> dict[str, list[tuple[str, ...]]]:

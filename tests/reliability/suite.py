@@ -31,6 +31,7 @@ class Params:
     seed: int = 1
     quick: bool = False
     load_versions: int = 200
+    only: frozenset[int] | None = None  # rerun just these fault scenarios (of `scenarios`)
 
     @classmethod
     def quick_form(cls, seed: int = 1) -> Params:
@@ -84,9 +85,13 @@ class Summary:
             ("scenarios run (ok)", f"{f.scenarios} ({f.scenarios_ok})"),
             ("  staged files / deliveries", f"{f.files} / {f.deliveries}"),
             ("  staging key overwritten before its merge", f"{f.overwritten}"),
+            ("  delivered after a file observed later", f"{f.delivered_early}"),
+            ("  files the ingest observed (observed-at)", f"{f.ingest_observed}"),
+            ("  silent edits (same last_updated, other row)", f"{f.silent_edits}"),
+            ("  tables switched to partitions mid-scenario", f"{f.layout_switches}"),
             ("faults injected / survived", f"{self.faults_injected} / {self.faults_survived}"),
             (
-                "  crashes at an adapter call (points covered)",
+                "  crashes at an AWS call (points covered)",
                 f"{f.crashes} / {f.crashes_survived} "
                 f"({len(f.crash_points)} of {len(CRASH_POINTS)})",
             ),
@@ -115,8 +120,15 @@ class Summary:
             ("rows lost", f"{self.lost}"),
             ("rows duplicated", f"{self.duplicated}"),
             ("objects changed by a replay", f"{self.changed_by_replay}"),
+            (
+                "  redeliveries / ingestctl replays after the end",
+                f"{f.redeliveries} / {f.replays}",
+            ),
             ("  new event ids on replay", f"{f.new_event_ids_on_replay}"),
-            ("  latest not the newest version / rows never staged", f"{not_newest} / {unexpected}"),
+            (
+                "  latest not the latest observation's / rows never staged",
+                f"{not_newest} / {unexpected}",
+            ),
         ]
         width = max(len(name) for name, _ in lines)
         verdict = "PASS" if self.ok else "FAIL"
@@ -184,7 +196,8 @@ def _warnings_off() -> Iterator[None]:
 def run_suite(params: Params, progress: bool = False) -> Summary:
     started = time.monotonic()
     with quiet():
-        faults = run_faults(params.scenarios, params.seed, progress=progress)
+        only = None if params.only is None else params.only.__contains__
+        faults = run_faults(params.scenarios, params.seed, progress=progress, only=only)
         _say(progress, "hostile inputs")
         hostile = run_hostile(params.quick)
         _say(progress, f"load: {len(TABLES)} tables x {params.load_versions} versions")
