@@ -11,6 +11,7 @@ from types import FrameType
 
 from ops.local.dispatcher import DispatcherConfig, Outcome
 from ops.local.functions import FunctionStartError, HandlerImportError
+from ops.local.moto_edge import install as install_moto_edge
 from ops.local.report import outcome_lines
 from ops.local.runtime import LocalRuntime, PortInUseError
 
@@ -42,6 +43,7 @@ def run_up(
     # shell's background job starts with SIGINT ignored).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    install_moto_edge()  # this process exists for the runtime: moto stays AWS-like for good
     runtime = LocalRuntime(
         _print_outcome,
         host=host,

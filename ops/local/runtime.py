@@ -15,6 +15,7 @@ from moto.server import ThreadedMotoServer
 
 from ops.local.dispatcher import Dispatcher, DispatcherConfig, Outcome
 from ops.local.functions import DEFAULT_HANDLERS, resolve_handler
+from ops.local.moto_edge import aws_like_moto
 from ops.local.resources import (
     DEFAULT_BUCKET,
     DEFAULT_REGION,
@@ -130,6 +131,8 @@ class LocalRuntime:
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         try:
+            # moto's S3 made to notify and write as AWS's does, while the runtime runs
+            self._environment.enter_context(aws_like_moto())
             # moto's backends live in this process, shared by every server and mock in it:
             # start from a clean slate (one runtime per process at a time).
             urllib.request.urlopen(
@@ -167,7 +170,7 @@ class LocalRuntime:
         if self._server is not None:
             self._server.stop()
             self._server = None
-        self._environment.close()  # leave this process as we found it
+        self._environment.close()  # leave this process (and moto) as we found it
 
     def __enter__(self) -> LocalRuntime:
         return self.start()
