@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
+from ops.local.moto_edge import aws_like_moto
 from ops.pg import LocalPostgres, PostgresUnavailableError
 from services.merge import handler as merge_handler
 from tests.integration.merge_pipeline import LAYOUTS, REGION, Pipeline, table_partitions
@@ -31,7 +32,8 @@ def aws_env(monkeypatch):
 
 @pytest.fixture
 def aws(aws_env):
-    with mock_aws():
+    """moto, with S3 notifications and conditional writes as AWS's (ops/local/moto_edge.py)."""
+    with mock_aws(), aws_like_moto():
         yield
 
 

@@ -6,6 +6,7 @@ import time
 import pytest
 from moto import mock_aws
 
+from ops.local.moto_edge import aws_like_moto
 from ops.local.resources import Clients, create_resources
 from shared import naming
 from shared.tables import TABLES
@@ -16,7 +17,7 @@ def deployment(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
+    with mock_aws(), aws_like_moto():
         clients = Clients.create(region="eu-west-2")
         yield clients, create_resources(clients, bucket="ingest-test")
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from ops.cli import app
 from ops.dismissal import quarantined_records
+from ops.local.moto_edge import aws_like_moto
 from ops.local.resources import Clients, create_resources
 from ops.sample_data import SampleDatabase
 from services.merge import handler as merge_handler
@@ -50,7 +51,7 @@ def aws(aws_env, monkeypatch):
     monkeypatch.setenv("BUCKET_NAME", BUCKET)
     monkeypatch.setenv("EVENT_BUS_NAME", naming.event_bus_name())
     monkeypatch.setenv("SCHEDULE_RULE_NAME", naming.ingest_schedule_rule_name())
-    with mock_aws():
+    with mock_aws(), aws_like_moto():
         clients = Clients.create(region="eu-west-2")
         deployment = create_resources(clients, bucket=BUCKET, tables=[TABLE])
         for queue in [*deployment.consumers.values(), deployment.tables[TABLE].queue]:

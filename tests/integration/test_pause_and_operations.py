@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 from moto import mock_aws
 
+from ops.local.moto_edge import aws_like_moto
 from ops.local.resources import Clients, create_resources
 from ops.operations import REDRIVE_ORIGIN_ATTRIBUTE, Operator, ResumeRefusedError
 from services.pause.adapters import PAUSE_RECORD_KEY
@@ -28,7 +29,7 @@ def aws(monkeypatch):
     monkeypatch.setenv("BUCKET_NAME", BUCKET)
     monkeypatch.setenv("EVENT_BUS_NAME", naming.event_bus_name())
     monkeypatch.setenv("SCHEDULE_RULE_NAME", naming.ingest_schedule_rule_name())
-    with mock_aws():
+    with mock_aws(), aws_like_moto():
         clients = Clients.create(region="eu-west-2")
         deployment = create_resources(clients, bucket=BUCKET, tables=["staff", "payment"])
         queues = [*deployment.consumers.values(), *(t.queue for t in deployment.tables.values())]
