@@ -2,19 +2,21 @@
 
 docs/merge_protocol.md, "Version order": versions are ordered by observation. A batch is one
 observation; inside it, several versions of one key are ordered by `last_updated`, then file
-order. For each key the batch names, latest keeps the version of the latest observation and
-every other version it knows of goes to history once. The row latest replaces always goes to
-history, so a row that really went back to an earlier content is a new occurrence there; a
-version that would go to history for any other reason (an older in-file version, a batch
-observed before latest's row) is left out when history already holds its text: it is the same
-content seen again, which is also why the same batch applied twice changes nothing.
+order, and the last is the batch's version of the key. A batch observed after latest's row
+(or naming a new key) puts its version into latest; the row it replaces always goes to
+history (it is in latest, so not in history), so a row that really went back to an earlier
+content is a new occurrence there; latest's row seen again is not a new version but takes the
+later observation (a file observed in between must not beat it). A batch observed before
+latest's row changes nothing in latest. Any other version — an older one inside a file, or
+one of an earlier observation — goes to history unless history or latest already holds that
+content: the same content seen again (a file may repeat versions, as a cumulative upload
+does), which is also why the same batch applied twice changes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import pairwise
 
 from shared.history import HistoryRow
@@ -77,15 +79,16 @@ def versions_by_key(spec: TableSpec, rows: Iterable[RowModel]) -> dict[int, list
 def keys_needing_history(
     spec: TableSpec, held: Mapping[int, Version], staged: Sequence[RowModel], observed: Observation
 ) -> set[int]:
-    """Keys whose staged versions may already be in history: they would go there now (older
-    in-file versions, or all of a batch observed before latest's row). Only these need history
-    read back; a batch of new observations reads latest and nothing else."""
-    needed = set()
-    for key, versions in versions_by_key(spec, staged).items():
-        current = held.get(key)
-        if len(versions) > 1 or (current is not None and not _later(observed, current)):
-            needed.add(key)
-    return needed
+    """Keys whose staged versions may already be in history: a file's versions that it only
+    passes through, and every version of a batch observed before latest's row (a delayed
+    delivery, a redelivery, a replay). Only these need history read back (rare); a batch of
+    one new version per key reads latest and nothing else."""
+    return {
+        key
+        for key, versions in versions_by_key(spec, staged).items()
+        if len(versions) > 1
+        or ((current := held.get(key)) is not None and not _later(observed, current))
+    }
 
 
 def merge(
@@ -119,30 +122,55 @@ def _merge_key(
     known: Collection[str],
     result: MergeResult,
 ) -> None:
+    if current is not None and not _later(observed, current):
+        _apply_earlier(spec, key, current, versions, observed, batch, known, result)
+        return
     newest = versions[-1]
-    # (version, what superseded it: its last_updated) for every version leaving the picture
-    leaving: list[tuple[Version, datetime]] = [
-        (Version(row, observed), later.last_updated) for row, later in pairwise(versions)
-    ]
+    taken = {row_json(spec, newest)}  # texts this key now has in latest or sends to history
     if current is None:
         result.inserted.append(key)
-        result.written[key] = Version(newest, observed)
-    elif row_json(spec, newest) == row_json(spec, current.row):
-        result.unchanged.append(key)  # seen again: latest's row (and its observation) stays
-    elif _later(observed, current):
+    elif row_json(spec, current.row) in taken:
+        result.unchanged.append(key)  # seen again: no new version
+    else:  # latest's row always goes: it is in latest, so not in history
         result.updated.append(key)
-        result.written[key] = Version(newest, observed)
         result.history.append(HistoryRow(current.row, newest.last_updated, batch, current.observed))
-    else:  # an earlier observation than latest's row: latest keeps it
-        result.late.append(key)
-        leaving.append((Version(newest, observed), current.row.last_updated))
-    kept = current.row if current is not None and key not in result.written else newest
-    kept_text = row_json(spec, kept)
-    for version, superseded_at in leaving:
-        text = row_json(spec, version.row)
-        if text == kept_text or text in known:
+        taken.add(row_json(spec, current.row))
+    # latest's row seen again still takes this observation: a file observed in between must
+    # not beat it
+    result.written[key] = Version(newest, observed)
+    # the file's older versions (a file may repeat versions, as a cumulative upload does)
+    for row, later in pairwise(versions):
+        text = row_json(spec, row)
+        if text in taken or text in known:
             continue
-        result.history.append(HistoryRow(version.row, superseded_at, batch, observed))
+        taken.add(text)
+        result.history.append(HistoryRow(row, later.last_updated, batch, observed))
+
+
+def _apply_earlier(
+    spec: TableSpec,
+    key: int,
+    current: Version,
+    versions: list[RowModel],
+    observed: Observation,
+    batch: str,
+    known: Collection[str],
+    result: MergeResult,
+) -> None:
+    """Observed before latest's row: latest keeps it; the file's versions go to history, each
+    once, unless history (or latest) already has that content."""
+    held = row_json(spec, current.row)
+    if [row_json(spec, row) for row in versions] == [held]:
+        result.unchanged.append(key)
+        return
+    result.late.append(key)
+    taken = {held}
+    for row, later in zip(versions, [*versions[1:], current.row], strict=True):
+        text = row_json(spec, row)
+        if text in taken or text in known:
+            continue
+        taken.add(text)
+        result.history.append(HistoryRow(row, later.last_updated, batch, observed))
 
 
 def _later(observed: Observation, current: Version) -> bool:
