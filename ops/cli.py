@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ops.local.functions import DEFAULT_HANDLERS
 from ops.sample_data import SampleDatabase
@@ -48,16 +49,17 @@ def validate(
         try:
             raw = decode_rows(path.read_bytes(), str(path), allow_json_lines=True)
         except FileFormatError as exc:
-            err_console.print(f"[red]✗[/] {exc}")
+            err_console.print(f"[red]✗[/] {escape(str(exc))}")  # a file's text is not markup
             failed = True
             continue
         report = validate_rows(spec, raw, str(path))
         for problem in report.problems:
-            console.print(f"[red]✗[/] {problem}", markup=True, highlight=False)
+            console.print(f"[red]✗[/] {escape(str(problem))}", markup=True, highlight=False)
         bad_rows = len({p.row_index for p in report.problems})
         mark = "[green]✓[/]" if report.ok else "[red]✗[/]"
         console.print(
-            f"{mark} {path}: {report.rows_read} rows, {report.rows_read - bad_rows} valid, "
+            f"{mark} {escape(str(path))}: {report.rows_read} rows, "
+            f"{report.rows_read - bad_rows} valid, "
             f"{bad_rows} invalid",
             highlight=False,
         )

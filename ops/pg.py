@@ -221,6 +221,8 @@ def column_sql_type(spec: TableSpec, column: str) -> tuple[str, bool]:
         if len(members) != 1:
             raise TypeError(f"{spec.name}.{column}: cannot map {annotation!r} to one SQL type")
         annotation = members[0]
+    if typing.get_origin(annotation) is typing.Annotated:  # `Int64 | None`, `Text | None`
+        annotation = typing.get_args(annotation)[0]
     for python_type, sql_type in _SQL_TYPES:
         if isinstance(annotation, type) and issubclass(annotation, python_type):
             return sql_type, nullable

@@ -4,6 +4,12 @@ The merge compares rows by content, so the same row must always give the same by
 in a fixed order, timestamps with six fraction digits, money as an exact JSON number with no
 trailing zeros. JSON is read with `Decimal` for every non-integer number so that money never
 passes through a binary float.
+
+Files come from outside, so every input is hostile until validated: whatever `decode_rows`
+cannot read is a `FileFormatError` naming the file, and everything else that is wrong (a
+duplicated column, an integer literal too long to read, a number out of range, text that is not
+writable as UTF-8) is a `RowProblem` of its row, never an exception. What `validate_rows`
+accepts, `row_json` writes as is: the checks are in validation, the writer stays fast.
 """
 
 from __future__ import annotations
@@ -14,21 +20,37 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from shared.schemas import RowModel
 from shared.tables import TableSpec
-from shared.types import format_money, format_timestamp
+from shared.types import INT64_MAX, INT64_MIN, format_money, format_timestamp
 
 _MAX_VALUE_TEXT = 80
+
+# The key under which `decode_rows` leaves the columns an object gave more than once, with every
+# value given, for `validate_rows` to report (json keeps only the last). Not a column name a
+# schema can have, and not an audit (underscore) column, so it stays with the row's columns.
+DUPLICATES = "\x00duplicated columns"
+
+
+def _readable(text: str) -> str:
+    """Text that can be printed and written as UTF-8, whatever a file put into it."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_Readable = Annotated[str, AfterValidator(_readable)]
 
 
 class FileFormatError(ValueError):
     """A file that is not a JSON array of rows (or JSON Lines, where allowed)."""
 
     def __init__(self, source: str, reason: str) -> None:
+        source, reason = _readable(source), _readable(reason)
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
@@ -39,13 +61,13 @@ class RowProblem(BaseModel):
 
     model_config = ConfigDict(defer_build=True)
 
-    table: str
-    source: str
+    table: _Readable
+    source: _Readable
     row_index: int
     primary_key: int | None
-    field: str | None
-    message: str
-    value: str | None
+    field: _Readable | None
+    message: _Readable
+    value: _Readable | None
 
     def __str__(self) -> str:
         where = f"{self.source}[{self.row_index}]"
@@ -70,6 +92,58 @@ class ValidationReport:
         return not self.problems
 
 
+class UnreadableNumber:
+    """A JSON number that Python cannot read, kept as its text for the row's report: an integer
+    of more digits than `int()` converts (4,300), or an exponent beyond what `Decimal` holds
+    (1e9999999999999999999). No column accepts one."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        if len(self.text) <= 24:
+            return self.text
+        return f"{self.text[:12]}...{self.text[-6:]} ({len(self.text)} characters)"
+
+
+def _integer(text: str) -> int | UnreadableNumber:
+    try:
+        return int(text)
+    except ValueError:
+        return UnreadableNumber(text)
+
+
+def _decimal(text: str) -> Decimal | UnreadableNumber:
+    try:
+        return Decimal(text)
+    except ArithmeticError:  # decimal.InvalidOperation: the exponent overflows
+        return UnreadableNumber(text)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a column given twice is recorded under `DUPLICATES`."""
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        given: dict[str, list[Any]] = {}
+        for name, value in pairs:
+            given.setdefault(name, []).append(value)
+        obj[DUPLICATES] = {name: values for name, values in given.items() if len(values) > 1}
+    return obj
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text, parse_float=Decimal, object_pairs_hook=_object)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, ArithmeticError):
+        # A number Python cannot read (int's digit limit, Decimal's exponent limit): read the
+        # text again, slower, keeping such numbers as text so their rows can be reported.
+        return json.loads(text, parse_float=_decimal, parse_int=_integer, object_pairs_hook=_object)
+
+
 def decode_rows(data: bytes, source: str, *, allow_json_lines: bool = False) -> list[Any]:
     """Parse a file's bytes into a list of raw rows; FileFormatError names what is wrong."""
     try:
@@ -82,7 +156,7 @@ def decode_rows(data: bytes, source: str, *, allow_json_lines: bool = False) -> 
     if allow_json_lines and stripped.startswith("{"):
         return _decode_json_lines(stripped, source)
     try:
-        parsed = json.loads(stripped, parse_float=Decimal)
+        parsed = _loads(stripped)
     except json.JSONDecodeError as exc:
         raise FileFormatError(
             source, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -100,20 +174,28 @@ def _decode_json_lines(text: str, source: str) -> list[Any]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line, parse_float=Decimal))
+            rows.append(_loads(line))
         except json.JSONDecodeError as exc:
             raise FileFormatError(source, f"line {number} is not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise FileFormatError(
+                source, f"line {number} is not valid JSON: nested too deeply"
+            ) from None
     return rows
 
 
+_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+
+
 def _kind(value: Any) -> str:
-    return {dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
+    return "null" if value is None else _KINDS.get(type(value), "a number")
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4,300 digits (given by a caller, not by JSON)
+        return f"an integer of {value.bit_length()} bits"
     if len(text) > _MAX_VALUE_TEXT:
         return f"{text[:_MAX_VALUE_TEXT]}... ({len(text)} chars)"
     return text
@@ -137,31 +219,84 @@ def validate_rows(spec: TableSpec, raw_rows: Sequence[Any], source: str) -> Vali
                 )
             )
             continue
-        key = raw.get(spec.primary_key)
-        known_key = key if isinstance(key, int) and not isinstance(key, bool) else None
+        duplicated = raw.get(DUPLICATES)
+        if duplicated is not None:
+            raw = {name: value for name, value in raw.items() if name != DUPLICATES}
+        known_key = _known_key(raw.get(spec.primary_key), duplicated, spec.primary_key)
+        found = [
+            _problem(spec, source, index, known_key, name, message, value)
+            for name, message, value in _duplicate_problems(duplicated)
+        ]
         try:
-            valid.append(spec.row_model.model_validate(raw))
+            row = spec.row_model.model_validate(raw)
         except ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                field = ".".join(str(part) for part in error["loc"]) or None
-                message = {
-                    "extra_forbidden": "unknown column (not in the table's schema)",
-                    "missing": "required column is missing",
-                }.get(error["type"], error["msg"])
-                value = None if error["type"] == "missing" else _short(error["input"])
-                problems.append(
-                    RowProblem(
-                        table=spec.name,
-                        source=source,
-                        row_index=index,
-                        primary_key=known_key,
-                        field=field,
-                        message=message,
-                        value=value,
-                    )
-                )
+            found += [
+                _problem(spec, source, index, known_key, *_describe(error))
+                for error in exc.errors(include_url=False)
+            ]
+        if found:
+            problems += found
+        else:
+            valid.append(row)
     return ValidationReport(
         table=spec.name, source=source, rows_read=len(raw_rows), rows=valid, problems=problems
+    )
+
+
+def _known_key(key: Any, duplicated: Any, name: str) -> int | None:
+    """The row's primary key where it is one (an int in range, given once)."""
+    if type(key) is not int or not INT64_MIN <= key <= INT64_MAX:
+        return None
+    return None if isinstance(duplicated, dict) and name in duplicated else key
+
+
+def _duplicate_problems(duplicated: Any) -> list[tuple[str | None, str, str | None]]:
+    if duplicated is None:
+        return []
+    if not isinstance(duplicated, dict):  # the marker key given by a file, not by decode_rows
+        return [(_short(DUPLICATES), "unknown column (not in the table's schema)", None)]
+    message = "column given more than once in the row (JSON keeps only one of the values)"
+    return [(str(name), message, _short(values)) for name, values in duplicated.items()]
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown column (not in the table's schema)",
+    "missing": "required column is missing",
+}
+_OUT_OF_RANGE = f"integer out of range (the warehouse's is {INT64_MIN}..{INT64_MAX})"
+
+
+def _describe(error: Any) -> tuple[str | None, str, str | None]:
+    """A Pydantic error as (field, message, value)."""
+    field = ".".join(str(part) for part in error["loc"]) or None
+    message = _MESSAGES.get(error["type"], error["msg"])
+    if error["type"] == "string_unicode" and field is None:  # a column name, checked by Pydantic
+        field, message = str(error["input"]), "column name is not valid Unicode (not UTF-8)"
+    if error.get("ctx") in ({"ge": INT64_MIN}, {"le": INT64_MAX}):  # shared.types.Int64
+        message = _OUT_OF_RANGE
+    if isinstance(error.get("input"), UnreadableNumber):
+        message = "number out of range (too many digits or too large an exponent to read)"
+    value = None if error["type"] == "missing" else _short(error["input"])
+    return field, message, value
+
+
+def _problem(
+    spec: TableSpec,
+    source: str,
+    index: int,
+    key: int | None,
+    field: str | None,
+    message: str,
+    value: str | None,
+) -> RowProblem:
+    return RowProblem(
+        table=spec.name,
+        source=source,
+        row_index=index,
+        primary_key=key,
+        field=field,
+        message=message,
+        value=value,
     )
 
 

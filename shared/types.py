@@ -11,10 +11,23 @@ from datetime import date, datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
 
-_TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$", re.ASCII)
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
+
+# The warehouse's integer range (signed 64-bit, Postgres bigint / Parquet int64): every int
+# column, primary keys included, is refused outside it rather than failing a later load.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# Money's largest and smallest magnitude, as Decimal.adjusted() (the power of ten of its first
+# digit): |adjusted| <= 100. A Decimal such as 1E+999999999 is finite and tiny to send, but its
+# plain text (the canonical form never uses an exponent) is a gigabyte of zeros. Within the bound
+# the text is at most the number's own digits plus ~100 zeros, so formatting never amplifies an
+# input. 100 is far beyond any amount (the warehouse keeps decimal(12,2); the source's numeric
+# allows more, so the bound is not the warehouse's) and still leaves room for odd source data.
+MONEY_MAX_ADJUSTED = 100
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -22,6 +35,8 @@ def parse_timestamp(value: Any) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             raise ValueError("timestamp must be naive (the source column has no time zone)")
+        if type(value) is not datetime:  # a subclass: row_json writes exact datetimes only
+            return datetime.fromisoformat(value.isoformat(timespec="microseconds"))
         return value
     if not isinstance(value, str):
         raise ValueError(f"timestamp must be a string, got {type(value).__name__}")
@@ -62,9 +77,9 @@ def parse_money(value: Any) -> Decimal:
             "money must not arrive as a binary float; read JSON with Decimal for numbers"
         )
     if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, Decimal):
-        result = value
+        result = Decimal(value)
+    elif isinstance(value, Decimal):
+        result = value if type(value) is Decimal else Decimal(value)
     elif isinstance(value, str):
         try:
             result = Decimal(value.strip())
@@ -74,7 +89,26 @@ def parse_money(value: Any) -> Decimal:
         raise ValueError(f"money must be a decimal number, got {type(value).__name__}")
     if not result.is_finite():
         raise ValueError("money must be a finite number")
+    if abs(result.adjusted()) > MONEY_MAX_ADJUSTED:  # zero too: 0E-999999999 is a long text
+        raise ValueError(
+            f"money out of range: its first digit must be within 1E-{MONEY_MAX_ADJUSTED} .. "
+            f"1E+{MONEY_MAX_ADJUSTED} (this one's is at 1E{result.adjusted():+d})"
+        )
     return result
+
+
+def check_text(value: str) -> str:
+    """Text that can be written as UTF-8: JSON's `"\\ud800"` decodes to a lone surrogate, which
+    every string type accepts and every UTF-8 writer refuses."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"text is not valid Unicode: a lone surrogate ({value[exc.start]!r} at position "
+                f"{exc.start}) cannot be written as UTF-8"
+            ) from None
+    return value
 
 
 def format_money(value: Decimal) -> str:
@@ -91,6 +125,8 @@ Timestamp = Annotated[
     PlainSerializer(format_timestamp, return_type=str, when_used="json"),
 ]
 DateText = Annotated[str, BeforeValidator(parse_date_text)]
+Text = Annotated[str, AfterValidator(check_text)]
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 Money = Annotated[
     Decimal,
     BeforeValidator(parse_money),
