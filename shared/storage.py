@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 from botocore.exceptions import ClientError
@@ -55,8 +55,49 @@ class ObjectVersion:
     size: int
 
 
+class ObjectStore(Protocol):
+    """The port: what logic code may ask of a bucket (`BucketStore` is the S3 adapter)."""
+
+    bucket: str
+
+    def get(self, key: str, version_id: str | None = None) -> StoredObject: ...
+
+    def get_if_exists(self, key: str) -> StoredObject | None: ...
+
+    def metadata(self, key: str, version_id: str | None = None) -> dict[str, str]: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str | None = None,
+        create_only: bool = False,
+        metadata: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> WriteResult: ...
+
+    def versions(self, key: str) -> list[ObjectVersion]: ...
+
+    def iter_versions(self, key: str) -> Iterator[ObjectVersion]: ...
+
+    def delete_version(self, key: str, version_id: str) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def delete_keys(self, keys: list[str]) -> None: ...
+
+    def keys(self, prefix: str) -> Iterator[str]: ...
+
+
+# How S3 may answer a read of a key or version that is not there (`_denied_because_missing`)
+_DENIED = {"AccessDenied", "403", "Forbidden"}
+
+
 class BucketStore:
-    """Reads and writes one bucket."""
+    """Reads and writes one bucket (satisfies `ObjectStore`)."""
 
     def __init__(self, bucket: str, client: S3Client | None = None) -> None:
         self.bucket = bucket
@@ -73,9 +114,8 @@ class BucketStore:
         try:
             response = self.client.get_object(**kwargs)
         except ClientError as exc:
-            if _code(exc) in {"NoSuchKey", "NoSuchVersion", "404", "InvalidArgument"} or (
-                not version_id and self._denied_because_missing(exc, key)
-            ):
+            missing = {"NoSuchKey", "NoSuchVersion", "404", "InvalidArgument"}
+            if _code(exc) in missing or self._denied_because_missing(exc, key, version_id):
                 raise ObjectMissingError(f"s3://{self.bucket}/{key} ({version_id})") from None
             raise
         return StoredObject(
@@ -101,9 +141,8 @@ class BucketStore:
         try:
             response = self.client.head_object(**kwargs)
         except ClientError as exc:
-            if _code(exc) in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"} or (
-                not version_id and self._denied_because_missing(exc, key)
-            ):
+            missing = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
+            if _code(exc) in missing or self._denied_because_missing(exc, key, version_id):
                 raise ObjectMissingError(f"s3://{self.bucket}/{key} ({version_id})") from None
             raise
         return dict(response.get("Metadata", {}))
@@ -119,14 +158,30 @@ class BucketStore:
             raise
         return True
 
-    def _denied_because_missing(self, exc: ClientError, key: str) -> bool:
+    def _denied_because_missing(
+        self, exc: ClientError, key: str, version_id: str | None = None
+    ) -> bool:
         """S3 answers a missing key with 403, not 404, to a caller that may not list the bucket
         unconditionally (our roles may list only their own prefixes). Then ask the listing,
-        which those roles may make for this key: a 403 for a key that is there stays an error."""
-        if _code(exc) not in {"AccessDenied", "403", "Forbidden"}:
+        which those roles may make for this key: a 403 for a key that is there stays an error.
+
+        A read of one version carries no prefix, so S3 answers a version that is gone (deleted,
+        or never there) with 403 too: then the version listing of exactly this key decides. A
+        version it shows (an object or a delete marker) is there, and its 403 stays an error."""
+        if _code(exc) not in _DENIED:
             return False
+        if version_id:
+            return not self._version_listed(key, version_id)
         listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
         return not any(item["Key"] == key for item in listed.get("Contents", []))
+
+    def _version_listed(self, key: str, version_id: str) -> bool:
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+            entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            if any(e.get("Key") == key and e.get("VersionId") == version_id for e in entries):
+                return True
+        return False
 
     def put(
         self,
