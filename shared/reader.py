@@ -14,7 +14,7 @@ from shared.history import HistoryRow, load_history
 from shared.layout import history_prefix, latest_key, latest_manifest_key
 from shared.partitions import PartitionManifest
 from shared.schemas import RowModel
-from shared.storage import BucketStore
+from shared.storage import ObjectStore
 from shared.tables import TableSpec
 from shared.versions import Version, load_versions
 
@@ -31,7 +31,7 @@ class LatestSnapshot:
         return self.etag is not None
 
 
-def read_latest(store: BucketStore, spec: TableSpec) -> LatestSnapshot:
+def read_latest(store: ObjectStore, spec: TableSpec) -> LatestSnapshot:
     """latest's rows, in either form: a partition manifest (whose ETag the snapshot carries)
     and the partitions it lists, or the single `latest/<table>.json`.
 
@@ -46,7 +46,7 @@ def read_latest(store: BucketStore, spec: TableSpec) -> LatestSnapshot:
     return LatestSnapshot(rows=rows, etag=etag)
 
 
-def latest_commit_key(store: BucketStore, spec: TableSpec) -> str | None:
+def latest_commit_key(store: ObjectStore, spec: TableSpec) -> str | None:
     """The object whose write commits latest (its metadata names the batch): the partition
     manifest of a partitioned table, else the single file; None before the first merge."""
     for key in (latest_manifest_key(spec.name), latest_key(spec.name)):
@@ -55,21 +55,21 @@ def latest_commit_key(store: BucketStore, spec: TableSpec) -> str | None:
     return None
 
 
-def iter_latest(store: BucketStore, spec: TableSpec) -> Iterator[tuple[list[RowModel], str]]:
+def iter_latest(store: ObjectStore, spec: TableSpec) -> Iterator[tuple[list[RowModel], str]]:
     """latest's rows a partition at a time (one partition in memory), in key order, each with
     the ETag of the object that commits them (the manifest, or the single file)."""
     for versions, etag in iter_latest_versions(store, spec):
         yield [version.row for version in versions], etag
 
 
-def read_latest_versions(store: BucketStore, spec: TableSpec) -> list[Version]:
+def read_latest_versions(store: ObjectStore, spec: TableSpec) -> list[Version]:
     """latest's rows with when each was observed (its `_observed`), in key order; [] before
     the first merge. For readers that order versions (`history`, `asof`)."""
     return [version for versions, _ in iter_latest_versions(store, spec) for version in versions]
 
 
 def iter_latest_versions(
-    store: BucketStore, spec: TableSpec
+    store: ObjectStore, spec: TableSpec
 ) -> Iterator[tuple[list[Version], str]]:
     """`iter_latest` with each row's observation: a partition at a time, with the ETag of the
     object that commits it. latest is ours: a row that fails is a bug or a schema change
@@ -91,17 +91,17 @@ def iter_latest_versions(
         yield load_versions(spec, data, f"s3://{store.bucket}/{part.key}"), found.etag
 
 
-def history_keys(store: BucketStore, spec: TableSpec) -> list[str]:
+def history_keys(store: ObjectStore, spec: TableSpec) -> list[str]:
     """The table's history objects, oldest first (their names start with the batch's stamp)."""
     return sorted(store.keys(history_prefix(spec.name)))
 
 
-def read_history(store: BucketStore, spec: TableSpec, key: str) -> list[HistoryRow]:
+def read_history(store: ObjectStore, spec: TableSpec, key: str) -> list[HistoryRow]:
     """The rows of one history object (e.g. the one a HistoryAppended event names)."""
     return load_history(spec, store.get(key).data, f"s3://{store.bucket}/{key}")
 
 
-def iter_history(store: BucketStore, spec: TableSpec) -> Iterator[tuple[str, list[HistoryRow]]]:
+def iter_history(store: ObjectStore, spec: TableSpec) -> Iterator[tuple[str, list[HistoryRow]]]:
     """Each history object of the table with its rows, oldest first, one object in memory."""
     for key in history_keys(store, spec):
         yield key, read_history(store, spec, key)

@@ -36,11 +36,19 @@ def cli(*args):
     return CliRunner().invoke(app, [*args, "--bucket", BUCKET])
 
 
+def _key(row):
+    return row.staff_id
+
+
+def _name(row):
+    return row.first_name
+
+
 def asof_names(tmp_path, at):
     out = tmp_path / "asof.json"
     result = cli("asof", "staff", "--at", at.replace(tzinfo=None).isoformat(), "--out", str(out))
     assert result.exit_code == 0, result.output
-    return {r.staff_id: r.first_name for r in load_rows(SPEC, out.read_bytes(), str(out)).rows}
+    return {_key(r): _name(r) for r in load_rows(SPEC, out.read_bytes(), str(out)).rows}
 
 
 def test_history_and_asof_follow_observation_order_like_latest(pipeline, tmp_path):
@@ -56,9 +64,9 @@ def test_history_and_asof_follow_observation_order_like_latest(pipeline, tmp_pat
     pipeline.deliver()
 
     store = BucketStore(BUCKET, pipeline.s3)
-    latest = {r.staff_id: r.first_name for r in read_latest(store, SPEC).rows}
+    latest = {_key(r): _name(r) for r in read_latest(store, SPEC).rows}
     assert latest == {1: "late", 2: "Other"}
-    observed = {v.row.staff_id: v.observed for v in read_latest_versions(store, SPEC)}
+    observed = {_key(v.row): v.observed for v in read_latest_versions(store, SPEC)}
     assert observed == {1: Observation(late_read), 2: Observation(READ)}
 
     shown = cli("history", "staff", "1", "--json")

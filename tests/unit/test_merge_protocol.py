@@ -126,7 +126,6 @@ FILES = [
 
 
 def test_a_crash_before_every_call_then_redelivery_loses_and_doubles_nothing():
-    calls = []
     clean = Bucket()
     refs = [clean.upload(rows, "baseline" if i == 0 else "staging") for i, rows in enumerate(FILES)]
     before = len(clean.store.calls)

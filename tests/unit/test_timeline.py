@@ -100,6 +100,7 @@ def test_latest_is_current_and_no_interval_ends_before_it_begins():
     history = [version(1, 40, "w", _observed=seen(10))]
     [w, x] = timelines(latest, history, "id")[1]
     assert (w.row["value"], x.row["value"]) == ("w", "x")
+    assert w.valid_to is not None
     assert w.valid_from <= w.valid_to == x.valid_from == SEEN
     assert x.valid_to is None
 
