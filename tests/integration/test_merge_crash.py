@@ -14,8 +14,8 @@ from shared.commitlog import log_prefix
 from shared.layout import batch_id, object_stamp
 from shared.observation import observed_at_metadata
 from shared.rows import dump_rows, row_json
-from shared.schemas import Staff
 from shared.tables import TABLES
+from tests import rows
 from tests.integration.conftest import AWS_ENV
 from tests.integration.merge_pipeline import (
     BUCKET,
@@ -25,21 +25,13 @@ from tests.integration.merge_pipeline import (
     table_partitions,
 )
 
-T0 = datetime(2024, 11, 14, 9, 0, 0)
+T0 = rows.T0
 # Before anything S3 stamps in a run: a file the ingest read then is observed before latest.
 READ_EARLIER = observed_at_metadata(datetime(2020, 1, 1, tzinfo=UTC))
 
 
 def staff(key, minutes, name="Jeremie"):
-    return Staff(
-        staff_id=key,
-        first_name=name,
-        last_name="Franey",
-        department_id=2,
-        email_address=f"s{key}@terrifictotes.com",
-        created_at=T0 - timedelta(days=1),
-        last_updated=T0 + timedelta(minutes=minutes),
-    )
+    return rows.staff(key, minutes, name, created=T0 - timedelta(days=1))
 
 
 BASELINE = [staff(1, 0), staff(2, 0), staff(3, 0)]

@@ -19,29 +19,16 @@ from shared.layout import latest_key, latest_manifest_key, staging_key
 from shared.observation import OBSERVED_COLUMN, Observation, observed_at_metadata
 from shared.quarantine import quarantine_record_key
 from shared.rows import row_json
-from shared.schemas import Staff
 from shared.tables import TABLES
 from tests.integration.merge_pipeline import BUCKET, Call, LambdaContext, crash
+from tests.rows import staff
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 
-T0 = datetime(2024, 11, 14, 9, 0, 0)
 # Before anything S3 stamps in a test run: a file the ingest read then is observed first.
 READ_EARLIER = datetime(2020, 1, 1, tzinfo=UTC)
 # What the merge writes and what a replay or redrive must leave alone.
 MERGED = ("latest/", "history/", "archive/", "_state/log/")
-
-
-def staff(key, minutes, name="Jeremie"):
-    return Staff(
-        staff_id=key,
-        first_name=name,
-        last_name="Franey",
-        department_id=2,
-        email_address=f"s{key}@terrifictotes.com",
-        created_at=T0,
-        last_updated=T0 + timedelta(minutes=minutes),
-    )
 
 
 def texts(rows):

@@ -2,7 +2,6 @@
 what a typical merge touches; the one reader of both forms."""
 
 import random
-from datetime import datetime, timedelta
 
 import pytest
 from moto import mock_aws
@@ -14,25 +13,12 @@ from shared.layout import latest_key, latest_manifest_key, latest_partition_pref
 from shared.partitions import PartitionManifest
 from shared.reader import iter_latest, read_latest
 from shared.rows import dump_rows, row_json
-from shared.schemas import Staff
 from shared.storage import BucketStore
 from shared.tables import TABLES
 from tests.integration.merge_pipeline import BUCKET, Pipeline, table_partitions
+from tests.rows import staff
 
-T0 = datetime(2024, 11, 14, 9, 0, 0)
 SPEC = TABLES["staff"]
-
-
-def staff(key, minutes, name="Jeremie"):
-    return Staff(
-        staff_id=key,
-        first_name=name,
-        last_name="Franey",
-        department_id=2,
-        email_address=f"s{key}@terrifictotes.com",
-        created_at=T0,
-        last_updated=T0 + timedelta(minutes=minutes),
-    )
 
 
 def random_batches(seed, batches=6):

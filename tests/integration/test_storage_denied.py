@@ -2,7 +2,6 @@
 bucket only under prefix conditions, as our roles may; moto always says 404, so the 403 is
 injected here the way S3 sends it."""
 
-from datetime import datetime, timedelta
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import boto3
@@ -11,10 +10,10 @@ from botocore.exceptions import ClientError
 
 from services.merge import handler as merge_handler
 from shared.rows import row_json
-from shared.schemas import Staff
 from shared.storage import BucketStore, ObjectMissingError, ObjectStore
 from tests.integration.merge_pipeline import BUCKET as PIPELINE_BUCKET
 from tests.integration.merge_pipeline import Pipeline, s3_answer
+from tests.rows import staff
 
 BUCKET = "denied-test"
 VERSIONED = "denied-versions-test"
@@ -164,21 +163,6 @@ def test_other_errors_for_a_version_are_not_resolved_by_a_listing(aws):
     with pytest.raises(ClientError, match="InvalidRequest"):
         BucketStore(VERSIONED, client).get("state/a.json", "v1")
     assert listings == []
-
-
-T0 = datetime(2024, 11, 14, 9, 0, 0)
-
-
-def staff(key, minutes, name="Jeremie"):
-    return Staff(
-        staff_id=key,
-        first_name=name,
-        last_name="Franey",
-        department_id=2,
-        email_address=f"s{key}@terrifictotes.com",
-        created_at=T0,
-        last_updated=T0 + timedelta(minutes=minutes),
-    )
 
 
 # ---- the merge, with S3 answering 403 for whatever is missing --------------------------------

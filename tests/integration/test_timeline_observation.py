@@ -10,9 +10,9 @@ from ops.cli import app
 from shared.observation import Observation, observed_at_metadata
 from shared.reader import read_latest, read_latest_versions
 from shared.rows import load_rows
-from shared.schemas import Staff
 from shared.storage import BucketStore
 from shared.tables import TABLES
+from tests import rows
 from tests.integration.merge_pipeline import BUCKET
 
 SPEC = TABLES["staff"]
@@ -21,15 +21,7 @@ READ = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # the baseline's read; the files 
 
 
 def staff(key, day, name):
-    return Staff(
-        staff_id=key,
-        first_name=name,
-        last_name="Franey",
-        department_id=2,
-        email_address=f"s{key}@terrifictotes.com",
-        created_at=T0,
-        last_updated=T0 + timedelta(days=day),
-    )
+    return rows.staff(key, name=name, days=day)
 
 
 def cli(*args):

@@ -18,29 +18,16 @@ from services.merge.source import ObjectRef
 from shared.commitlog import log_prefix
 from shared.reader import iter_history, read_latest
 from shared.rows import dump_rows, row_json
-from shared.schemas import Staff
 from shared.tables import TABLES
 from tests.fakes import ListSink, MemoryStore
 from tests.integration.merge_pipeline import table_partitions
+from tests.rows import staff
 
 SPEC = TABLES["staff"]
-T0 = datetime(2024, 11, 14, 9, 0, 0)
 
 
 class Crash(RuntimeError):
     pass
-
-
-def staff(key, minutes, name="Jeremie"):
-    return Staff(
-        staff_id=key,
-        first_name=name,
-        last_name="Franey",
-        department_id=2,
-        email_address=f"s{key}@terrifictotes.com",
-        created_at=T0,
-        last_updated=T0 + timedelta(minutes=minutes),
-    )
 
 
 class Bucket:

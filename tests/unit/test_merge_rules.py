@@ -9,29 +9,16 @@ from hypothesis import strategies as st
 from services.merge.rules import keys_needing_history, merge, primary_key
 from shared.observation import Observation
 from shared.rows import row_json
-from shared.schemas import Staff
 from shared.tables import TABLES
 from shared.versions import Version
+from tests.rows import staff
 
 SPEC = TABLES["staff"]
-T0 = datetime(2024, 11, 14, 9, 0, 0)
 
 
 def seen(n):
     """The n-th observation (later n, later observation)."""
     return Observation(datetime(2026, 12, 1, 12, 0, 0) + timedelta(minutes=n))
-
-
-def staff(key, minutes, name="Jeremie"):
-    return Staff(
-        staff_id=key,
-        first_name=name,
-        last_name="Franey",
-        department_id=2,
-        email_address=f"s{key}@terrifictotes.com",
-        created_at=T0,
-        last_updated=T0 + timedelta(minutes=minutes),
-    )
 
 
 def name(row):
