@@ -4,9 +4,10 @@ One file: the staged keys' rows are found by bisecting latest's bytes, and the e
 the rows it writes. Partitions: each partition the batch touches is read, spliced and written
 as a new immutable object (invisible until an entry's manifest names it), and the entry
 carries the new manifest. A table whose registry asks for partitions while latest is one file
-moves every row into partitions in the same entry. Which rows go to latest never depends on
-history; which superseded versions go to history does, for the keys `keys_needing_history`
-names (rare), answered by `known`.
+moves every row into partitions with the first batch that changes anything (a no-op, such as
+a replay, moves nothing). Which rows go to latest never depends on history; which superseded
+versions go to history does, for the keys `keys_needing_history` names (rare), answered by
+`known`.
 """
 
 from __future__ import annotations
@@ -59,20 +60,19 @@ class Planner:
 
     def plan(self, state: TableState, batch: Batch) -> Plan:
         spec = state.spec
-        moving = state.layout is Layout.SINGLE and spec.rows_per_partition is not None
-        if state.layout is Layout.PARTITIONED or moving:
-            result, manifest, replaced = self._partitioned(state, batch)
-            if not result.changes_anything and not moving:
+        if state.layout is Layout.SINGLE:
+            assert state.single is not None
+            result = self._decide(state, state.single, batch.rows, batch)
+            if not result.changes_anything:  # a no-op (a replay, a twin) moves nothing
                 return Plan(result, None)
-            return Plan(
-                result, self._entry(state, batch, result, manifest=manifest, replaced=replaced)
-            )
-        assert state.single is not None
-        result = self._decide(state, state.single, batch.rows, batch)
-        if not result.changes_anything:
+            if spec.rows_per_partition is None:
+                upserts = {key: version_json(spec, v) for key, v in result.written.items()}
+                return Plan(result, self._entry(state, batch, result, upserts=upserts))
+            # the registry asks for partitions: this change moves every row into them
+        result, manifest, replaced = self._partitioned(state, batch)
+        if not result.changes_anything and state.layout is Layout.PARTITIONED:
             return Plan(result, None)
-        upserts = {key: version_json(spec, v) for key, v in result.written.items()}
-        return Plan(result, self._entry(state, batch, result, upserts=upserts))
+        return Plan(result, self._entry(state, batch, result, manifest=manifest, replaced=replaced))
 
     def _decide(
         self, state: TableState, current: RowsFile, staged: list[RowModel], batch: Batch
