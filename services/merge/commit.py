@@ -95,7 +95,11 @@ class CommitLog:
                 self._write_history(entry)
             written = self._write_latest(state)
             if written is None:  # latest moved: start again from what it holds
-                state = self.roll_forward(self.read_state())
+                reread = self.read_state()
+                # entries it reflects now were copied (perhaps by us: a write whose answer
+                # was lost); their retired objects may still be there
+                self._drop_replaced([e for e in state.pending if e.seq <= reread.seq], check=True)
+                state = self.roll_forward(reread)
                 continue
             self._drop_replaced(state.pending)
             state = state.materialized(written)
@@ -149,9 +153,12 @@ class CommitLog:
         assert state.single is not None
         return state.single.dump()
 
-    def _drop_replaced(self, entries: Iterable[LogEntry]) -> None:
+    def _drop_replaced(self, entries: Iterable[LogEntry], *, check: bool = False) -> None:
         """Bare deletes: the objects stay as noncurrent versions, which readers holding an
-        older manifest still read by versionId (the lifecycle rule expires them)."""
+        older manifest still read by versionId (the lifecycle rule expires them). `check`:
+        only those still there (another copier may have dropped them: no second marker)."""
         gone = [key for entry in entries for key in entry.replaced]
+        if check:
+            gone = [key for key in gone if self.store.exists(key)]
         if gone:
             self.store.delete_keys(gone)

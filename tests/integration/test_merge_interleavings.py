@@ -17,6 +17,7 @@ import pytest
 
 from shared.rows import dump_rows, row_json
 from shared.tables import TABLES
+from tests.integration import merge_interleavings as mi
 from tests.integration.merge_interleavings import (
     BAD_INPUTS,
     BUCKET,
@@ -290,3 +291,20 @@ def test_g_duplicate_after_the_version_is_gone_with_403_for_missing_versions_suc
         assert w.snapshot() == before
         problems = _problems(w)
         assert not problems, problems
+
+
+@pytest.mark.parametrize(
+    ("plan", "fault"),
+    [
+        # the manifest's If-Match write succeeds, its answer is lost, botocore's retry gets 412:
+        # the partition it replaced must still be retired then, not by a later replay
+        ("generated-1-3", "lost:i2:c6"),
+        # a replay after a layout switch must not move the rows (a no-op moves nothing)
+        ("observation", "switch:i2:c15:after"),
+    ],
+)
+def test_cases_the_full_sweep_found(plan, fault):
+    result = mi.run_case(
+        mi.plan_named(plan, 1), mi.Fault.parse(fault), replays=None, staging_only=False
+    )
+    assert not result.violations, result.report(verbose=False)
