@@ -42,8 +42,13 @@ bench: $(STAMP)
 # The load part runs 11 tables x 40 versions: at 11 x 200 moto's in-process server grew past
 # 19 GB and was killed (its version listings also slow down as the bucket grows).
 RELIABILITY_ARGS ?= --scenarios 200 --seed 1 --load-versions 40
+# Then the full black-box interleaving sweep of the merge (crash before and after every AWS call,
+# paused twins, lost answers, layout switches; ~30 minutes a seed); `make test` runs its quick
+# form (tests/integration/test_merge_interleavings.py).
+INTERLEAVINGS_ARGS ?= --seed 1 --generated 6
 reliability: $(STAMP)
 	$(BIN)/python -m tests.reliability $(RELIABILITY_ARGS)
+	$(BIN)/python -m tests.integration.merge_interleavings full $(INTERLEAVINGS_ARGS)
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: $(STAMP)
