@@ -26,6 +26,12 @@ class ChainEventBus(Construct):
             event_pattern=events.EventPattern(account=[Aws.ACCOUNT_ID]),
             retention=constants.EVENT_ARCHIVE_RETENTION,
         )
+        # CDK 2.275 writes `KmsKeyIdentifier: ""` when no key is given (aws/aws-cdk#37847), and
+        # CloudFormation is reported to refuse the empty string in some regions. Without the
+        # property EventBridge encrypts the archive with its AWS owned key, as intended.
+        cfn_archive = self.archive.node.default_child
+        assert isinstance(cfn_archive, events.CfnArchive)
+        cfn_archive.add_property_deletion_override("KmsKeyIdentifier")
         consumer = naming.TRANSFORM_CONSUMER
         self.transform_dlq = sqs.Queue(
             self,
