@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import Aws, CfnCondition, CfnOutput, CfnParameter, Fn, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra import nag
+from infra.alarm_topic import AlarmTopic
 from infra.chain_dashboard import ChainDashboard
 from infra.event_bus import ChainEventBus
 from infra.ingest_bucket import IngestBucket
@@ -100,6 +102,10 @@ class IngestStack(Stack):
         alarms += [self.transform.dlq_alarm, self.transform.error_alarm]
         for p in self.pipelines:
             alarms += [p.dlq_alarm, p.age_alarm, p.error_alarm]
+        self.alarm_topic = AlarmTopic(
+            self, "Alarms", prefix=prefix, email=params["AlarmEmail"].value_as_string
+        )
+        self._notify_operators(alarms)
         ChainDashboard(
             self,
             "Dashboard",
@@ -111,6 +117,18 @@ class IngestStack(Stack):
         )
         self._outputs()
         nag.acknowledge_stack(self)
+
+    def _notify_operators(self, alarms: list[cloudwatch.Alarm]) -> None:
+        """Every alarm goes to the alarm topic (the pause rule reads the same alarms' state
+        changes on the default bus, which actions do not affect).
+
+        A DLQ holding messages or a stale queue is a condition: say when it clears too. The
+        error alarms count failures per 5 minutes and clear by themselves: ALARM only.
+        """
+        errors = [self.schedule.error_alarm, self.pause.error_alarm, self.transform.error_alarm]
+        errors += [p.error_alarm for p in self.pipelines]
+        for alarm in alarms:
+            self.alarm_topic.notify(alarm, when_cleared=alarm not in errors)
 
     def _parameters(self, source_secret_arn_default: str | None) -> dict[str, CfnParameter]:
         secret_kwargs: dict[str, Any] = {}
@@ -141,6 +159,16 @@ class IngestStack(Stack):
                 "connection (host, port, dbname, username, password)",
                 **secret_kwargs,
             ),
+            "AlarmEmail": CfnParameter(
+                self,
+                "AlarmEmail",
+                type="String",
+                default="",
+                allowed_pattern=r"^$|^[^@\s]+@[^@\s]+$",
+                constraint_description="an email address, or empty",
+                description="Email address told of every alarm (confirm the subscription "
+                "mail AWS sends); empty for none",
+            ),
         }
 
     def _optional_bucket_name(self, bucket: s3.Bucket, name: CfnParameter) -> None:
@@ -162,6 +190,7 @@ class IngestStack(Stack):
         output("AccessLogBucketName", self.storage.access_logs.bucket_name, "Its access logs")
         output("EventBusName", self.events.bus.event_bus_name, "The chain's event bus")
         output("EventBusArn", self.events.bus.event_bus_arn, "The chain's event bus")
+        output("AlarmTopicArn", self.alarm_topic.topic.topic_arn, "Every alarm notifies it")
         output("ScheduleRuleName", self.schedule.rule.rule_name, "The ingest schedule rule")
         output("IngestFunctionName", self.schedule.ingest.function.function_name, "Ingest")
         output("PauseFunctionName", self.pause.pause.function.function_name, "Pause")

@@ -94,6 +94,10 @@ def dashboard_name(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}-chain"
 
 
+def alarm_topic_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-alarms"
+
+
 def stack_name(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}-stack"
 
