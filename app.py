@@ -4,7 +4,8 @@
 Context (all optional): `prefix` (resource names, default `ingest`), `asset_dir` (the Lambda
 bundle, default `.lambda-bundle`, built by `make bundle`), `transform_asset_dir` (the
 transform's bundle, default `.lambda-bundle-transform`), `source_secret_arn` (default value
-of the SourceSecretArn parameter).
+of the SourceSecretArn parameter), `account_concurrency` (the account's Lambda concurrency
+quota: synth warns when the stack can run more executions at once).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def build_app(app: App) -> IngestStack:
     for folder in (asset_dir, transform_asset_dir):
         if not folder.is_dir():
             raise SystemExit(f"Lambda bundle {folder} is missing: run `make bundle` first")
+    account_concurrency = app.node.try_get_context("account_concurrency")
     stack = IngestStack(
         app,
         "IngestStack",
@@ -47,6 +49,7 @@ def build_app(app: App) -> IngestStack:
         transform_asset_dir=transform_asset_dir,
         prefix=prefix,
         source_secret_arn_default=app.node.try_get_context("source_secret_arn"),
+        account_concurrency=None if account_concurrency is None else int(account_concurrency),
     )
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return stack

@@ -7,6 +7,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 
 from shared import naming
+from shared.tables import TABLES
 
 # The newest Python Lambda offers in CDK 2.275; `scripts/bundle.py` builds wheels for the same
 # version, so the two must move together.
@@ -61,3 +62,32 @@ TRANSFORM_MEMORY_MB = 2048
 TRANSFORM_BATCH_SIZE = 10
 # Two transforms at once are safe (every warehouse file is replaced by a conditional write).
 TRANSFORM_MAX_CONCURRENCY = 2
+
+# Lambda concurrency. It is capped on the SQS event sources (MERGE_/TRANSFORM_MAX_CONCURRENCY),
+# never reserved. Ingest (on its schedule) and pause (on a DLQ alarm) are invoked
+# asynchronously and run one at a time in practice; several DLQ alarms at once can start more
+# pauses, but Lambda retries a throttled asynchronous invocation for hours, and pausing twice
+# changes nothing. (CDK's bucket notifications handler runs only during a deployment.)
+INGEST_MAX_CONCURRENCY = 1
+PAUSE_MAX_CONCURRENCY = 1
+
+
+def max_concurrent_executions(tables: int = len(TABLES)) -> int:
+    """The most executions the stack can run at once: every SQS event source at its maximum
+    concurrency (a merge per table, the transform), plus ingest and pause. The first run alone
+    needs more than a new account's 10: ingest writes every table's baseline at once, so a
+    merge per table runs beside ingest, and the transforms of their events follow."""
+    return (
+        tables * MERGE_MAX_CONCURRENCY
+        + TRANSFORM_MAX_CONCURRENCY
+        + INGEST_MAX_CONCURRENCY
+        + PAUSE_MAX_CONCURRENCY
+    )
+
+
+# The Lambda concurrency quota (per account and region) under which nothing of the stack is
+# throttled: 26 for the 11 totesys tables. New accounts can start with 10; raise it with
+# Service Quotas ("Concurrent executions"). Below it nothing is lost: a throttled merge's
+# message returns to its queue after the visibility timeout (6x the function timeout) and
+# goes to the DLQ only after naming.MAX_RECEIVE_COUNT receives (see docs/decisions.md).
+MIN_ACCOUNT_CONCURRENCY = max_concurrent_executions()

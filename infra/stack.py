@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Aws, CfnCondition, CfnOutput, CfnParameter, Fn, Stack
+from aws_cdk import Annotations, Aws, CfnCondition, CfnOutput, CfnParameter, Fn, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra import nag
+from infra import constants, nag
 from infra.alarm_topic import AlarmTopic
 from infra.chain_dashboard import ChainDashboard
 from infra.event_bus import ChainEventBus
@@ -24,12 +24,29 @@ from shared import naming
 from shared.tables import TABLES
 
 
+def concurrency_warning(account_concurrency: int | None) -> str | None:
+    """What to tell the deployer whose account allows fewer concurrent executions than the
+    stack can run at once (None: nothing, or the quota is not known)."""
+    needed = constants.MIN_ACCOUNT_CONCURRENCY
+    if account_concurrency is None or account_concurrency >= needed:
+        return None
+    return (
+        f"account_concurrency is {account_concurrency}, but this stack can run {needed} Lambda "
+        "executions at once (the first run starts a merge per table): some will be throttled "
+        "and retried after the queue's visibility timeout. Ask Service Quotas for at least "
+        f"{needed} concurrent executions."
+    )
+
+
 class IngestStack(Stack):
     """`asset_dir` is the Lambda code: the bundle `make bundle` builds (or any folder, in tests);
     `transform_asset_dir` the transform's own bundle (with pyarrow; default: `asset_dir`).
 
     `prefix` names every resource (shared/naming.py); it is fixed at synth time because names
     are needed to wire rules, alarms and outputs, and it lets two deployments share an account.
+
+    `account_concurrency`, when known, is the account's Lambda concurrency quota: below what
+    the stack can run at once, synth warns.
     """
 
     def __init__(
@@ -41,6 +58,7 @@ class IngestStack(Stack):
         transform_asset_dir: Path | None = None,
         prefix: str = naming.DEFAULT_PREFIX,
         source_secret_arn_default: str | None = None,
+        account_concurrency: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -117,6 +135,8 @@ class IngestStack(Stack):
         )
         self._outputs()
         nag.acknowledge_stack(self)
+        if warning := concurrency_warning(account_concurrency):
+            Annotations.of(self).add_warning_v2("ingest:accountConcurrency", warning)
 
     def _notify_operators(self, alarms: list[cloudwatch.Alarm]) -> None:
         """Every alarm goes to the alarm topic (the pause rule reads the same alarms' state
