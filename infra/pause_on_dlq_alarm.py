@@ -57,9 +57,11 @@ class PauseOnDlqAlarm(Construct):
         )
         pause_state = layout.state_key("pause*")
         self.pause.allow(
+            # DescribeRule first: a rule already disabled is not disabled again (and the
+            # pause is recorded as already in place).
             iam.PolicyStatement(
                 sid="DisableIngestSchedule",
-                actions=["events:DisableRule"],
+                actions=["events:DescribeRule", "events:DisableRule"],
                 resources=[schedule_rule_arn],
             ),
             bucket_access.listing("ListPauseRecords", bucket, [pause_state]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
@@ -160,8 +161,13 @@ class TablePipeline(Construct):
                 versions=True,
             )
         )
-        # Bad input goes straight to the DLQ, without retries (DESIGN §5).
-        self.dlq.grant_send_messages(fn.role)
+        # Bad input goes straight to the DLQ, without retries (DESIGN §5): the merge sends it
+        # by URL, so SendMessage alone (CDK's grant adds GetQueueAttributes, GetQueueUrl).
+        fn.allow(
+            iam.PolicyStatement(
+                sid="SendToDlq", actions=["sqs:SendMessage"], resources=[self.dlq.queue_arn]
+            )
+        )
         bus.grant_put_events_to(fn.role)
 
     def _alarms(self, table: str, prefix: str) -> None:

@@ -1,0 +1,190 @@
+"""Every role allows every call its function's code makes, and nothing else.
+
+Each test deploys the chain on moto (the local runtime's resources, named as the stack names
+them), then runs one function's own scenario through its real handler with real-shaped events,
+signed as a role holding exactly the policy documents the synthesized template gives that
+function, with moto's IAM enforcement on. Then, over every call the code made (recorded at
+botocore's hooks):
+- none was denied by moto;
+- each call's IAM authorisations (tests/infra/iam/calls.py) are real IAM actions and are
+  allowed by the role's documents as AWS evaluates them: resources and conditions included.
+  This second check is there because moto cannot: it evaluates no conditions of identity
+  policies and matches resources only for S3 and SQS (what is relaxed for moto is listed by
+  `policies.for_moto` and asserted below);
+- every action the role grants was used by the code, or by the AWS service acting for the
+  function (Lambda's logs, the SQS event source), with the reason in tests/infra/iam/roles.py.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from ops.local.moto_edge import aws_like_moto
+from services.merge import handler as merge_handler
+from services.pause.handler import handler as pause_handler
+from shared import naming
+from shared.layout import baseline_key, staging_key
+from shared.observation import observed_at_metadata
+from shared.rows import dump_rows
+from shared.tables import TABLES
+from tests.infra.iam import roles
+from tests.infra.iam.world import REGION, Signed, World, create_world, signed_as
+from tests.integration.merge_pipeline import LambdaContext, table_partitions
+from tests.rows import T0, staff
+
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+AWS_ENV = {
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
+
+
+@pytest.fixture
+def world(synth, monkeypatch):
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws(), aws_like_moto():
+        yield create_world(synth.template, list(TABLES))
+
+
+def use_environment(world: World, function_name: str, monkeypatch) -> None:
+    for name, value in world.function_environment(function_name).items():
+        monkeypatch.setenv(name, value)
+
+
+# ---- merge -----------------------------------------------------------------------------
+
+
+def _sqs_event(world: World, table: str, messages: list[Any]) -> dict[str, Any]:
+    queue = world.local.tables[table].queue
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m["Attributes"],
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue.arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
+
+
+def _deliver(world: World, signed, table: str, *, again: bool = False) -> list[str]:
+    """What the SQS event source does (as the admin: it is AWS's part), calling the merge
+    handler (signed as the role) with each batch; returns the failed message ids. `again`
+    delivers each message a second time, as SQS may (at-least-once)."""
+    failed: list[str] = []
+    queue = world.local.tables[table].queue
+    while True:
+        with world.as_admin(signed.recorder) as admin:
+            messages = admin.sqs.receive_message(
+                QueueUrl=queue.url, MaxNumberOfMessages=10, AttributeNames=["All"]
+            ).get("Messages", [])
+        if not messages:
+            return failed
+        for _ in range(2 if again else 1):
+            response = merge_handler.handler(_sqs_event(world, table, messages), LambdaContext())
+            failed += [f["itemIdentifier"] for f in response["batchItemFailures"]]
+        with world.as_admin(signed.recorder) as admin:
+            for m in messages:
+                admin.sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def _upload(world: World, signed, key: str, body: bytes) -> None:
+    """The ingest's upload (another role's call: made as the admin)."""
+    with world.as_admin(signed.recorder) as admin:
+        admin.s3.put_object(
+            Bucket=world.local.bucket,
+            Key=key,
+            Body=body,
+            Metadata=observed_at_metadata(datetime.now(UTC)),
+        )
+
+
+def row(table: str, key: int, minutes: int) -> Any:
+    """A version of row `key` of staff or department, `minutes` after T0."""
+    if table == "staff":
+        return staff(key, minutes)
+    stamp = T0 + timedelta(minutes=minutes)
+    fields: dict[str, Any] = {
+        "department_id": key,
+        "department_name": f"Department {key} at {minutes}",
+        "location": "Leeds",
+        "manager": "Ada",
+        "created_at": T0,
+        "last_updated": stamp,
+    }
+    return TABLES[table].row_model(**fields)
+
+
+def _merge_scenario(world: World, table: str, monkeypatch) -> Signed:
+    """A baseline; a staging file that replaces a row and adds one, delivered twice (the
+    second finds its version gone); a file with a bad row (quarantined, its message sent to
+    the DLQ)."""
+    name = naming.merge_function_name(table)
+    use_environment(world, name, monkeypatch)
+    spec = TABLES[table]
+    rows = [row(table, k, 0) for k in (1, 2, 3)]
+    merge_handler.use_service(None)
+    with signed_as(world, f"merge-{table}", world.role_documents(name), monkeypatch) as signed:
+        _upload(world, signed, baseline_key(table), dump_rows(spec, rows))
+        assert _deliver(world, signed, table) == []
+        changed = [row(table, 2, 30), row(table, 4, 30)]
+        _upload(world, signed, staging_key(table), dump_rows(spec, changed))
+        assert _deliver(world, signed, table, again=True) == []
+        _upload(world, signed, staging_key(table), b'[{"not_a_column": "x"}]')
+        assert _deliver(world, signed, table) == []
+    merge_handler.use_service(None)
+    dlq = world.admin.sqs.get_queue_attributes(
+        QueueUrl=world.local.tables[table].dlq.url,
+        AttributeNames=["ApproximateNumberOfMessages"],
+    )
+    assert dlq["Attributes"]["ApproximateNumberOfMessages"] == "1"
+    return signed
+
+
+def test_the_merge_role_allows_every_merge_call(world, monkeypatch):
+    """One table with latest as one file, another partitioned: each under its own role."""
+    one_file = _merge_scenario(world, "staff", monkeypatch)
+    with table_partitions("department", 2):
+        partitioned = _merge_scenario(world, "department", monkeypatch)
+    for signed in (one_file, partitioned):
+        assert signed.moto_policy.relaxed  # the prefix condition on listings, the bus's ARN
+    roles.check(one_file, partitioned, service_side=roles.LAMBDA_RUNTIME | roles.SQS_EVENT_SOURCE)
+    roles.check_event_source(one_file, world.local.tables["staff"].queue.arn)
+    roles.check_event_source(partitioned, world.local.tables["department"].queue.arn)
+
+
+# ---- pause -----------------------------------------------------------------------------
+
+
+def test_the_pause_role_allows_every_pause_call(world, monkeypatch):
+    name = naming.pause_function_name()
+    use_environment(world, name, monkeypatch)
+    event = json.loads((FIXTURES / "alarm_state_change.json").read_text())
+    context: Any = LambdaContext(function_name=name)
+    with signed_as(world, "pause", world.role_documents(name), monkeypatch) as signed:
+        first = pause_handler(event, context)
+        again = pause_handler(event, context)
+    assert first["changed"] is True
+    assert again["changed"] is False
+    state = world.admin.events.describe_rule(Name=naming.ingest_schedule_rule_name())["State"]
+    assert state == "DISABLED"
+    roles.check(signed)
