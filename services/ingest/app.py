@@ -13,11 +13,13 @@ from shared.storage import BucketStore
 
 
 def credentials_from(settings: IngestSettings) -> Callable[[], SourceCredentials]:
-    """The secret on AWS (read when the source is first used), else the local URL."""
+    """The secret on AWS (read when the source is first used), else the local URL; either
+    with the SOURCE_* settings over it."""
+    overrides = settings.source_overrides()
     if settings.source_secret_arn:
-        return SecretsManagerCredentials(settings.source_secret_arn)
+        return SecretsManagerCredentials(settings.source_secret_arn, overrides=overrides)
     url = settings.source_url or ""
-    return lambda: SourceCredentials.from_url(url)
+    return lambda: overrides.apply(SourceCredentials.from_url(url), "SOURCE_URL")
 
 
 def run_with_settings(settings: IngestSettings) -> IngestReport:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from services.ingest.source import SourceCredentials
+from services.ingest.source import SourceCredentials, SourceOverrides, SslMode
 from shared.naming import event_bus_name
 
 DEFAULT_OVERLAP_SECONDS = 300
@@ -20,7 +20,8 @@ class SettingsError(ValueError):
 
 class IngestSettings(BaseModel):
     """BUCKET_NAME, EVENT_BUS_NAME, SOURCE_SECRET_ARN or SOURCE_URL, SCHEDULE_RULE_NAME,
-    OVERLAP_SECONDS."""
+    OVERLAP_SECONDS; and over the secret's (or URL's) values, where given: SOURCE_HOST,
+    SOURCE_PORT, SOURCE_DATABASE, SOURCE_SSLMODE, SOURCE_CA_BUNDLE (a PEM file's path)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -29,6 +30,14 @@ class IngestSettings(BaseModel):
     # On AWS the source credentials come from Secrets Manager; locally from a URL.
     source_secret_arn: str | None = None
     source_url: str | None = Field(default=None, repr=False)
+    # Where and how to connect, over what the secret says (the stack's Source* parameters).
+    source_host: str | None = None
+    source_port: int | None = Field(default=None, ge=1, le=65535)
+    source_database: str | None = None
+    source_sslmode: SslMode | None = None
+    # A file of PEM CA certificates, relative to the working directory (the bundle's root,
+    # /var/task, on Lambda).
+    source_ca_bundle: str | None = None
     # The ingest reads nothing while this EventBridge rule is disabled (the pause).
     schedule_rule_name: str | None = None
     # How far behind the watermark each run re-reads, for rows committed late.
@@ -38,9 +47,18 @@ class IngestSettings(BaseModel):
     def _one_source(self) -> IngestSettings:
         if not self.source_secret_arn and not self.source_url:
             raise ValueError("set SOURCE_SECRET_ARN (on AWS) or SOURCE_URL (locally)")
-        if self.source_url:
-            SourceCredentials.from_url(self.source_url)  # a bad URL fails here, not per table
+        if self.source_url:  # a bad URL fails here, not per table
+            self.source_overrides().apply(SourceCredentials.from_url(self.source_url), "SOURCE_URL")
         return self
+
+    def source_overrides(self) -> SourceOverrides:
+        return SourceOverrides(
+            host=self.source_host,
+            port=self.source_port,
+            database=self.source_database,
+            sslmode=self.source_sslmode,
+            sslrootcert=self.source_ca_bundle,
+        )
 
     @property
     def overlap(self) -> timedelta:

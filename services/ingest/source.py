@@ -4,6 +4,12 @@ Only tables of the registry are ever read, and only the registry's columns, name
 the real database's physical column order differs from the ERD, and it holds tables of its
 own (Prisma's `_prisma_migrations`) that are none of our business. Identifiers are quoted by
 pg8000's own `identifier()`, values go as parameters.
+
+TLS follows libpq's `sslmode` meanings (docs/decisions.md): `disable` never encrypts,
+`prefer` (the default where nothing says otherwise) tries TLS without verifying and falls back
+to plain text, `require` encrypts without verifying the certificate, `verify-ca` verifies the
+chain against the CA bundle and `verify-full` the chain and the host name. The stack always
+sets one of the last three.
 """
 
 from __future__ import annotations
@@ -11,16 +17,24 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import boto3
 import pg8000.native
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from shared.tables import TableSpec
 
@@ -29,54 +43,149 @@ if TYPE_CHECKING:
 
 Row = dict[str, Any]
 
+SslMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
+VERIFYING: frozenset[str] = frozenset({"verify-ca", "verify-full"})
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+# The URL query parameters read (libpq's names); any other is refused rather than ignored.
+URL_PARAMETERS = ("sslmode", "sslrootcert")
+# Where each setting can be given besides the secret, for error messages.
+OVERRIDDEN_BY = {
+    "host": "SOURCE_HOST",
+    "port": "SOURCE_PORT",
+    "database": "SOURCE_DATABASE",
+    "sslmode": "SOURCE_SSLMODE",
+    "sslrootcert": "SOURCE_CA_BUNDLE",
+}
+
 
 class SourceConfigError(ValueError):
-    """Credentials that cannot be used: a malformed URL or secret."""
+    """Credentials that cannot be used: a malformed URL or secret, or an unreadable CA bundle."""
 
 
 class SourceCredentials(BaseModel):
-    """How to reach the source database (the shape of the Secrets Manager secret)."""
+    """How to reach the source database and how far to trust it (the secret's shape)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
-    host: str
-    port: int = 5432
-    # RDS-managed secrets say `dbname` and `username`; ours say `database` and `user`.
-    database: str = Field(validation_alias=AliasChoices("database", "dbname"))
-    user: str = Field(validation_alias=AliasChoices("user", "username"))
+    host: str = Field(min_length=1)
+    port: int = Field(default=5432, ge=1, le=65535)
+    # RDS secrets say `dbname` and `username`; ours say `database` and `user`.
+    database: str = Field(min_length=1, validation_alias=AliasChoices("database", "dbname"))
+    user: str = Field(min_length=1, validation_alias=AliasChoices("user", "username"))
     password: str = Field(repr=False)
-    ssl: bool = False
+    sslmode: SslMode = "prefer"
+    # The CAs verify-ca / verify-full trust: PEM text (a secret's `ca_bundle`) and/or a file
+    # (`sslrootcert`, as in libpq). Neither: the system's trust store (RDS's CA is not in it).
+    ca_bundle: str | None = Field(default=None, repr=False)
+    sslrootcert: str | None = None
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _pem(cls, value: str | None) -> str | None:
+        if value is not None and PEM_CERTIFICATE not in value:
+            raise ValueError(
+                f"must hold PEM certificates ({PEM_CERTIFICATE} ...); to name a file, use "
+                "sslrootcert"
+            )
+        return value
 
     @classmethod
     def from_url(cls, url: str) -> SourceCredentials:
-        """`postgresql://user:pass@host:port/db` (`?sslmode=require` turns TLS on)."""
+        """`postgresql://user:pass@host:port/db?sslmode=verify-full&sslrootcert=ca.pem`."""
         parts = urlsplit(url)
         if parts.scheme not in {"postgresql", "postgres"}:
             raise SourceConfigError("source URL must start with postgresql://")
+        try:
+            port = parts.port
+        except ValueError:
+            raise SourceConfigError("source URL has a port that is not a number") from None
         if not parts.hostname or not parts.username or not parts.path.strip("/"):
             raise SourceConfigError("source URL must name user, host and database")
-        return cls(
-            host=parts.hostname,
-            port=parts.port or 5432,
-            database=unquote(parts.path.strip("/")),
-            user=unquote(parts.username),
-            password=unquote(parts.password or ""),
-            ssl="sslmode=require" in parts.query or "sslmode=verify" in parts.query,
-        )
+        fields = {
+            "host": parts.hostname,
+            "port": port or 5432,
+            "database": unquote(parts.path.strip("/")),
+            "user": unquote(parts.username),
+            "password": unquote(parts.password or ""),
+            **_url_query(parts.query),
+        }
+        return credentials_from_fields(fields, "source URL")
 
     def url(self) -> str:
+        if self.ca_bundle:
+            raise SourceConfigError("a ca_bundle (PEM text) cannot be written into a URL")
         user, secret = quote(self.user, safe=""), quote(self.password, safe="")
-        query = "?sslmode=require" if self.ssl else ""
+        query: dict[str, str] = {"sslmode": self.sslmode} if self.sslmode != "prefer" else {}
+        if self.sslrootcert:
+            query["sslrootcert"] = self.sslrootcert
+        suffix = f"?{urlencode(query, quote_via=quote)}" if query else ""
         database = quote(self.database, safe="")
-        return f"postgresql://{user}:{secret}@{self.host}:{self.port}/{database}{query}"
+        return f"postgresql://{user}:{secret}@{self.host}:{self.port}/{database}{suffix}"
+
+
+def _url_query(query: str) -> dict[str, str]:
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(params) - set(URL_PARAMETERS))
+    if unknown:
+        raise SourceConfigError(
+            f"source URL parameter(s) {', '.join(unknown)} not supported "
+            f"(supported: {', '.join(URL_PARAMETERS)})"
+        )
+    return params
+
+
+class SourceOverrides(BaseModel):
+    """What the deployment says about the connection (stack parameters, as env vars): each
+    given value wins over the secret's (or URL's), so an RDS-managed secret holding only
+    `username` and `password` is enough."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+    sslmode: SslMode | None = None
+    sslrootcert: str | None = None
+
+    def over(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        # `database` is the first alias, so it beats a secret's `dbname`.
+        return {**fields, **self.model_dump(exclude_none=True)}
+
+    def apply(self, credentials: SourceCredentials, what: str) -> SourceCredentials:
+        return credentials_from_fields(self.over(credentials.model_dump()), what)
+
+
+def credentials_from_fields(fields: Mapping[str, Any], what: str) -> SourceCredentials:
+    """Validated credentials; an error names the fields at fault, never their values."""
+    try:
+        return SourceCredentials.model_validate(fields)
+    except ValidationError as exc:
+        raise SourceConfigError(f"{what} is not usable: {_fields(exc)}") from None
+
+
+def _fields(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"])
+        hint = OVERRIDDEN_BY.get(where)
+        also = f" (or set {hint})" if hint and error["type"] == "missing" else ""
+        problems.append(f"{where}: {error['msg']}{also}")
+    return "; ".join(problems)
 
 
 class SecretsManagerCredentials:
-    """Reads the source credentials from a Secrets Manager secret (JSON), on first use."""
+    """Reads the source credentials from a Secrets Manager secret (JSON), on first use, with
+    the deployment's overrides on top."""
 
-    def __init__(self, secret_id: str, client: SecretsManagerClient | None = None) -> None:
+    def __init__(
+        self,
+        secret_id: str,
+        client: SecretsManagerClient | None = None,
+        overrides: SourceOverrides | None = None,
+    ) -> None:
         self.secret_id = secret_id
         self._injected = client
+        self.overrides = overrides or SourceOverrides()
 
     @cached_property
     def client(self) -> SecretsManagerClient:
@@ -85,37 +194,127 @@ class SecretsManagerCredentials:
     def __call__(self) -> SourceCredentials:
         secret = self.client.get_secret_value(SecretId=self.secret_id)
         text = secret.get("SecretString")
+        what = f"secret {self.secret_id}"
         if text is None:
-            raise SourceConfigError(f"secret {self.secret_id} holds no SecretString")
+            raise SourceConfigError(f"{what} holds no SecretString")
         try:
-            return SourceCredentials.model_validate(json.loads(text))
-        except (json.JSONDecodeError, ValidationError) as exc:
+            fields = json.loads(text)
+        except json.JSONDecodeError as exc:
             # Never echo the secret itself: name what is wrong, not the value.
-            what = exc.msg if isinstance(exc, json.JSONDecodeError) else _fields(exc)
-            raise SourceConfigError(f"secret {self.secret_id} is not usable: {what}") from None
+            raise SourceConfigError(f"{what} is not usable: {exc.msg}") from None
+        if not isinstance(fields, dict):
+            raise SourceConfigError(f"{what} is not usable: not a JSON object")
+        return credentials_from_fields(self.overrides.over(fields), what)
 
 
-def _fields(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
-    )
+def ssl_context(credentials: SourceCredentials) -> ssl.SSLContext | bool | None:
+    """pg8000's `ssl_context` for the sslmode: False never asks for TLS, None asks and falls
+    back to plain text (`prefer`), a context insists on TLS."""
+    mode = credentials.sslmode
+    if mode == "disable":
+        return False
+    if mode == "prefer":
+        return None
+    # Not ssl.create_default_context(): from Python 3.13 it adds VERIFY_X509_STRICT, which
+    # refuses some CA certificates libpq (OpenSSL's defaults) accepts.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mode == "require":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    context.check_hostname = mode == "verify-full"
+    _trust(context, credentials)
+    return context
+
+
+def _trust(context: ssl.SSLContext, credentials: SourceCredentials) -> None:
+    if not credentials.sslrootcert and not credentials.ca_bundle:
+        context.load_default_certs()
+        return
+    if credentials.sslrootcert:
+        try:
+            context.load_verify_locations(cafile=credentials.sslrootcert)
+        except OSError as exc:  # ssl.SSLError (no certificate in it) is an OSError too
+            reason = str(exc) if isinstance(exc, ssl.SSLError) else exc.strerror or str(exc)
+            raise SourceConfigError(
+                f"CA bundle {credentials.sslrootcert} (sslrootcert) cannot be used: {reason}"
+            ) from None
+    if credentials.ca_bundle:
+        try:
+            context.load_verify_locations(cadata=credentials.ca_bundle)
+        except ssl.SSLError as exc:
+            raise SourceConfigError(f"ca_bundle holds no usable certificate: {exc}") from None
+
+
+def trusted_by(credentials: SourceCredentials) -> str:
+    """Which CAs a verifying connection trusts, in words (for error messages)."""
+    sources = []
+    if credentials.sslrootcert:
+        sources.append(f"the CA bundle {credentials.sslrootcert}")
+    if credentials.ca_bundle:
+        sources.append("the secret's ca_bundle")
+    return " and ".join(sources) or "the system trust store (which does not hold RDS's CA)"
 
 
 def connect(credentials: SourceCredentials) -> pg8000.native.Connection:
+    return _connection_to(credentials, ssl_context(credentials))
+
+
+def _connection_to(
+    credentials: SourceCredentials, context: ssl.SSLContext | bool | None
+) -> pg8000.native.Connection:
     return pg8000.native.Connection(
         user=credentials.user,
         password=credentials.password,
         host=credentials.host,
         port=credentials.port,
         database=credentials.database,
-        ssl_context=ssl.create_default_context() if credentials.ssl else None,
+        ssl_context=context,
         timeout=60,
         application_name="ingest",
     )
 
 
+def _open(
+    credentials: SourceCredentials, context: ssl.SSLContext | bool | None
+) -> pg8000.native.Connection:
+    """A read-only session."""
+    conn = _connection_to(credentials, context)
+    try:
+        conn.run("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    except BaseException:
+        with contextlib.suppress(OSError, pg8000.native.InterfaceError):
+            conn.close()
+        raise
+    return conn
+
+
 class SourceUnavailableError(RuntimeError):
     """The database cannot be reached at all: no table of this run can be read."""
+
+
+def unavailable(credentials: SourceCredentials, exc: Exception) -> SourceUnavailableError:
+    """The connection failure, saying where and, for TLS, what was not trusted."""
+    where = f"{credentials.host}:{credentials.port}/{credentials.database}"
+    message = f"cannot connect to {where} (sslmode={credentials.sslmode}): {exc}"
+    return SourceUnavailableError(message + _hint(credentials, exc))
+
+
+X509_V_ERR_HOSTNAME_MISMATCH = 62  # OpenSSL's verify code
+
+
+def _hint(credentials: SourceCredentials, exc: Exception) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code == X509_V_ERR_HOSTNAME_MISMATCH:
+            return (
+                f"; the certificate does not name {credentials.host}: connect by a name it "
+                "holds (verify-full checks it, verify-ca does not)"
+            )
+        return f"; the server's certificate was checked against {trusted_by(credentials)}"
+    if "no encryption" in str(exc):
+        return "; the server accepts only TLS connections: set sslmode"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -157,13 +356,17 @@ class PostgresSource:
 
     def _connection(self) -> pg8000.native.Connection:
         if self._conn is None:
-            credentials = self._credentials()
             try:
-                conn = connect(credentials)
-                conn.run("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                credentials = self._credentials()
+                context = ssl_context(credentials)
+            except (SourceConfigError, BotoCoreError, ClientError) as exc:
+                # The same for every table (a bad secret, no route to Secrets Manager): fail
+                # them all at once.
+                raise SourceUnavailableError(f"source credentials: {exc}") from exc
+            try:
+                conn = _open(credentials, context)
             except (OSError, pg8000.native.InterfaceError, pg8000.native.DatabaseError) as exc:
-                where = f"{credentials.host}:{credentials.port}/{credentials.database}"
-                raise SourceUnavailableError(f"cannot connect to {where}: {exc}") from exc
+                raise unavailable(credentials, exc) from exc
             self._conn = conn
         return self._conn
 
