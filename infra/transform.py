@@ -57,13 +57,21 @@ class Transform(Construct):
         latest = f"{layout.Area.LATEST}/*"
         history = f"{layout.Area.HISTORY}/*"
         warehouse = f"{layout.Area.WAREHOUSE}/*"
+        # A partitioned table's latest is read by the versions its manifest names.
         fn.allow_objects(
-            "ReadLatestAndHistory",
+            "ReadLatest",
+            bucket,
+            bucket_access.READ_VERSIONS,
+            [latest],
+            why_pattern="The transform reads every table's latest rows, a partitioned table's "
+            "by version (read only).",
+        )
+        fn.allow_objects(
+            "ReadHistory",
             bucket,
             bucket_access.READ,
-            [latest, history],
-            why_pattern="The transform reads every table's latest rows and history objects "
-            "(read only).",
+            [history],
+            why_pattern="The transform reads every table's history objects (read only).",
         )
         fn.allow_objects(
             "ReadWriteWarehouse",
@@ -73,7 +81,12 @@ class Transform(Construct):
             why_pattern="The warehouse's Parquet files and manifests, named by table and "
             "partition: only under warehouse/.",
         )
-        fn.allow(bucket_access.listing("ListSources", bucket, [latest, history, warehouse]))
+        fn.allow(
+            bucket_access.listing("ListSources", bucket, [latest, history, warehouse]),
+            # S3 answers a read of a version that is gone with 403: the listing of that key's
+            # versions tells gone from refused (shared/storage.py).
+            bucket_access.listing("ListLatestVersions", bucket, [latest], versions=True),
+        )
         bus.grant_put_events_to(fn.role)
         fn.function.add_event_source(
             sources.SqsEventSource(

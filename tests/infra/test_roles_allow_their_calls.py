@@ -26,12 +26,16 @@ import pytest
 from moto import mock_aws
 
 from ops.local.moto_edge import aws_like_moto
+from ops.sample_data import SampleDatabase
 from services.merge import handler as merge_handler
+from services.merge.settings import MergeSettings
+from services.merge.source import ObjectRef
 from services.pause.handler import handler as pause_handler
+from services.transform import handler as transform_handler
 from shared import naming
 from shared.layout import baseline_key, staging_key
 from shared.observation import observed_at_metadata
-from shared.rows import dump_rows
+from shared.rows import dump_rows, validate_rows
 from shared.tables import TABLES
 from tests.infra.iam import roles
 from tests.infra.iam.world import REGION, Signed, World, create_world, signed_as
@@ -66,24 +70,24 @@ def use_environment(world: World, function_name: str, monkeypatch) -> None:
 # ---- merge -----------------------------------------------------------------------------
 
 
+def _sqs_record(message: Any, queue_arn: str) -> dict[str, Any]:
+    """A received message as the SQS event source hands it to Lambda."""
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message["Attributes"],
+        "messageAttributes": {},
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
+
+
 def _sqs_event(world: World, table: str, messages: list[Any]) -> dict[str, Any]:
     queue = world.local.tables[table].queue
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m["Attributes"],
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue.arn,
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
-    }
+    return {"Records": [_sqs_record(m, queue.arn) for m in messages]}
 
 
 def _deliver(world: World, signed, table: str, *, again: bool = False) -> list[str]:
@@ -170,6 +174,77 @@ def test_the_merge_role_allows_every_merge_call(world, monkeypatch):
     roles.check(one_file, partitioned, service_side=roles.LAMBDA_RUNTIME | roles.SQS_EVENT_SOURCE)
     roles.check_event_source(one_file, world.local.tables["staff"].queue.arn)
     roles.check_event_source(partitioned, world.local.tables["department"].queue.arn)
+
+
+# ---- transform -------------------------------------------------------------------------
+
+
+def _merge_as_admin(world: World, table: str, rows: list[Any], *, baseline: bool) -> None:
+    """The merge's part (another role's, not under test here): the real merge, as the admin."""
+    spec = TABLES[table]
+    key = baseline_key(table) if baseline else staging_key(table)
+    put = world.admin.s3.put_object(
+        Bucket=world.local.bucket,
+        Key=key,
+        Body=dump_rows(spec, validate_rows(spec, rows, key).rows),
+        Metadata=observed_at_metadata(datetime.now(UTC)),
+    )
+    settings = MergeSettings(
+        bucket_name=world.local.bucket,
+        table_name=table,
+        event_bus_name=world.local.event_bus,
+        dlq_url=world.local.tables[table].dlq.url,
+    )
+    service = merge_handler.build_service(settings)
+    ref = ObjectRef(world.local.bucket, key, put.get("VersionId"), message_body="{}")
+    assert service.process(ref) is not None
+
+
+def _transform_batches(world: World, signed: Signed) -> list[str]:
+    """The transform's event source: every routed merge event, ten at a time, to the handler
+    (signed as the role); returns the failed message ids."""
+    queue = world.local.consumers[naming.TRANSFORM_CONSUMER]
+    failed: list[str] = []
+    while True:
+        with world.as_admin(signed.recorder) as admin:
+            messages = admin.sqs.receive_message(
+                QueueUrl=queue.url, MaxNumberOfMessages=10, AttributeNames=["All"]
+            ).get("Messages", [])
+            for m in messages:
+                admin.sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=m["ReceiptHandle"])
+        if not messages:
+            return failed
+        event = {"Records": [_sqs_record(m, queue.arn) for m in messages]}
+        context: Any = LambdaContext(function_name=naming.transform_function_name())
+        response = transform_handler.handler(event, context)
+        failed += [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def test_the_transform_role_allows_every_transform_call(world, monkeypatch):
+    """A baseline of every table (sales_order partitioned), then an order changed."""
+    name = naming.transform_function_name()
+    snapshot = SampleDatabase(seed=5, orders=30).snapshot()
+    with table_partitions("sales_order", 10):
+        for table, rows in snapshot.items():
+            _merge_as_admin(world, table, rows, baseline=True)
+        use_environment(world, name, monkeypatch)
+        transform_handler.use_runtime(None)
+        with signed_as(world, "transform", world.role_documents(name), monkeypatch) as signed:
+            assert _transform_batches(world, signed) == []
+            order = dict(snapshot["sales_order"][0])
+            order["units_sold"] = int(order["units_sold"]) + 1
+            order["last_updated"] = datetime.now()
+            with world.as_admin(signed.recorder):
+                _merge_as_admin(world, "sales_order", [order], baseline=False)
+            assert _transform_batches(world, signed) == []
+        transform_handler.use_runtime(None)
+    facts = world.admin.s3.list_objects_v2(
+        Bucket=world.local.bucket, Prefix="warehouse/fact_sales_order"
+    )
+    assert facts.get("KeyCount", 0) > 0
+    service_side = roles.LAMBDA_RUNTIME | roles.SQS_EVENT_SOURCE | roles.GONE_VERSION_LISTING
+    roles.check(signed, service_side=service_side)
+    roles.check_event_source(signed, world.local.consumers[naming.TRANSFORM_CONSUMER].arn)
 
 
 # ---- pause -----------------------------------------------------------------------------

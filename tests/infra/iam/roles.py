@@ -23,6 +23,13 @@ SQS_EVENT_SOURCE = {
     "sqs:GetQueueUrl": "part of CDK's consume grant for the event source",
 }
 
+# Grants for an error path a scenario does not reach, each with why and where it is driven.
+GONE_VERSION_LISTING = {
+    "s3:ListBucketVersions": "listed only when S3 answers 403 for a version that is gone "
+    "(shared/storage.py), which the scenario does not reach: "
+    "tests/integration/test_storage_denied.py drives that path",
+}
+
 
 def check(
     *scenarios: Signed,
