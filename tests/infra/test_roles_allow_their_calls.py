@@ -22,11 +22,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from moto import mock_aws
 
 from ops.local.moto_edge import aws_like_moto
+from ops.pg import create_database, load_snapshot
 from ops.sample_data import SampleDatabase
+from services.ingest.handler import handler as ingest_handler
+from services.ingest.source import connect
 from services.merge import handler as merge_handler
 from services.merge.settings import MergeSettings
 from services.merge.source import ObjectRef
@@ -38,7 +42,7 @@ from shared.observation import observed_at_metadata
 from shared.rows import dump_rows, validate_rows
 from shared.tables import TABLES
 from tests.infra.iam import roles
-from tests.infra.iam.world import REGION, Signed, World, create_world, signed_as
+from tests.infra.iam.world import ADMIN_KEYS, REGION, Signed, World, create_world, signed_as
 from tests.integration.merge_pipeline import LambdaContext, table_partitions
 from tests.rows import T0, staff
 
@@ -245,6 +249,84 @@ def test_the_transform_role_allows_every_transform_call(world, monkeypatch):
     service_side = roles.LAMBDA_RUNTIME | roles.SQS_EVENT_SOURCE | roles.GONE_VERSION_LISTING
     roles.check(signed, service_side=service_side)
     roles.check_event_source(signed, world.local.consumers[naming.TRANSFORM_CONSUMER].arn)
+
+
+# ---- ingest ----------------------------------------------------------------------------
+
+
+def _merge_uploads_as_admin(world: World) -> None:
+    """The merges of what the ingest uploaded (other roles' work, done as the admin)."""
+    for table in TABLES:
+        for key in (baseline_key(table), staging_key(table)):
+            try:
+                head = world.admin.s3.head_object(Bucket=world.local.bucket, Key=key)
+            except world.admin.s3.exceptions.ClientError:
+                continue
+            settings = MergeSettings(
+                bucket_name=world.local.bucket,
+                table_name=table,
+                event_bus_name=world.local.event_bus,
+                dlq_url=world.local.tables[table].dlq.url,
+            )
+            ref = ObjectRef(world.local.bucket, key, head["VersionId"], message_body="{}")
+            merge_handler.build_service(settings).process(ref)
+
+
+@pytest.fixture
+def source_secret(world, pg_server):
+    """A database of sample rows, and a secret naming it as an RDS-managed secret does."""
+    database = "iam_ingest"
+    admin = connect(pg_server.credentials())
+    try:
+        create_database(admin, database)
+    finally:
+        admin.close()
+    conn = connect(pg_server.credentials(database))
+    load_snapshot(conn, SampleDatabase(seed=7, orders=20).snapshot())
+    credentials = pg_server.credentials(database)
+    secret = {
+        "username": credentials.user,
+        "password": credentials.password,
+        "host": credentials.host,
+        "port": credentials.port,
+        "dbname": credentials.database,
+    }
+    client = boto3.Session(region_name=REGION, **ADMIN_KEYS).client("secretsmanager")
+    arn = client.create_secret(Name="ingest-source", SecretString=json.dumps(secret))["ARN"]
+    world.parameters["SourceSecretArn"] = arn
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def test_the_ingest_role_allows_every_ingest_call(world, source_secret, monkeypatch):
+    """A first run (baselines), a run after a change and a delete (staging; the small tables
+    reconciled against latest, department's partitioned; the delete reported as an event),
+    and a run while paused."""
+    name = naming.ingest_function_name()
+    use_environment(world, name, monkeypatch)
+    # The local server speaks no TLS (TLS is tested in tests/integration/ingest/test_source_tls.py).
+    monkeypatch.setenv("SOURCE_SSLMODE", "disable")
+    context: Any = LambdaContext(function_name=name)
+    with (
+        table_partitions("department", 2),
+        signed_as(world, "ingest", world.role_documents(name), monkeypatch) as signed,
+    ):
+        first = ingest_handler({}, context)
+        with world.as_admin(signed.recorder):
+            _merge_uploads_as_admin(world)
+        source_secret.run("UPDATE staff SET first_name = 'Changed', last_updated = now()")
+        source_secret.run("DELETE FROM currency WHERE currency_id = 1")  # reported as missing
+        second = ingest_handler({}, context)
+        with world.as_admin(signed.recorder) as admin:
+            admin.events.disable_rule(Name=naming.ingest_schedule_rule_name())
+        paused = ingest_handler({}, context)
+    assert {t["action"] for t in first["tables"]} == {"baseline"}
+    assert any(t["table"] == "staff" and t["rows_written"] for t in second["tables"])
+    assert any(t["table"] == "currency" and t["missing_at_source"] for t in second["tables"])
+    assert paused["paused"]
+    roles.check(signed)
 
 
 # ---- pause -----------------------------------------------------------------------------

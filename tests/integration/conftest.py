@@ -1,14 +1,8 @@
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from moto import mock_aws
 
 from ops.local.moto_edge import aws_like_moto
-from ops.pg import LocalPostgres, PostgresUnavailableError
 from services.merge import handler as merge_handler
 from tests.integration.merge_pipeline import LAYOUTS, REGION, Pipeline, table_partitions
 
@@ -47,20 +41,3 @@ def layout(request):
 @pytest.fixture
 def pipeline(aws, layout):
     return Pipeline("staff")
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[LocalPostgres]:
-    """One real PostgreSQL on loopback per test worker (tests using it share xdist_group
-    "postgres"); each test makes its own database in it. Skips where no server can be had."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    try:
-        server = LocalPostgres(Path(tempfile.mkdtemp(prefix=f"ingest-pg-{worker}-")))
-    except PostgresUnavailableError as exc:
-        pytest.skip(str(exc))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.folder, ignore_errors=True)

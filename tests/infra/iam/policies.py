@@ -124,7 +124,8 @@ def evaluate_conditions(template: Document, deployment: Deployment) -> dict[str,
             if name == "Fn::Or":
                 return any(value(a) for a in arg)
             if name == "Fn::Join":
-                return str(arg[0]).join(str(value(p)) for p in arg[1])
+                parts = arg[1] if isinstance(arg[1], list) else as_list(value(arg[1]))
+                return str(arg[0]).join(str(value(p)) for p in parts)
         return resolve(node, deployment)
 
     def condition(name: str) -> bool:
@@ -155,6 +156,8 @@ def role_documents(template: Document, role_id: str, deployment: Deployment) -> 
     docs = [p["PolicyDocument"] for p in role.get("Policies", [])]
     for resource in resources.values():
         props = resource.get("Properties", {})
+        if "Condition" in resource and not deployment.conditions[resource["Condition"]]:
+            continue  # not created for these parameter values
         if resource["Type"] in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"} and {
             "Ref": role_id
         } in props.get("Roles", []):
