@@ -13,6 +13,7 @@ from constructs import Construct
 
 from infra import bucket_access, constants
 from infra.service_function import ServiceFunction
+from infra.source_access import SourceAccess
 from shared import layout, naming
 from shared.tables import TABLES
 
@@ -37,6 +38,8 @@ class IngestSchedule(Construct):
         # The rule's ARN from its name, so the function can be told its own rule without a
         # circular reference (the rule targets the function).
         self.rule_arn = rule_arn_of(self, rule_name)
+        # The Source* parameters: the network, where and how to connect, the secret's key.
+        self.source = SourceAccess(self, "Source")
         self.ingest = ServiceFunction(
             self,
             "Ingest",
@@ -53,8 +56,10 @@ class IngestSchedule(Construct):
                 "SCHEDULE_RULE_NAME": rule_name,
                 "OVERLAP_SECONDS": str(constants.INGEST_OVERLAP_SECONDS),
                 "POWERTOOLS_SERVICE_NAME": "ingest",
+                **self.source.environment,
             },
         )
+        self.source.attach(self.ingest, source_secret_arn)
         self._grant_ingest_access(bucket, bus, source_secret_arn)
         self.rule = events.Rule(
             self,

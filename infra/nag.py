@@ -34,5 +34,6 @@ def acknowledge_stack(stack: Stack) -> None:
     acknowledge(
         stack,
         "CloudFormation-Validate::W2509",
-        "SourceSecretArn is the ARN of a secret, not the secret: it is safe to echo.",
+        "SourceSecretArn and SourceSecretKmsKeyArn are ARNs (of the secret and of its key), "
+        "not secrets: they are safe to echo.",
     )

@@ -86,6 +86,13 @@ def test_schedule_rule_runs_ingest_every_20_minutes_by_default(synth):
         "SCHEDULE_RULE_NAME",
         "OVERLAP_SECONDS",
         "POWERTOOLS_SERVICE_NAME",
+        # where and how to reach the source (tests/infra/test_source_access.py)
+        "SOURCE_HOST",
+        "SOURCE_PORT",
+        "SOURCE_DATABASE",
+        "SOURCE_SSLMODE",
+        "SOURCE_CA_BUNDLE",
+        "VPC_ACCESS_POLICY",
     }
     assert ingest["Handler"] == "services.ingest.handler.handler"
 
