@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -35,9 +36,10 @@ class IngestSettings(BaseModel):
     source_port: int | None = Field(default=None, ge=1, le=65535)
     source_database: str | None = None
     source_sslmode: SslMode | None = None
-    # A file of PEM CA certificates, relative to the working directory (the bundle's root,
-    # /var/task, on Lambda).
+    # A file of PEM CA certificates; a relative path is in the code bundle (LAMBDA_TASK_ROOT,
+    # /var/task on Lambda; locally the working directory).
     source_ca_bundle: str | None = None
+    lambda_task_root: str | None = None
     # The ingest reads nothing while this EventBridge rule is disabled (the pause).
     schedule_rule_name: str | None = None
     # How far behind the watermark each run re-reads, for rows committed late.
@@ -57,8 +59,13 @@ class IngestSettings(BaseModel):
             port=self.source_port,
             database=self.source_database,
             sslmode=self.source_sslmode,
-            sslrootcert=self.source_ca_bundle,
+            sslrootcert=self._ca_bundle_path(),
         )
+
+    def _ca_bundle_path(self) -> str | None:
+        if not self.source_ca_bundle or not self.lambda_task_root:
+            return self.source_ca_bundle
+        return str(Path(self.lambda_task_root) / self.source_ca_bundle)  # absolute stays as is
 
     @property
     def overlap(self) -> timedelta:

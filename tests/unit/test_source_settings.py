@@ -221,3 +221,11 @@ def test_a_bad_url_with_its_overrides_fails_the_settings_without_the_password():
             {"BUCKET_NAME": "b-1", "SOURCE_URL": f"{URL}?sslrootcert=a.pem&x=1"}
         )
     assert PASSWORD not in str(caught.value)
+
+
+def test_a_relative_ca_bundle_path_is_in_the_lambda_bundle():
+    env = {"BUCKET_NAME": "b-1", "SOURCE_SECRET_ARN": ARN, "LAMBDA_TASK_ROOT": "/var/task"}
+    relative = IngestSettings.from_env({**env, "SOURCE_CA_BUNDLE": "certs/global-bundle.pem"})
+    assert relative.source_overrides().sslrootcert == "/var/task/certs/global-bundle.pem"
+    absolute = IngestSettings.from_env({**env, "SOURCE_CA_BUNDLE": "/opt/ca.pem"})
+    assert absolute.source_overrides().sslrootcert == "/opt/ca.pem"
