@@ -120,7 +120,7 @@ class IngestSchedule(Construct):
             bucket_access.listing("ListOwnKeys", bucket, [state, pause, *latest, *partitions]),
             iam.PolicyStatement(
                 sid="ReadSourceSecret",
-                actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                actions=["secretsmanager:GetSecretValue"],
                 resources=[source_secret_arn],
             ),
             iam.PolicyStatement(

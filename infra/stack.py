@@ -17,6 +17,7 @@ from infra.chain_dashboard import ChainDashboard
 from infra.event_bus import ChainEventBus
 from infra.ingest_bucket import IngestBucket
 from infra.ingest_schedule import IngestSchedule
+from infra.operator_policy import OperatorPolicy
 from infra.pause_on_dlq_alarm import PauseOnDlqAlarm
 from infra.table_pipeline import TablePipeline
 from infra.transform import Transform
@@ -124,6 +125,16 @@ class IngestStack(Stack):
             self, "Alarms", prefix=prefix, email=params["AlarmEmail"].value_as_string
         )
         self._notify_operators(alarms)
+        self.operator = OperatorPolicy(
+            self,
+            "Operator",
+            prefix=prefix,
+            bucket=bucket,
+            bus=bus,
+            schedule_rule_arn=self.schedule.rule_arn,
+            queues=[p.queue for p in self.pipelines],
+            dlqs=[p.dlq for p in self.pipelines],
+        )
         ChainDashboard(
             self,
             "Dashboard",
@@ -211,6 +222,11 @@ class IngestStack(Stack):
         output("EventBusName", self.events.bus.event_bus_name, "The chain's event bus")
         output("EventBusArn", self.events.bus.event_bus_arn, "The chain's event bus")
         output("AlarmTopicArn", self.alarm_topic.topic.topic_arn, "Every alarm notifies it")
+        output(
+            "OperatorPolicyArn",
+            self.operator.policy.managed_policy_arn,
+            "Attach to whoever runs ingestctl",
+        )
         output("ScheduleRuleName", self.schedule.rule.rule_name, "The ingest schedule rule")
         output("IngestFunctionName", self.schedule.ingest.function.function_name, "Ingest")
         output("PauseFunctionName", self.pause.pause.function.function_name, "Pause")

@@ -25,7 +25,9 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from typer.testing import CliRunner
 
+from ops.cli import app
 from ops.local.moto_edge import aws_like_moto
 from ops.pg import create_database, load_snapshot
 from ops.sample_data import SampleDatabase
@@ -41,8 +43,8 @@ from shared.layout import baseline_key, staging_key
 from shared.observation import observed_at_metadata
 from shared.rows import dump_rows, validate_rows
 from shared.tables import TABLES
-from tests.infra.iam import roles
-from tests.infra.iam.world import ADMIN_KEYS, REGION, Signed, World, create_world, signed_as
+from tests.infra.iam import policies, roles
+from tests.infra.iam.world import REGION, Signed, World, create_world, signed_as
 from tests.integration.merge_pipeline import LambdaContext, table_partitions
 from tests.rows import T0, staff
 
@@ -187,10 +189,12 @@ def _merge_as_admin(world: World, table: str, rows: list[Any], *, baseline: bool
     """The merge's part (another role's, not under test here): the real merge, as the admin."""
     spec = TABLES[table]
     key = baseline_key(table) if baseline else staging_key(table)
+    report = validate_rows(spec, rows, key)
+    assert report.problems == []
     put = world.admin.s3.put_object(
         Bucket=world.local.bucket,
         Key=key,
-        Body=dump_rows(spec, validate_rows(spec, rows, key).rows),
+        Body=dump_rows(spec, report.rows),
         Metadata=observed_at_metadata(datetime.now(UTC)),
     )
     settings = MergeSettings(
@@ -291,7 +295,7 @@ def source_secret(world, pg_server):
         "port": credentials.port,
         "dbname": credentials.database,
     }
-    client = boto3.Session(region_name=REGION, **ADMIN_KEYS).client("secretsmanager")
+    client = boto3.client("secretsmanager", region_name=REGION)  # the admin's ("testing")
     arn = client.create_secret(Name="ingest-source", SecretString=json.dumps(secret))["ARN"]
     world.parameters["SourceSecretArn"] = arn
     try:
@@ -327,6 +331,82 @@ def test_the_ingest_role_allows_every_ingest_call(world, source_secret, monkeypa
     assert any(t["table"] == "currency" and t["missing_at_source"] for t in second["tables"])
     assert paused["paused"]
     roles.check(signed)
+
+
+# ---- the operator CLI ------------------------------------------------------------------
+
+
+def _quarantined_file_as_admin(world: World, table: str) -> None:
+    """A staging file with a bad row, merged (as the admin): quarantined, message in the DLQ."""
+    key = staging_key(table)
+    put = world.admin.s3.put_object(
+        Bucket=world.local.bucket,
+        Key=key,
+        Body=b'[{"not_a_column": 1}]',
+        Metadata=observed_at_metadata(datetime.now(UTC)),
+    )
+    settings = MergeSettings(
+        bucket_name=world.local.bucket,
+        table_name=table,
+        event_bus_name=world.local.event_bus,
+        dlq_url=world.local.tables[table].dlq.url,
+    )
+    ref = ObjectRef(world.local.bucket, key, put["VersionId"], message_body='{"bad": 1}')
+    merge_handler.build_service(settings).process(ref)
+
+
+def test_the_operator_policy_allows_every_ingestctl_command(world, monkeypatch, tmp_path):
+    """The runbook's commands, signed as a role holding only the stack's operator policy; the
+    table partitioned (read by version), its DLQ holding a quarantined batch's message (which
+    dismiss drops) and another (which dismiss keeps and redrive moves back)."""
+    table = "staff"
+    with table_partitions(table, 2):
+        _operator_scenario(world, table, monkeypatch, tmp_path)
+
+
+def _operator_scenario(world: World, table: str, monkeypatch, tmp_path) -> None:
+    _merge_as_admin(world, table, [staff(k).model_dump() for k in (1, 2, 3)], baseline=True)
+    _quarantined_file_as_admin(world, table)
+    world.admin.sqs.send_message(
+        QueueUrl=world.local.tables[table].dlq.url, MessageBody='{"failed": "elsewhere"}'
+    )
+    archive = world.admin.s3.list_objects_v2(Bucket=world.local.bucket, Prefix=f"archive/{table}/")[
+        "Contents"
+    ][0]["Key"]
+    documents = policies.managed_policy_documents(
+        world.template, f"{naming.DEFAULT_PREFIX}-operator", world.deployment
+    )
+
+    outputs: dict[str, str] = {}
+
+    def cli(*args: str) -> int:
+        result = CliRunner().invoke(app, [*args, "--bucket", world.local.bucket])
+        outputs[args[0]] = result.output
+        return result.exit_code
+
+    with signed_as(world, "operator", documents, monkeypatch) as signed:
+        codes = {
+            "status": cli("status", "--json", "--table", table),
+            "history": cli("history", table, "2", "--json"),
+            "asof": cli("asof", table, "--at", "2030-01-01T00:00:00", "--out", str(tmp_path / "a")),
+            "pause": cli("pause", "--reason", "database maintenance"),
+            "dismiss": cli("dismiss", "--table", table, "--reason", "fixed", "--by", "ana"),
+            "redrive": cli("redrive", "--table", table),
+            "replay": cli("replay", "--table", table, "--archive", archive),
+            "resume": cli("resume", "--table", table),
+        }
+    assert [str(c) for c in signed.recorder.denied()] == []
+    assert codes == {
+        "status": 3,  # a DLQ holds a message and a file is quarantined
+        "history": 0,
+        "asof": 0,
+        "pause": 0,
+        "dismiss": 0,
+        "redrive": 0,
+        "replay": 0,
+        "resume": 0,
+    }
+    roles.check(signed, service_side=roles.OPERATOR_ELSEWHERE)
 
 
 # ---- pause -----------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def test_transform_role_reads_sources_and_writes_only_the_warehouse(synth):
         for key in object_keys(synth, statement):
             s3_access.setdefault(key, set()).update(actions)
     assert s3_access == {
-        "latest/*": {"s3:GetObject"},
+        "latest/*": {"s3:GetObject", "s3:GetObjectVersion"},  # partitions, by version
         "history/*": {"s3:GetObject"},
         "warehouse/*": {"s3:GetObject", "s3:PutObject"},
     }

@@ -148,6 +148,8 @@ def requests_of(call: Call, account: str) -> list[Request]:
     """The authorisations AWS makes for `call` (a copy checks its source and its target)."""
     if call.service == "s3":
         return _s3_requests(call)
+    if (call.service, call.operation) == ("sqs", "StartMessageMoveTask"):
+        return _message_move_requests(call)
     prefix = iam_prefix(call.service)
     action = f"{prefix}:{_BATCH_ACTIONS.get((call.service, call.operation), call.operation)}"
     return [Request(action, arn) for arn in _arns(call, prefix, account)]
@@ -173,6 +175,17 @@ def _s3_requests(call: Call) -> list[Request]:
     if "Key" not in p:
         return [Request(f"s3:{_S3_ACTIONS.get(call.operation, call.operation)}", bucket_arn)]
     return [_object_request(call.operation, bucket_arn, p["Key"], p.get("VersionId"))]
+
+
+def _message_move_requests(call: Call) -> list[Request]:
+    """A move task needs, on its source, the rights to take the messages, and on its
+    destination to send them (AWS's "Amazon SQS dead-letter queue redrive" permissions)."""
+    source = call.params["SourceArn"]
+    assert "DestinationArn" in call.params, "a move to the original queues: map its targets"
+    taking = ("StartMessageMoveTask", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes")
+    return [Request(f"sqs:{a}", source) for a in taking] + [
+        Request("sqs:SendMessage", call.params["DestinationArn"])
+    ]
 
 
 def _object_request(operation: str, bucket_arn: str, key: str, version: str | None) -> Request:

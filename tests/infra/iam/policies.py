@@ -19,6 +19,7 @@ from typing import Any
 Document = dict[str, Any]
 Statement = dict[str, Any]
 
+STACK_NAME = "IngestStack"
 _NO_VALUE = object()  # AWS::NoValue: the property (or list item) is left out
 
 
@@ -42,6 +43,9 @@ class Deployment:
             "AWS::Partition": self.partition,
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::NoValue": _NO_VALUE,
+            "AWS::StackName": STACK_NAME,
+            "AWS::StackId": f"arn:aws:cloudformation:{self.region}:{self.account}:stack/"
+            f"{STACK_NAME}/00000000-0000-0000-0000-000000000000",
         }
         for source in (pseudo, self.parameters, self.refs):
             if name in source:
@@ -165,12 +169,16 @@ def role_documents(template: Document, role_id: str, deployment: Deployment) -> 
     return [resolve(doc, deployment) for doc in docs]
 
 
-def managed_policy_document(
-    template: Document, logical_id: str, deployment: Deployment
-) -> Document:
-    resource = template["Resources"][logical_id]
-    assert resource["Type"] == "AWS::IAM::ManagedPolicy", logical_id
-    return dict(resolve(resource["Properties"]["PolicyDocument"], deployment))
+def managed_policy_documents(
+    template: Document, policy_name: str, deployment: Deployment
+) -> list[Document]:
+    """The document of the stack's managed policy named `policy_name`, resolved."""
+    for resource in template["Resources"].values():
+        props = resource.get("Properties", {})
+        is_managed = resource["Type"] == "AWS::IAM::ManagedPolicy"
+        if is_managed and props.get("ManagedPolicyName") == policy_name:
+            return [resolve(props["PolicyDocument"], deployment)]
+    raise KeyError(f"no managed policy {policy_name!r} in the template")
 
 
 def as_list(value: Any) -> list[Any]:
@@ -257,6 +265,15 @@ def granted_actions(docs: list[Document]) -> set[str]:
 # never match there. Those statements are widened to "*" for moto, and their resources are
 # checked by `allowed` above instead.
 MOTO_MATCHES_RESOURCES = frozenset({"s3", "sqs"})
+# ... except where the request names no queue URL: moto finds the queue from that alone.
+MOTO_UNMATCHED_ACTIONS = frozenset(
+    {"sqs:GetQueueUrl", "sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks"}
+)
+
+
+def _moto_matches(action: str) -> bool:
+    service = action.split(":")[0]
+    return service in MOTO_MATCHES_RESOURCES and action not in MOTO_UNMATCHED_ACTIONS
 
 
 @dataclass
@@ -273,15 +290,16 @@ def for_moto(docs: list[Document]) -> MotoPolicy:
     relaxed: list[str] = []
     out: list[Statement] = []
     for statement in statements(docs):
-        by_service: dict[str, list[str]] = {}
+        assert statement["Effect"] == "Allow", statement  # relaxing a Deny would widen it
+        by_matching: dict[bool, list[str]] = {}
         for action in as_list(statement["Action"]):
-            by_service.setdefault(str(action).split(":")[0], []).append(str(action))
-        for service, actions in sorted(by_service.items()):
+            by_matching.setdefault(_moto_matches(str(action)), []).append(str(action))
+        for matched, actions in sorted(by_matching.items()):
             part = dict(statement, Action=actions)
             part.pop("Sid", None)
             if "Condition" in part:
                 relaxed.append(f"{actions}: condition {json.dumps(part.pop('Condition'))}")
-            if service not in MOTO_MATCHES_RESOURCES and part["Resource"] != "*":
+            if not matched and part["Resource"] != "*":
                 relaxed.append(f"{actions}: resource {json.dumps(part['Resource'])} -> *")
                 part["Resource"] = "*"
             out.append(part)

@@ -30,6 +30,15 @@ GONE_VERSION_LISTING = {
     "tests/integration/test_storage_denied.py drives that path",
 }
 
+# Operator grants for commands the scenario runs another way, each with why.
+OPERATOR_ELSEWHERE = {
+    "cloudformation:DescribeStacks": "`--stack NAME` reads the stack's outputs "
+    "(tests/integration/test_deployment_resolution.py); the scenario names the bucket",
+    "sqs:ListMessageMoveTasks": "redrive polls its SQS move task on AWS; moto has no move "
+    "tasks (StartMessageMoveTask is called, and refused as not implemented), so the scenario "
+    "redrives one message at a time, the fallback (ops/operations.py)",
+}
+
 
 def check(
     *scenarios: Signed,
