@@ -197,15 +197,21 @@ def _merge_as_admin(world: World, table: str, rows: list[Any], *, baseline: bool
         Body=dump_rows(spec, report.rows),
         Metadata=observed_at_metadata(datetime.now(UTC)),
     )
+    assert _merge_version_as_admin(world, table, key, put["VersionId"]) is not None
+
+
+def _merge_version_as_admin(
+    world: World, table: str, key: str, version_id: str, message_body: str = "{}"
+) -> Any:
+    """The real merge of one uploaded version, as the admin (not the role under test)."""
     settings = MergeSettings(
         bucket_name=world.local.bucket,
         table_name=table,
         event_bus_name=world.local.event_bus,
         dlq_url=world.local.tables[table].dlq.url,
     )
-    service = merge_handler.build_service(settings)
-    ref = ObjectRef(world.local.bucket, key, put.get("VersionId"), message_body="{}")
-    assert service.process(ref) is not None
+    ref = ObjectRef(world.local.bucket, key, version_id, message_body=message_body)
+    return merge_handler.build_service(settings).process(ref)
 
 
 def _transform_batches(world: World, signed: Signed) -> list[str]:
@@ -266,14 +272,7 @@ def _merge_uploads_as_admin(world: World) -> None:
                 head = world.admin.s3.head_object(Bucket=world.local.bucket, Key=key)
             except world.admin.s3.exceptions.ClientError:
                 continue
-            settings = MergeSettings(
-                bucket_name=world.local.bucket,
-                table_name=table,
-                event_bus_name=world.local.event_bus,
-                dlq_url=world.local.tables[table].dlq.url,
-            )
-            ref = ObjectRef(world.local.bucket, key, head["VersionId"], message_body="{}")
-            merge_handler.build_service(settings).process(ref)
+            _merge_version_as_admin(world, table, key, head["VersionId"])
 
 
 @pytest.fixture
@@ -345,14 +344,7 @@ def _quarantined_file_as_admin(world: World, table: str) -> None:
         Body=b'[{"not_a_column": 1}]',
         Metadata=observed_at_metadata(datetime.now(UTC)),
     )
-    settings = MergeSettings(
-        bucket_name=world.local.bucket,
-        table_name=table,
-        event_bus_name=world.local.event_bus,
-        dlq_url=world.local.tables[table].dlq.url,
-    )
-    ref = ObjectRef(world.local.bucket, key, put["VersionId"], message_body='{"bad": 1}')
-    merge_handler.build_service(settings).process(ref)
+    _merge_version_as_admin(world, table, key, put["VersionId"], message_body='{"bad": 1}')
 
 
 def test_the_operator_policy_allows_every_ingestctl_command(world, monkeypatch, tmp_path):
