@@ -133,6 +133,8 @@ _S3_ACTIONS = {
     "CreateMultipartUpload": "PutObject",
     "UploadPart": "PutObject",
     "CompleteMultipartUpload": "PutObject",
+    "CopyObject": "PutObject",  # and GetObject on the source: `requests_of`
+    "DeleteObjects": "DeleteObject",  # per key: `requests_of`
 }
 _VERSIONED = {"GetObject": "GetObjectVersion", "DeleteObject": "DeleteObjectVersion"}
 
@@ -144,15 +146,22 @@ def iam_prefix(service: str) -> str:
     return str(model.signing_name)
 
 
+def action_of(service: str, operation: str) -> str:
+    """The IAM action of an operation, before its parameters are known (a versioned read or
+    delete is the `...Version` action: `requests_of`)."""
+    if service == "s3":
+        return f"s3:{_S3_ACTIONS.get(operation, operation)}"
+    return f"{iam_prefix(service)}:{_BATCH_ACTIONS.get((service, operation), operation)}"
+
+
 def requests_of(call: Call, account: str) -> list[Request]:
     """The authorisations AWS makes for `call` (a copy checks its source and its target)."""
     if call.service == "s3":
         return _s3_requests(call)
     if (call.service, call.operation) == ("sqs", "StartMessageMoveTask"):
         return _message_move_requests(call)
-    prefix = iam_prefix(call.service)
-    action = f"{prefix}:{_BATCH_ACTIONS.get((call.service, call.operation), call.operation)}"
-    return [Request(action, arn) for arn in _arns(call, prefix, account)]
+    action = action_of(call.service, call.operation)
+    return [Request(action, arn) for arn in _arns(call, iam_prefix(call.service), account)]
 
 
 def _s3_requests(call: Call) -> list[Request]:
