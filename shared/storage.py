@@ -7,17 +7,24 @@ comes from boto3's own `AWS_ENDPOINT_URL` setting, which the local runtime sets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+# A streamed write (`BucketStore.put_stream`) goes up in parts of this size; S3 wants at
+# least 5 MiB for every part but the last.
+MIN_PART_BYTES = 5 * 1024 * 1024
+PART_BYTES = 8 * 1024 * 1024
 
 
 class PreconditionFailedError(Exception):
@@ -212,6 +219,76 @@ class BucketStore:
                 raise PreconditionFailedError(f"s3://{self.bucket}/{key}: {_code(exc)}") from None
             raise
         return WriteResult(key=key, etag=response["ETag"], version_id=response.get("VersionId"))
+
+    def put_stream(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        metadata: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        part_bytes: int = PART_BYTES,
+    ) -> WriteResult:
+        """Write an object from pieces, holding one part in memory, not the object: a plain
+        `put` while it stays under one part, else a multipart upload of parts of exactly
+        `part_bytes` (the same bytes give the same parts, so the same ETag), completed only
+        when the pieces ran out. Anything raised meanwhile, by S3 or by whatever makes the
+        pieces, aborts the upload: no object is written, the error goes on."""
+        if part_bytes < MIN_PART_BYTES:
+            raise ValueError(f"parts must hold at least {MIN_PART_BYTES} bytes (S3's minimum)")
+        pieces = iter(chunks)
+        buffer = bytearray()
+        for chunk in pieces:
+            buffer += chunk
+            if len(buffer) > part_bytes:
+                break
+        else:  # it all fits one part
+            return self.put(key, bytes(buffer), metadata=metadata, content_type=content_type)
+        upload = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=metadata or {}
+        )
+        try:
+            return self._upload_parts(key, upload["UploadId"], buffer, pieces, part_bytes)
+        except BaseException:
+            self._abort(key, upload["UploadId"])
+            raise
+
+    def _upload_parts(
+        self,
+        key: str,
+        upload_id: str,
+        buffer: bytearray,
+        pieces: Iterator[bytes],
+        part_bytes: int,
+    ) -> WriteResult:
+        parts: list[CompletedPartTypeDef] = []
+
+        def send(data: bytes) -> None:
+            number = len(parts) + 1
+            sent = self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+            parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+        while True:
+            while len(buffer) > part_bytes:
+                send(bytes(buffer[:part_bytes]))
+                del buffer[:part_bytes]
+            chunk = next(pieces, None)
+            if chunk is None:
+                break
+            buffer += chunk
+        send(bytes(buffer))  # the last part, at most part_bytes (S3 allows it smaller)
+        done = self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+        return WriteResult(key=key, etag=done["ETag"], version_id=done.get("VersionId"))
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        """Best effort: an upload left behind is never an object, and the bucket's lifecycle
+        rule removes its parts."""
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     def versions(self, key: str) -> list[ObjectVersion]:
         """Every version of exactly `key` (not of keys it is a prefix of), newest first."""

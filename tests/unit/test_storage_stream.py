@@ -1,0 +1,100 @@
+"""`BucketStore.put_stream` on moto: one plain put while small, exact parts when large, and
+an abort (nothing written) whenever anything fails meanwhile."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from shared.storage import MIN_PART_BYTES, BucketStore
+
+
+class PiecesFailedError(Exception):
+    pass
+
+
+# -- the streamed put ------------------------------------------------------------------------
+@pytest.fixture
+def bucket(monkeypatch) -> Iterator[BucketStore]:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(
+            Bucket="b-1", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"}
+        )
+        yield BucketStore("b-1")
+
+
+def _pieces(data: bytes, sizes: list[int]) -> Iterator[bytes]:
+    at = 0
+    for size in sizes * (len(data) // max(1, sum(sizes)) + 1):
+        if at >= len(data):
+            return
+        yield data[at : at + size]
+        at += size
+
+
+def _uploads(store: BucketStore) -> list[Any]:
+    return list(store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []))
+
+
+def test_a_small_streamed_put_is_one_plain_put(bucket):
+    data = b"[\n" + b"x" * 1000 + b"\n]\n"
+    written = bucket.put_stream("k.json", _pieces(data, [7, 300]), metadata={"observed-at": "t"})
+    stored = bucket.get("k.json")
+    assert stored.data == data
+    assert stored.metadata == {"observed-at": "t"}
+    assert written.etag == stored.etag == '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+def test_a_large_streamed_put_goes_up_in_parts_of_exactly_the_part_size(bucket):
+    data = random.Random(1).randbytes(2 * MIN_PART_BYTES + 12_345)
+    pieces = _pieces(data, [65_537, 1, 1_000_003])
+    first = bucket.put_stream("big.json", pieces, metadata={"a": "1"}, part_bytes=MIN_PART_BYTES)
+    stored = bucket.get("big.json")
+    assert stored.data == data
+    assert stored.metadata == {"a": "1"}
+    assert first.etag.endswith('-3"')
+    # Other pieces, the same bytes: the same parts, so the same ETag.
+    pieces = _pieces(data, [MIN_PART_BYTES - 1])
+    second = bucket.put_stream("big.json", pieces, metadata={"a": "1"}, part_bytes=MIN_PART_BYTES)
+    assert second.etag == first.etag
+    assert _uploads(bucket) == []
+
+
+def test_a_failure_while_streaming_aborts_the_upload_and_writes_nothing(bucket):
+    def pieces() -> Iterator[bytes]:
+        yield b"y" * (MIN_PART_BYTES + 1)
+        yield b"y" * MIN_PART_BYTES
+        raise PiecesFailedError("the rows went bad")
+
+    with pytest.raises(PiecesFailedError):
+        bucket.put_stream("big.json", pieces(), part_bytes=MIN_PART_BYTES)
+    assert not bucket.exists("big.json")
+    assert _uploads(bucket) == []
+
+
+def test_an_s3_failure_at_completion_aborts_the_upload(bucket):
+    class FailingComplete(BucketStore):
+        def _upload_parts(self, *args: Any, **kwargs: Any) -> Any:
+            super()._upload_parts(*args, **kwargs)
+            raise TimeoutError("killed after the last part")
+
+    store = FailingComplete(bucket.bucket)
+    with pytest.raises(TimeoutError):
+        store.put_stream("big.json", iter([b"z" * (MIN_PART_BYTES + 1)]), part_bytes=MIN_PART_BYTES)
+    assert _uploads(bucket) == []
+
+
+def test_parts_smaller_than_s3_allows_are_refused(bucket):
+    with pytest.raises(ValueError, match="at least"):
+        bucket.put_stream("k.json", iter([b"x"]), part_bytes=MIN_PART_BYTES - 1)
