@@ -7,7 +7,6 @@ comes from boto3's own `AWS_ENDPOINT_URL` setting, which the local runtime sets.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -233,7 +232,10 @@ class BucketStore:
         `put` while it stays under one part, else a multipart upload of parts of exactly
         `part_bytes` (the same bytes give the same parts, so the same ETag), completed only
         when the pieces ran out. Anything raised meanwhile, by S3 or by whatever makes the
-        pieces, aborts the upload: no object is written, the error goes on."""
+        pieces, leaves the upload incomplete: no object is written, the error goes on. An
+        incomplete upload is never an object (no reader, no notification sees it); the
+        bucket's lifecycle rule (`abort-incomplete-uploads`) removes its parts. (An abort here
+        would free them at once but needs s3:AbortMultipartUpload, which no role has yet.)"""
         if part_bytes < MIN_PART_BYTES:
             raise ValueError(f"parts must hold at least {MIN_PART_BYTES} bytes (S3's minimum)")
         pieces = iter(chunks)
@@ -247,11 +249,7 @@ class BucketStore:
         upload = self.client.create_multipart_upload(
             Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=metadata or {}
         )
-        try:
-            return self._upload_parts(key, upload["UploadId"], buffer, pieces, part_bytes)
-        except BaseException:
-            self._abort(key, upload["UploadId"])
-            raise
+        return self._upload_parts(key, upload["UploadId"], buffer, pieces, part_bytes)
 
     def _upload_parts(
         self,
@@ -283,12 +281,6 @@ class BucketStore:
             Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )
         return WriteResult(key=key, etag=done["ETag"], version_id=done.get("VersionId"))
-
-    def _abort(self, key: str, upload_id: str) -> None:
-        """Best effort: an upload left behind is never an object, and the bucket's lifecycle
-        rule removes its parts."""
-        with contextlib.suppress(ClientError, BotoCoreError):
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     def versions(self, key: str) -> list[ObjectVersion]:
         """Every version of exactly `key` (not of keys it is a prefix of), newest first."""
