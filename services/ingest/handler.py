@@ -28,7 +28,9 @@ class IngestFailedError(RuntimeError):
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = run_with_settings(IngestSettings.from_env())
     logger.info("ingest run done", extra={"summary": report.summary()})
-    metrics.add_metric("IngestPaused", MetricUnit.Count, 1 if report.paused else 0)
+    paused = report.paused or report.stopped_by_pause
+    metrics.add_metric("IngestPaused", MetricUnit.Count, 1 if paused else 0)
+    metrics.add_metric("TablesSkipped", MetricUnit.Count, len(report.skipped))
     metrics.add_metric("TablesFailed", MetricUnit.Count, len(report.failures))
     metrics.add_metric("RowsWritten", MetricUnit.Count, sum(t.rows_written for t in report.tables))
     if not report.ok:

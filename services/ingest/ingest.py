@@ -2,41 +2,61 @@
 
 Per table:
 - no watermark state yet: read it all, write `baseline/<table>.json`;
-- otherwise read the rows with `last_updated` > watermark - overlap and stage those not already
-  staged (`recent` remembers the rows of the overlap window by their canonical content);
+- otherwise read the rows with `last_updated` >= watermark - overlap and stage those not
+  already staged (`recent` remembers the rows of the overlap window by their canonical content);
 - reconcile tables are read whole and compared with `latest`: rows that changed without a new
   `last_updated` are staged too, keys gone from the source are reported (latest keeps them).
-The watermark is the greatest `last_updated` read (never the clock) and is saved only after
-the file is written: a crash in between means a re-read, never a gap. Every file written
-carries `observed-at` metadata: the database's time of the read (the merge orders versions by
-it, shared/observation.py).
+The watermark is the greatest `last_updated` read, but never past the database's own clock at
+the read (the same transaction's `clock_timestamp()`): a row stamped in the future is staged,
+and re-read (and deduped by `recent`) until the clock passes it, instead of pushing the
+watermark past the rows written after it. It is saved only after the file is written: a crash
+in between means a re-read, never a gap. Every file written carries `observed-at` metadata:
+the database's time of the read (the merge orders versions by it, shared/observation.py).
+
+Rows stream: a server-side cursor gives a page at a time, each row is validated, compared and
+written as it comes, and a large file goes up in parts (`BucketStore.put_stream`), so memory
+follows a page, not the table. A rejected row aborts the upload: nothing is written. The
+reconcile tables (small) are the exception: read whole, as they are compared with latest.
+The pause is checked before each table: a pause written during a run stops the tables not
+yet read (`IngestReport.skipped`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
-from typing import Literal
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Literal, NamedTuple
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict
 
 from services.ingest.pause import ScheduleState, pause_reason
-from services.ingest.source import SourceUnavailableError, TableSource
+from services.ingest.source import PAGE_ROWS, Row, SourceUnavailableError, TableSource
 from shared.events import EventSink, RowsMissingAtSource
 from shared.layout import baseline_key, staging_key, state_key
 from shared.observation import observed_at_metadata
 from shared.reader import read_latest
-from shared.rows import FileFormatError, RowProblem, dump_rows, row_json, validate_rows
+from shared.rows import (
+    FileFormatError,
+    RowProblem,
+    ValidationReport,
+    dump_rows,
+    row_json,
+    validate_rows,
+)
 from shared.schemas import RowModel
-from shared.storage import BucketStore
+from shared.storage import PART_BYTES, BucketStore
 from shared.tables import TABLES, TableSpec
 from shared.types import Timestamp
 
 logger = Logger(service="ingest")
 
 _PROBLEMS_SHOWN = 10
+# A table whose every row is bad must not fill memory with its report: count them all, keep these.
+_PROBLEMS_KEPT = 1000
+# Rows per piece of a streamed file (the pieces are joined into parts of PART_BYTES).
+_LINES_PER_CHUNK = 500
 
 
 def watermark_key(table: str) -> str:
@@ -50,9 +70,10 @@ class TableState(BaseModel):
 
     schema_version: Literal[1] = 1
     table: str
-    # The greatest last_updated ever read; None while the table has had no rows.
+    # The greatest last_updated ever read, capped at the database's clock of the read that
+    # saw it; None while the table has had no rows.
     watermark: Timestamp | None
-    # Rows inside the overlap window (last_updated > watermark - overlap) as staged: key →
+    # Rows inside the overlap window (last_updated >= watermark - overlap) as staged: key →
     # digest of the canonical row. A re-read of the window stages only what differs.
     recent: dict[int, str]
 
@@ -70,7 +91,11 @@ class TableResult(BaseModel):
 
 
 class IngestReport(BaseModel):
+    # Paused before the first table: nothing was read.
     paused: str | None = None
+    # A pause found between two tables: the tables before it were read, `skipped` were not.
+    stopped_by_pause: str | None = None
+    skipped: list[str] = []
     tables: list[TableResult] = []
 
     @property
@@ -88,25 +113,33 @@ class IngestReport(BaseModel):
             f"{t.table}: {t.action}" + (f" {t.rows_written} rows" if t.action != "failed" else "")
             for t in self.tables
         ]
+        if self.stopped_by_pause:
+            parts.append(f"paused, not read: {', '.join(self.skipped)} ({self.stopped_by_pause})")
         return "; ".join(parts)
 
 
 class TableDataError(ValueError):
     """Rows of the source that their table's schema rejects: the table is stopped."""
 
-    def __init__(self, table: str, problems: list[RowProblem]) -> None:
+    def __init__(self, table: str, problems: list[RowProblem], total: int | None = None) -> None:
+        total = len(problems) if total is None else total
         shown = "\n  ".join(str(p) for p in problems[:_PROBLEMS_SHOWN])
-        more = len(problems) - _PROBLEMS_SHOWN
+        more = total - min(len(problems), _PROBLEMS_SHOWN)
         tail = f"\n  ... and {more} more" if more > 0 else ""
         super().__init__(
-            f"table {table}: {len(problems)} problem(s) in the source, nothing written, "
+            f"table {table}: {total} problem(s) in the source, nothing written, "
             f"watermark kept:\n  {shown}{tail}"
         )
         self.problems = problems
+        self.total = total
+
+
+def line_digest(line: str) -> str:
+    return hashlib.sha256(line.encode()).hexdigest()[:32]
 
 
 def digest(spec: TableSpec, row: RowModel) -> str:
-    return hashlib.sha256(row_json(spec, row).encode()).hexdigest()[:32]
+    return line_digest(row_json(spec, row))
 
 
 def key_of(spec: TableSpec, row: RowModel) -> int:
@@ -114,17 +147,160 @@ def key_of(spec: TableSpec, row: RowModel) -> int:
     return key
 
 
+def clock_of(read_at: datetime) -> datetime:
+    """The database's clock of a read as `last_updated` is written: a naive UTC timestamp.
+    A source stamping local time east of UTC (London in summer) looks ahead of it, and so is
+    capped too: its rows are re-read, never skipped, across the autumn clock change."""
+    return read_at.astimezone(UTC).replace(tzinfo=None) if read_at.tzinfo else read_at
+
+
+def capped_watermark(
+    previous: datetime | None, greatest: datetime | None, clock: datetime
+) -> datetime | None:
+    """The watermark after a read: the greatest `last_updated` seen, not past the clock."""
+    seen = [t for t in (previous, greatest) if t is not None]
+    return min(max(seen), clock) if seen else None
+
+
+class Entry(NamedTuple):
+    """One valid row of a read, with its canonical line and that line's digest."""
+
+    key: int
+    row: RowModel
+    line: str
+    digest: str
+
+
+class WindowTracker:
+    """Follows the rows of one read to the table's next state, keeping only the rows that can
+    still fall inside the final overlap window (the window's start only moves forward as the
+    greatest `last_updated` grows): memory follows the window, not the table."""
+
+    _PRUNE_AT = 1024
+
+    def __init__(
+        self, spec: TableSpec, previous: datetime | None, read_at: datetime, overlap: timedelta
+    ) -> None:
+        self.spec = spec
+        self.previous = previous
+        self.clock = clock_of(read_at)
+        self.overlap = overlap
+        self.greatest: datetime | None = None
+        self.rows = 0
+        self._floor = self._window_start()
+        self._kept: dict[int, tuple[datetime, str]] = {}
+        self._prune_at = self._PRUNE_AT
+
+    def _window_start(self) -> datetime | None:
+        watermark = capped_watermark(self.previous, self.greatest, self.clock)
+        return None if watermark is None else watermark - self.overlap
+
+    def see(self, entry: Entry) -> None:
+        self.rows += 1
+        stamp: datetime = entry.row.last_updated
+        if self.greatest is None or stamp > self.greatest:
+            self.greatest = stamp
+            self._floor = self._window_start()
+        if self._floor is None or stamp >= self._floor:
+            self._kept[entry.key] = (stamp, entry.digest)
+            if len(self._kept) >= self._prune_at:
+                self._kept = self._within(self._floor)
+                self._prune_at = max(2 * len(self._kept), self._PRUNE_AT)
+
+    def _within(self, start: datetime | None) -> dict[int, tuple[datetime, str]]:
+        return {k: v for k, v in self._kept.items() if start is None or v[0] >= start}
+
+    def state(self) -> TableState:
+        watermark = capped_watermark(self.previous, self.greatest, self.clock)
+        recent: dict[int, str] = {}
+        if watermark is not None:
+            recent = {k: d for k, (_, d) in self._within(watermark - self.overlap).items()}
+        return TableState(table=self.spec.name, watermark=watermark, recent=recent)
+
+
 def next_state(
-    spec: TableSpec, previous: datetime | None, rows: Iterable[RowModel], overlap: timedelta
+    spec: TableSpec,
+    previous: datetime | None,
+    rows: Iterable[RowModel],
+    overlap: timedelta,
+    *,
+    read_at: datetime,
 ) -> TableState:
-    """The state after a run that read `rows` (every row of the new overlap window)."""
-    rows = list(rows)
-    watermark = max([r.last_updated for r in rows] + ([previous] if previous else []), default=None)
-    recent: dict[int, str] = {}
-    if watermark is not None:
-        window_start = watermark - overlap
-        recent = {key_of(spec, r): digest(spec, r) for r in rows if r.last_updated > window_start}
-    return TableState(table=spec.name, watermark=watermark, recent=recent)
+    """The state after a read at `read_at` (the database's clock) that gave `rows` (every row
+    of the new overlap window)."""
+    tracker = WindowTracker(spec, previous, read_at, overlap)
+    for row in rows:
+        line = row_json(spec, row)
+        tracker.see(Entry(key_of(spec, row), row, line, line_digest(line)))
+    return tracker.state()
+
+
+def file_chunks(lines: Iterable[str]) -> Iterator[bytes]:
+    """`shared.rows.dump_lines`'s bytes, in pieces, from lines as they come."""
+    batch: list[str] = []
+    opening = "[\n"
+    for line in lines:
+        batch.append(opening + line)
+        opening = ",\n"
+        if len(batch) >= _LINES_PER_CHUNK:
+            yield "".join(batch).encode("utf-8")
+            batch.clear()
+    if opening == "[\n":  # no line at all
+        yield b"[]\n"
+        return
+    batch.append("\n]\n")
+    yield "".join(batch).encode("utf-8")
+
+
+class Scan:
+    """One streamed read of a table: the valid rows as entries, every problem counted (the
+    first `_PROBLEMS_KEPT` kept), and the next state followed as the rows pass."""
+
+    def __init__(self, spec: TableSpec, tracker: WindowTracker) -> None:
+        self.spec = spec
+        self.tracker = tracker
+        self.source = f"postgresql:{spec.name}"
+        self.problems: list[RowProblem] = []
+        self.total_problems = 0
+
+    def entries(self, pages: Iterable[list[Row]]) -> Iterator[Entry]:
+        """Valid rows as they come; after a bad one, nothing more (the rest is still checked,
+        for the report), and at the end TableDataError: the file being written is abandoned."""
+        offset = 0
+        for page in pages:
+            valid = self._check(validate_rows(self.spec, page, self.source), offset)
+            offset += len(page)
+            if self.total_problems:
+                continue
+            for row in valid:
+                line = row_json(self.spec, row)
+                entry = Entry(key_of(self.spec, row), row, line, line_digest(line))
+                self.tracker.see(entry)
+                yield entry
+        if self.total_problems:
+            raise TableDataError(self.spec.name, self.problems, self.total_problems)
+
+    def _check(self, report: ValidationReport, offset: int) -> list[RowModel]:
+        """The page's valid rows; its problems noted, indexed from the table's first row."""
+        self.total_problems += len(report.problems)
+        room = _PROBLEMS_KEPT - len(self.problems)
+        self.problems += [
+            p.model_copy(update={"row_index": p.row_index + offset})
+            for p in report.problems[: max(room, 0)]
+        ]
+        return report.rows
+
+
+class Counted:
+    """Lines passing to a file, counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def lines(self, entries: Iterable[Entry]) -> Iterator[str]:
+        for entry in entries:
+            self.count += 1
+            yield entry.line
 
 
 class Ingest:
@@ -137,17 +313,18 @@ class Ingest:
         publisher: EventSink,
         *,
         overlap: timedelta,
+        page_rows: int = PAGE_ROWS,
+        part_bytes: int = PART_BYTES,
     ) -> None:
         self.source = source
         self.store = store
         self.publisher = publisher
         self.overlap = overlap
-
-    def _where(self, key: str) -> str:
-        return f"s3://{self.store.bucket}/{key}"
+        self.page_rows = page_rows
+        self.part_bytes = part_bytes
 
     def _read(self, spec: TableSpec, since: datetime | None) -> tuple[list[RowModel], datetime]:
-        """The table's rows (validated) and the database's time of the read."""
+        """The table's rows (validated), whole, and the database's time of the read."""
         read = self.source.read(spec, since)
         report = validate_rows(spec, read.rows, f"postgresql:{spec.name}")
         if report.problems:
@@ -161,35 +338,59 @@ class Ingest:
     def _save_state(self, state: TableState) -> None:
         self.store.put(watermark_key(state.table), state.model_dump_json(indent=1).encode())
 
+    def _write(self, key: str, lines: Iterable[str], read_at: datetime) -> None:
+        self.store.put_stream(
+            key,
+            file_chunks(lines),
+            metadata=observed_at_metadata(read_at),
+            part_bytes=self.part_bytes,
+        )
+
     def table(self, spec: TableSpec) -> TableResult:
         state = self._load_state(spec)
         if state is None:
             return self._baseline(spec)
+        if spec.reconcile:
+            return self._reconciled_staging(spec, state)
         return self._staging(spec, state)
 
     def _baseline(self, spec: TableSpec) -> TableResult:
-        rows, read_at = self._read(spec, None)
         key = baseline_key(spec.name)
-        self.store.put(key, dump_rows(spec, rows), metadata=observed_at_metadata(read_at))
-        state = next_state(spec, None, rows, self.overlap)
+        with self.source.pages(spec, None, page_rows=self.page_rows) as read:
+            scan = Scan(spec, WindowTracker(spec, None, read.read_at, self.overlap))
+            self._write(key, (e.line for e in scan.entries(read.pages)), read.read_at)
+        state = scan.tracker.state()
         self._save_state(state)  # only now: a crash before this re-reads the whole table
-        logger.info("baseline written", extra={"table": spec.name, "key": key, "rows": len(rows)})
+        rows = scan.tracker.rows
+        logger.info("baseline written", extra={"table": spec.name, "key": key, "rows": rows})
         return _result(spec, "baseline", key, rows, rows, state)
 
     def _staging(self, spec: TableSpec, state: TableState) -> TableResult:
+        """A table that is not reconciled: the overlap window's rows, streamed."""
         window_start = None if state.watermark is None else state.watermark - self.overlap
-        # Reconcile tables are read whole; the others from the start of the overlap window.
-        rows, read_at = self._read(spec, None if spec.reconcile else window_start)
+        key = staging_key(spec.name)
+        staged = Counted()
+        with self.source.pages(spec, window_start, page_rows=self.page_rows) as read:
+            scan = Scan(spec, WindowTracker(spec, state.watermark, read.read_at, self.overlap))
+            changed = (e for e in scan.entries(read.pages) if state.recent.get(e.key) != e.digest)
+            self._write(key, staged.lines(changed), read.read_at)
+        new_state = scan.tracker.state()
+        if new_state != state:
+            self._save_state(new_state)  # only after the staging file is written
+        _log_staging(spec, key, scan.tracker.rows, staged.count, 0)
+        return _result(spec, "staging", key, scan.tracker.rows, staged.count, new_state)
+
+    def _reconciled_staging(self, spec: TableSpec, state: TableState) -> TableResult:
+        """A reconcile table: read whole and compared with latest (small, so in memory)."""
+        window_start = None if state.watermark is None else state.watermark - self.overlap
+        rows, read_at = self._read(spec, None)
         changed: dict[int, RowModel] = {}
         for row in rows:
-            in_window = window_start is None or row.last_updated > window_start
+            in_window = window_start is None or row.last_updated >= window_start
             if in_window and state.recent.get(key_of(spec, row)) != digest(spec, row):
                 changed[key_of(spec, row)] = row
-        silent: list[RowModel] = []
-        missing: list[int] = []
-        if spec.reconcile:
-            silent, missing = self._reconcile(spec, rows, changed)
-            changed.update((key_of(spec, r), r) for r in silent)
+        silent, missing = self._reconcile(spec, rows, changed)
+        changed.update((key_of(spec, r), r) for r in silent)
         staged = [changed[k] for k in sorted(changed)]
         key = staging_key(spec.name)
         self.store.put(key, dump_rows(spec, staged), metadata=observed_at_metadata(read_at))
@@ -199,20 +400,11 @@ class Ingest:
                 extra={"table": spec.name, "count": len(missing), "keys": missing[:20]},
             )
             self.publisher.publish([RowsMissingAtSource.of(spec.name, missing)])
-        new_state = next_state(spec, state.watermark, rows, self.overlap)
+        new_state = next_state(spec, state.watermark, rows, self.overlap, read_at=read_at)
         if new_state != state:
             self._save_state(new_state)  # only after the staging file is written
-        logger.info(
-            "staging written",
-            extra={
-                "table": spec.name,
-                "key": key,
-                "rows_read": len(rows),
-                "rows_staged": len(staged),
-                "silent_edits": len(silent),
-            },
-        )
-        result = _result(spec, "staging", key, rows, staged, new_state)
+        _log_staging(spec, key, len(rows), len(staged), len(silent))
+        result = _result(spec, "staging", key, len(rows), len(staged), new_state)
         return result.model_copy(update={"silent_edits": len(silent), "missing_at_source": missing})
 
     def _reconcile(
@@ -244,12 +436,25 @@ class Ingest:
         return silent, missing
 
 
+def _log_staging(spec: TableSpec, key: str, read: int, staged: int, silent: int) -> None:
+    logger.info(
+        "staging written",
+        extra={
+            "table": spec.name,
+            "key": key,
+            "rows_read": read,
+            "rows_staged": staged,
+            "silent_edits": silent,
+        },
+    )
+
+
 def _result(
     spec: TableSpec,
     action: Literal["baseline", "staging"],
     key: str,
-    read: list[RowModel],
-    written: list[RowModel],
+    read: int,
+    written: int,
     state: TableState,
 ) -> TableResult:
     watermark = None if state.watermark is None else state.watermark.isoformat()
@@ -257,10 +462,20 @@ def _result(
         table=spec.name,
         action=action,
         key=key,
-        rows_read=len(read),
-        rows_written=len(written),
+        rows_read=read,
+        rows_written=written,
         watermark=watermark,
     )
+
+
+def _failed(spec: TableSpec, exc: Exception) -> TableResult:
+    """The result of a table that raised (logged; called inside the `except`)."""
+    if isinstance(exc, TableDataError):
+        logger.error(str(exc), extra={"table": spec.name, "stopped": "bad rows in the source"})
+        return TableResult(table=spec.name, action="failed", error=str(exc))
+    logger.exception("table failed", extra={"table": spec.name})
+    error = f"table {spec.name}: {type(exc).__name__}: {exc}"
+    return TableResult(table=spec.name, action="failed", error=error)
 
 
 def run_ingest(
@@ -271,16 +486,28 @@ def run_ingest(
     overlap: timedelta,
     schedule: ScheduleState | None = None,
     tables: Iterable[TableSpec] = TABLES.values(),
+    page_rows: int = PAGE_ROWS,
+    part_bytes: int = PART_BYTES,
 ) -> IngestReport:
-    """One ingest run of every registry table; a failing table does not stop the others."""
+    """One ingest run of every registry table; a failing table does not stop the others, a
+    pause (checked before each table) stops the ones not yet read."""
+    pending = list(tables)
     reason = pause_reason(store, schedule)
     if reason:
         logger.warning("ingest paused, nothing read", extra={"reason": reason})
-        return IngestReport(paused=reason)
-    ingest = Ingest(source, store, publisher, overlap=overlap)
+        return IngestReport(paused=reason, skipped=[s.name for s in pending])
+    ingest = Ingest(
+        source, store, publisher, overlap=overlap, page_rows=page_rows, part_bytes=part_bytes
+    )
     results: list[TableResult] = []
-    pending = list(tables)
     for index, spec in enumerate(pending):
+        reason = pause_reason(store, schedule) if index else None
+        if reason:
+            skipped = [s.name for s in pending[index:]]
+            logger.warning(
+                "ingest paused during the run", extra={"reason": reason, "skipped": skipped}
+            )
+            return _finished(IngestReport(stopped_by_pause=reason, skipped=skipped, tables=results))
         try:
             results.append(ingest.table(spec))
         except SourceUnavailableError as exc:
@@ -291,14 +518,12 @@ def run_ingest(
                 for s in pending[index:]
             )
             break
-        except TableDataError as exc:
-            logger.error(str(exc), extra={"table": spec.name, "stopped": "bad rows in the source"})
-            results.append(TableResult(table=spec.name, action="failed", error=str(exc)))
         except Exception as exc:  # one table's trouble must not hold the others back
-            logger.exception("table failed", extra={"table": spec.name})
-            error = f"table {spec.name}: {type(exc).__name__}: {exc}"
-            results.append(TableResult(table=spec.name, action="failed", error=error))
-    report = IngestReport(tables=results)
+            results.append(_failed(spec, exc))
+    return _finished(IngestReport(tables=results))
+
+
+def _finished(report: IngestReport) -> IngestReport:
     if not report.ok:
         logger.error("ingest run failed", extra={"failed": [t.table for t in report.failures]})
     return report

@@ -7,12 +7,26 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from services.ingest.source import SourceCredentials, SourceOverrides, SslMode
 from shared.naming import event_bus_name
 
 DEFAULT_OVERLAP_SECONDS = 300
+# The overlap must outlast the gap between a transaction stamping `last_updated` (PostgreSQL's
+# now() is the transaction's start) and its commit: a row committed later than that, stamped
+# before the watermark, is lost to a table that is not reconciled. 0 loses even a commit
+# stamped at the watermark itself; a minute is the least that covers an ordinary slow commit
+# (a lock wait, a batch of writes). Longer transactions at the source need a longer overlap.
+MIN_OVERLAP_SECONDS = 60
+MAX_OVERLAP_SECONDS = 86_400
 
 
 class SettingsError(ValueError):
@@ -43,7 +57,19 @@ class IngestSettings(BaseModel):
     # The ingest reads nothing while this EventBridge rule is disabled (the pause).
     schedule_rule_name: str | None = None
     # How far behind the watermark each run re-reads, for rows committed late.
-    overlap_seconds: int = Field(default=DEFAULT_OVERLAP_SECONDS, ge=0, le=86_400)
+    overlap_seconds: int = DEFAULT_OVERLAP_SECONDS
+
+    @field_validator("overlap_seconds")
+    @classmethod
+    def _overlap_covers_commit_latency(cls, value: int) -> int:
+        if not MIN_OVERLAP_SECONDS <= value <= MAX_OVERLAP_SECONDS:
+            raise ValueError(
+                f"must be {MIN_OVERLAP_SECONDS}..{MAX_OVERLAP_SECONDS} seconds, got {value}: the "
+                "overlap re-reads rows committed after the watermark was taken, and below "
+                f"{MIN_OVERLAP_SECONDS} s an ordinary slow commit is lost (0 loses a row "
+                "stamped at the watermark itself)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> IngestSettings:

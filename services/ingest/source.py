@@ -3,7 +3,9 @@
 Only tables of the registry are ever read, and only the registry's columns, named one by one:
 the real database's physical column order differs from the ERD, and it holds tables of its
 own (Prisma's `_prisma_migrations`) that are none of our business. Identifiers are quoted by
-pg8000's own `identifier()`, values go as parameters.
+pg8000's own `identifier()`, values go as parameters. Rows come through a server-side cursor
+(`DECLARE ... NO SCROLL CURSOR`, `FETCH FORWARD n`) in the read's own transaction, a page at
+a time, so no read holds a whole table.
 
 TLS follows libpq's `sslmode` meanings (docs/decisions.md): `disable` never encrypts,
 `prefer` (the default where nothing says otherwise) tries TLS without verifying and falls back
@@ -17,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -326,18 +329,36 @@ class SourceRead:
     read_at: datetime
 
 
+@dataclass(frozen=True)
+class SourcePages:
+    """A table's rows page by page, as a server-side cursor gives them, and when the database
+    read them. The pages come from one open transaction: iterate them inside the `with`."""
+
+    read_at: datetime
+    pages: Iterator[list[Row]]
+
+
+# Rows per FETCH of a streamed read: memory follows a page, not the table.
+PAGE_ROWS = 1000
+
+
 class TableSource(Protocol):
-    """What the ingest needs from the source: a table's rows, all or changed since a time,
-    and the database's time of the read."""
+    """What the ingest needs from the source: a table's rows, all or changed since a time
+    (whole, or page by page), and the database's time of the read."""
 
     def read(self, spec: TableSpec, since: datetime | None) -> SourceRead: ...
 
+    def pages(
+        self, spec: TableSpec, since: datetime | None, *, page_rows: int = PAGE_ROWS
+    ) -> AbstractContextManager[SourcePages]: ...
+
 
 def select_sql(spec: TableSpec, *, since: bool) -> str:
-    """The SELECT of a registry table: its columns named, filtered on `last_updated`."""
+    """The SELECT of a registry table: its columns named, filtered on `last_updated` (from
+    `since` on, inclusive: a row stamped exactly at the window's start is read)."""
     ident = pg8000.native.identifier
     columns = ", ".join(ident(c) for c in spec.columns)
-    where = f" WHERE {ident('last_updated')} > :since" if since else ""
+    where = f" WHERE {ident('last_updated')} >= :since" if since else ""
     return f"SELECT {columns} FROM {ident(spec.name)}{where} ORDER BY {ident(spec.primary_key)}"
 
 
@@ -345,6 +366,16 @@ def select_sql(spec: TableSpec, *, since: bool) -> str:
 # and the statement that reads the clock is its first, the one that takes the snapshot.
 BEGIN_READ = "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 CLOCK_SQL = "SELECT clock_timestamp()"
+# The rows come through a server-side cursor of that transaction, a page per FETCH.
+CURSOR = "ingest_rows"
+
+
+def declare_sql(spec: TableSpec, *, since: bool) -> str:
+    return f"DECLARE {CURSOR} NO SCROLL CURSOR FOR {select_sql(spec, since=since)}"
+
+
+def fetch_sql(page_rows: int) -> str:
+    return f"FETCH FORWARD {int(page_rows)} FROM {CURSOR}"
 
 
 class PostgresSource:
@@ -371,24 +402,38 @@ class PostgresSource:
         return self._conn
 
     def read(self, spec: TableSpec, since: datetime | None) -> SourceRead:
+        """The whole table (or its rows since a time) in memory: for the small tables only."""
+        with self.pages(spec, since) as read:
+            rows = [row for page in read.pages for row in page]
+        return SourceRead(rows=rows, read_at=read.read_at)
+
+    @contextlib.contextmanager
+    def pages(
+        self, spec: TableSpec, since: datetime | None, *, page_rows: int = PAGE_ROWS
+    ) -> Iterator[SourcePages]:
+        """The rows page by page from a server-side cursor, in the read's transaction, which
+        is committed when the `with` ends and rolled back when it raises."""
         conn = self._connection()
-        sql = select_sql(spec, since=since is not None)
         try:
             conn.run(BEGIN_READ)
             try:
                 ((read_at,),) = conn.run(CLOCK_SQL)
-                rows = conn.run(sql, since=since) if since is not None else conn.run(sql)
+                params = {} if since is None else {"since": since}
+                conn.run(declare_sql(spec, since=since is not None), **params)
+                yield SourcePages(read_at=read_at, pages=_fetch(conn, spec, page_rows))
                 conn.run("COMMIT")
-            except pg8000.native.DatabaseError:
-                conn.run("ROLLBACK")  # the next table starts a transaction of its own
+            except BaseException:
+                self._roll_back(conn)  # the next table starts a transaction of its own
                 raise
         except pg8000.native.InterfaceError:
             self.close()  # a broken connection: the next table connects afresh
             raise
-        return SourceRead(
-            rows=[dict(zip(spec.columns, values, strict=True)) for values in rows],
-            read_at=read_at,
-        )
+
+    def _roll_back(self, conn: pg8000.native.Connection) -> None:
+        try:
+            conn.run("ROLLBACK")
+        except (OSError, pg8000.native.InterfaceError, pg8000.native.DatabaseError):
+            self.close()  # cannot even roll back: the next table connects afresh
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -401,3 +446,14 @@ class PostgresSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _fetch(conn: pg8000.native.Connection, spec: TableSpec, page_rows: int) -> Iterator[list[Row]]:
+    fetch = fetch_sql(page_rows)
+    while True:
+        values = conn.run(fetch)
+        if not values:
+            return
+        yield [dict(zip(spec.columns, row, strict=True)) for row in values]
+        if len(values) < page_rows:
+            return

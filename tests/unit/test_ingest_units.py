@@ -77,6 +77,16 @@ def test_settings_errors_name_the_variable(env, named):
         IngestSettings.from_env(env)
 
 
+@pytest.mark.parametrize("seconds", ["0", "1", "59", "86401"])
+def test_an_overlap_too_short_to_cover_a_commit_is_refused(seconds):
+    # 0 loses a row committed later with last_updated == watermark; under a minute, an
+    # ordinary slow commit.
+    env = {"BUCKET_NAME": "b-1", "SOURCE_URL": "postgresql://u@h/d", "OVERLAP_SECONDS": seconds}
+    with pytest.raises(SettingsError, match=r"OVERLAP_SECONDS: .*must be 60\.\.86400 seconds"):
+        IngestSettings.from_env(env)
+    assert IngestSettings.from_env({**env, "OVERLAP_SECONDS": "60"}).overlap_seconds == 60
+
+
 # -- credentials ----------------------------------------------------------------------------
 def test_a_source_url_round_trips_with_awkward_passwords():
     creds = SourceCredentials.from_url("postgresql://tote:p%40ss%2Fw0rd@db.example:6543/totesys")
@@ -141,7 +151,7 @@ def test_select_names_the_registry_columns_and_quotes_identifiers():
     sql = select_sql(TABLES["design"], since=True)
     assert sql == (
         'SELECT "design_id", "created_at", "last_updated", "design_name", "file_location", '
-        '"file_name" FROM "design" WHERE "last_updated" > :since ORDER BY "design_id"'
+        '"file_name" FROM "design" WHERE "last_updated" >= :since ORDER BY "design_id"'
     )
     odd = TableSpec('cur"rency', "currency_id", schemas.Currency)
     assert 'FROM "cur""rency"' in select_sql(odd, since=False)
@@ -178,12 +188,13 @@ def test_the_watermark_is_the_greatest_last_updated_read_and_stays_without_rows(
     spec = TABLES["staff"]
     t0 = datetime(2024, 11, 14, 9, 0)
     rows = [_staff(1, t0 - timedelta(hours=1)), _staff(2, t0), _staff(3, t0 - timedelta(minutes=4))]
-    state = next_state(spec, None, rows, timedelta(minutes=5))
+    clock = t0 + timedelta(hours=1)
+    state = next_state(spec, None, rows, timedelta(minutes=5), read_at=clock)
     assert state.watermark == t0
     assert sorted(state.recent) == [2, 3]  # only the overlap window is remembered
-    assert next_state(spec, t0, [], timedelta(minutes=5)).watermark == t0
+    assert next_state(spec, t0, [], timedelta(minutes=5), read_at=clock).watermark == t0
     # An older row read later never moves the watermark back.
-    assert next_state(spec, t0, [rows[0]], timedelta(minutes=5)).watermark == t0
+    assert next_state(spec, t0, [rows[0]], timedelta(minutes=5), read_at=clock).watermark == t0
     assert TableState.model_validate_json(state.model_dump_json()) == state
 
 

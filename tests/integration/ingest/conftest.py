@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +23,14 @@ from ops.pg import (
     load_snapshot,
 )
 from ops.sample_data import SampleDatabase
-from services.ingest.source import PostgresSource, SourceCredentials, SourceRead, connect
+from services.ingest.source import (
+    PAGE_ROWS,
+    PostgresSource,
+    SourceCredentials,
+    SourcePages,
+    SourceRead,
+    connect,
+)
 from shared.events import EventPublisher
 from shared.naming import EVENT_SOURCE
 from shared.storage import BucketStore
@@ -127,6 +135,12 @@ class RecordingSource:
     def read(self, spec: TableSpec, since: datetime | None) -> SourceRead:
         self.reads.append(spec.name)
         return self.inner.read(spec, since)
+
+    def pages(
+        self, spec: TableSpec, since: datetime | None, *, page_rows: int = PAGE_ROWS
+    ) -> AbstractContextManager[SourcePages]:
+        self.reads.append(spec.name)
+        return self.inner.pages(spec, since, page_rows=page_rows)
 
     def close(self) -> None:
         self.inner.close()
