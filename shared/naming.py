@@ -33,6 +33,12 @@ def ingest_schedule_rule_name(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}-schedule"
 
 
+def replication_slot_name(prefix: str = DEFAULT_PREFIX) -> str:
+    """The logical replication slot the ingest reads log-mode tables from (PostgreSQL allows
+    lower-case letters, digits and underscores)."""
+    return f"{prefix.lower().replace('-', '_')}_changes"
+
+
 def consumer_queue_name(consumer: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}-{consumer}-events"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from shared import schemas
 from shared.schemas import RowModel
@@ -26,6 +27,11 @@ class TableSpec:
     reconcile: bool = False
     # Rows per key-range partition of latest; None keeps one `latest/<table>.json`.
     rows_per_partition: int | None = None
+    # How the ingest captures changes: "poll" (rows with a newer `last_updated`) or "log" (every
+    # committed change from a logical replication slot: each version and every delete; needs
+    # logical decoding on the database, README "Capture modes"). A deployment may turn log
+    # mode on for more tables with LOG_CAPTURE_TABLES (services/ingest/settings.py).
+    capture: Literal["poll", "log"] = "poll"
 
     def __post_init__(self) -> None:
         fields = self.row_model.model_fields

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from services.ingest.ingest import IngestReport, run_ingest
+from services.ingest.log_ingest import SlotCapture
+from services.ingest.logical import LogicalReader
 from services.ingest.pause import EventBridgeSchedule
 from services.ingest.settings import IngestSettings
 from services.ingest.source import PostgresSource, SecretsManagerCredentials, SourceCredentials
@@ -26,11 +29,22 @@ def run_with_settings(settings: IngestSettings) -> IngestReport:
     schedule = (
         EventBridgeSchedule(settings.schedule_rule_name) if settings.schedule_rule_name else None
     )
-    with PostgresSource(credentials_from(settings)) as source:
+    credentials = credentials_from(settings)
+    store = BucketStore(settings.bucket_name)
+    log_tables = settings.log_tables()
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(PostgresSource(credentials))
+        log = None
+        if log_tables:
+            reader = stack.enter_context(
+                LogicalReader(credentials, settings.replication_slot, log_tables)
+            )
+            log = SlotCapture(reader, store, [s.name for s in log_tables])
         return run_ingest(
             source,
-            BucketStore(settings.bucket_name),
+            store,
             EventPublisher(settings.event_bus_name),
             overlap=settings.overlap,
             schedule=schedule,
+            log=log,
         )

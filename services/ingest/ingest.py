@@ -26,11 +26,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict
 
+from services.ingest.logical import SlotHealth
 from services.ingest.pause import ScheduleState, pause_reason
 from services.ingest.source import PAGE_ROWS, Row, SourceUnavailableError, TableSource
 from shared.events import EventSink, RowsMissingAtSource
@@ -97,6 +98,8 @@ class IngestReport(BaseModel):
     stopped_by_pause: str | None = None
     skipped: list[str] = []
     tables: list[TableResult] = []
+    # The replication slot after a run with log-mode tables (services/ingest/log_ingest.py).
+    slot: SlotHealth | None = None
 
     @property
     def ok(self) -> bool:
@@ -346,6 +349,10 @@ class Ingest:
             part_bytes=self.part_bytes,
         )
 
+    def has_state(self, spec: TableSpec) -> bool:
+        """Whether the table has been read before (else its next read is its baseline)."""
+        return self._load_state(spec) is not None
+
     def table(self, spec: TableSpec) -> TableResult:
         state = self._load_state(spec)
         if state is None:
@@ -468,7 +475,7 @@ def _result(
     )
 
 
-def _failed(spec: TableSpec, exc: Exception) -> TableResult:
+def failed_result(spec: TableSpec, exc: Exception) -> TableResult:
     """The result of a table that raised (logged; called inside the `except`)."""
     if isinstance(exc, TableDataError):
         logger.error(str(exc), extra={"table": spec.name, "stopped": "bad rows in the source"})
@@ -476,6 +483,18 @@ def _failed(spec: TableSpec, exc: Exception) -> TableResult:
     logger.exception("table failed", extra={"table": spec.name})
     error = f"table {spec.name}: {type(exc).__name__}: {exc}"
     return TableResult(table=spec.name, action="failed", error=error)
+
+
+class LogCapture(Protocol):
+    """The log-mode part of a run (services/ingest/log_ingest.py): which tables it takes, and
+    a run of them, their baselines read by `ingest`."""
+
+    @property
+    def tables(self) -> frozenset[str]: ...
+
+    def run(
+        self, ingest: Ingest, specs: list[TableSpec]
+    ) -> tuple[list[TableResult], SlotHealth | None]: ...
 
 
 def run_ingest(
@@ -488,9 +507,11 @@ def run_ingest(
     tables: Iterable[TableSpec] = TABLES.values(),
     page_rows: int = PAGE_ROWS,
     part_bytes: int = PART_BYTES,
+    log: LogCapture | None = None,
 ) -> IngestReport:
     """One ingest run of every registry table; a failing table does not stop the others, a
-    pause (checked before each table) stops the ones not yet read."""
+    pause (checked before each table, and before the log) stops the ones not yet read. The
+    log-mode tables (`log`) are read after the polled ones."""
     pending = list(tables)
     reason = pause_reason(store, schedule)
     if reason:
@@ -499,6 +520,24 @@ def run_ingest(
     ingest = Ingest(
         source, store, publisher, overlap=overlap, page_rows=page_rows, part_bytes=part_bytes
     )
+    logged = [s for s in pending if log is not None and s.name in log.tables]
+    report = _poll(ingest, [s for s in pending if s not in logged], store, schedule)
+    if log is None or not logged or report.stopped_by_pause:
+        return _finished(report)
+    reason = pause_reason(store, schedule)
+    if reason:
+        skipped = [s.name for s in logged]
+        report = report.model_copy(update={"stopped_by_pause": reason, "skipped": skipped})
+        return _finished(report)
+    results, slot = log.run(ingest, logged)
+    done = [*report.tables, *results]
+    return _finished(report.model_copy(update={"tables": done, "slot": slot}))
+
+
+def _poll(
+    ingest: Ingest, pending: list[TableSpec], store: BucketStore, schedule: ScheduleState | None
+) -> IngestReport:
+    """The polled tables, one after the other, the pause checked between them."""
     results: list[TableResult] = []
     for index, spec in enumerate(pending):
         reason = pause_reason(store, schedule) if index else None
@@ -507,7 +546,7 @@ def run_ingest(
             logger.warning(
                 "ingest paused during the run", extra={"reason": reason, "skipped": skipped}
             )
-            return _finished(IngestReport(stopped_by_pause=reason, skipped=skipped, tables=results))
+            return IngestReport(stopped_by_pause=reason, skipped=skipped, tables=results)
         try:
             results.append(ingest.table(spec))
         except SourceUnavailableError as exc:
@@ -519,8 +558,8 @@ def run_ingest(
             )
             break
         except Exception as exc:  # one table's trouble must not hold the others back
-            results.append(_failed(spec, exc))
-    return _finished(IngestReport(tables=results))
+            results.append(failed_result(spec, exc))
+    return IngestReport(tables=results)
 
 
 def _finished(report: IngestReport) -> IngestReport:

@@ -17,7 +17,8 @@ from pydantic import (
 )
 
 from services.ingest.source import SourceCredentials, SourceOverrides, SslMode
-from shared.naming import event_bus_name
+from shared.naming import event_bus_name, replication_slot_name
+from shared.tables import TABLES, TableSpec
 
 DEFAULT_OVERLAP_SECONDS = 300
 # The overlap must outlast the gap between a transaction stamping `last_updated` (PostgreSQL's
@@ -54,6 +55,12 @@ class IngestSettings(BaseModel):
     # /var/task on Lambda; locally the working directory).
     source_ca_bundle: str | None = None
     lambda_task_root: str | None = None
+    # Tables captured from the log besides the registry's `capture="log"` ones: a comma list.
+    log_capture_tables: str = ""
+    # The logical replication slot log-mode tables are read from.
+    replication_slot: str = Field(
+        default_factory=replication_slot_name, pattern=r"^[a-z0-9_]{1,63}$"
+    )
     # The ingest reads nothing while this EventBridge rule is disabled (the pause).
     schedule_rule_name: str | None = None
     # How far behind the watermark each run re-reads, for rows committed late.
@@ -93,6 +100,19 @@ class IngestSettings(BaseModel):
             return self.source_ca_bundle
         return str(Path(self.lambda_task_root) / self.source_ca_bundle)  # absolute stays as is
 
+    @field_validator("log_capture_tables")
+    @classmethod
+    def _known_tables(cls, value: str) -> str:
+        unknown = sorted(set(_names(value)) - set(TABLES))
+        if unknown:
+            raise ValueError(f"not registry tables: {', '.join(unknown)}")
+        return value
+
+    def log_tables(self) -> list[TableSpec]:
+        """The tables read from the replication slot (the registry's and LOG_CAPTURE_TABLES)."""
+        extra = set(_names(self.log_capture_tables))
+        return [s for s in TABLES.values() if s.capture == "log" or s.name in extra]
+
     @property
     def overlap(self) -> timedelta:
         return timedelta(seconds=self.overlap_seconds)
@@ -112,3 +132,7 @@ class IngestSettings(BaseModel):
                 for e in exc.errors(include_url=False)
             )
             raise SettingsError(f"ingest settings: {problems}") from None
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
