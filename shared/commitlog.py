@@ -62,11 +62,17 @@ class SourceRef(BaseModel):
     read_from: str | None = None  # a quarantined copy the batch was re-validated from
 
 
+# Entries this code writes: 2 added `removed` and `keys_deleted` (deletes); entries of
+# version 1 (no `schema_version` field) read with those empty.
+ENTRY_SCHEMA_VERSION = 2
+
+
 class LogEntry(BaseModel):
     """One committed batch: what it made current in latest and the history it superseded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    schema_version: int = 1
     seq: int
     table: str
     batch: str
@@ -74,6 +80,9 @@ class LogEntry(BaseModel):
     layout: Layout
     # SINGLE: the rows this entry writes into latest, by key (canonical text with `_observed`)
     upserts: dict[int, str] = {}
+    # SINGLE: the keys this entry deletes from latest, each with the tombstone line latest
+    # keeps for it instead of its row (shared/versions.py; readers skip it)
+    removed: dict[int, str] = {}
     # PARTITIONED: latest after this entry (its partitions were written before the commit)
     manifest: PartitionManifest | None = None
     # latest objects no longer current after this entry (replaced partitions; the single
@@ -85,6 +94,7 @@ class LogEntry(BaseModel):
     rows: int
     counts: MergeCounts
     keys_written: list[int]
+    keys_deleted: list[int] = []  # the keys whose row left latest (a delete)
     committed_at: datetime
 
 

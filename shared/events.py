@@ -73,7 +73,9 @@ class MergeCounts(BaseModel):
     updated: int = 0
     unchanged: int = 0
     late: int = 0
+    deleted: int = 0  # keys whose row left latest (a delete applied): its row is in history
     history_rows: int = 0
+    history_deleted: int = 0  # history rows marked deleted (`_deleted_at`)
 
 
 class HistoryAppended(BatchEvent):
@@ -83,6 +85,7 @@ class HistoryAppended(BatchEvent):
     history_key: str | None
     keys_written: list[int]
     keys_truncated: bool = False
+    keys_deleted: list[int] = []  # keys removed from latest (their last row went to history)
     counts: MergeCounts
 
 

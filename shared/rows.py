@@ -15,7 +15,7 @@ accepts, `row_json` writes as is: the checks are in validation, the writer stays
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -206,41 +206,43 @@ def validate_rows(spec: TableSpec, raw_rows: Sequence[Any], source: str) -> Vali
     valid: list[RowModel] = []
     problems: list[RowProblem] = []
     for index, raw in enumerate(raw_rows):
-        if not isinstance(raw, dict):
-            problems.append(
-                RowProblem(
-                    table=spec.name,
-                    source=source,
-                    row_index=index,
-                    primary_key=None,
-                    field=None,
-                    message=f"row must be a JSON object, got {_kind(raw)}",
-                    value=_short(raw),
-                )
-            )
-            continue
-        duplicated = raw.get(DUPLICATES)
-        if duplicated is not None:
-            raw = {name: value for name, value in raw.items() if name != DUPLICATES}
-        known_key = _known_key(raw.get(spec.primary_key), duplicated, spec.primary_key)
-        found = [
-            _problem(spec, source, index, known_key, name, message, value)
-            for name, message, value in _duplicate_problems(duplicated)
-        ]
-        try:
-            row = spec.row_model.model_validate(raw)
-        except ValidationError as exc:
-            found += [
-                _problem(spec, source, index, known_key, *_describe(error))
-                for error in exc.errors(include_url=False)
-            ]
+        row, found = validate_row(spec, raw, source, index)
         if found:
             problems += found
-        else:
+        elif row is not None:
             valid.append(row)
     return ValidationReport(
         table=spec.name, source=source, rows_read=len(raw_rows), rows=valid, problems=problems
     )
+
+
+def validate_row(
+    spec: TableSpec, raw: Any, source: str, index: int, *, absent: Collection[str] = ()
+) -> tuple[RowModel | None, list[RowProblem]]:
+    """One row: its model, or its problems. `absent`: columns the row may leave out (to be
+    filled later, e.g. unchanged TOAST values); a row missing only those has neither."""
+    if not isinstance(raw, dict):
+        message = f"row must be a JSON object, got {_kind(raw)}"
+        return None, [_problem(spec, source, index, None, None, message, _short(raw))]
+    duplicated = raw.get(DUPLICATES)
+    if duplicated is not None:
+        raw = {name: value for name, value in raw.items() if name != DUPLICATES}
+    known_key = _known_key(raw.get(spec.primary_key), duplicated, spec.primary_key)
+    found = [
+        _problem(spec, source, index, known_key, name, message, value)
+        for name, message, value in _duplicate_problems(duplicated)
+    ]
+    try:
+        row = spec.row_model.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            e
+            for e in exc.errors(include_url=False)
+            if not (e["type"] == "missing" and ".".join(map(str, e["loc"])) in absent)
+        ]
+        found += [_problem(spec, source, index, known_key, *_describe(e)) for e in errors]
+        return None, found
+    return (None if found else row), found
 
 
 def _known_key(key: Any, duplicated: Any, name: str) -> int | None:

@@ -117,6 +117,7 @@ def events(outcome: Outcome, latest_key: str) -> list[EventDetail]:
         history_key=outcome.history_key,
         keys_written=keys,
         keys_truncated=truncated,
+        keys_deleted=keys_listed(outcome.keys_deleted)[0],
         counts=outcome.counts,
     )
     if source.area is Area.BASELINE:

@@ -9,24 +9,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.merge.rules import primary_key
+from services.merge.rules import Known, primary_key
 from services.merge.state import TableState
 from shared.commitlog import entry_key
 from shared.history import HistoryRow, load_history
 from shared.layout import history_prefix
 from shared.rows import dump_lines, row_json
+from shared.versions import Version
 
 if TYPE_CHECKING:
     from shared.storage import ObjectStore
 
 
-def known_history(store: ObjectStore, state: TableState, keys: set[int]) -> set[str]:
-    """The row texts history holds for `keys` as of the state's entry."""
+def known_history(store: ObjectStore, state: TableState, keys: set[int]) -> Known:
+    """The row texts history holds for `keys` as of the state's entry, and their versions."""
     spec = state.spec
-    texts: set[str] = set()
+    known = Known()
 
     def take(items: list[HistoryRow]) -> None:
-        texts.update(row_json(spec, h.row) for h in items if primary_key(spec, h.row) in keys)
+        for h in items:
+            key = primary_key(spec, h.row)
+            if key in keys:
+                known.texts.add(row_json(spec, h.row))
+                known.versions.setdefault(key, []).append(Version(h.row, h.observed, h.change))
 
     for key in store.keys(history_prefix(spec.name)):
         take(load_history(spec, store.get(key).data, key))
@@ -34,4 +39,4 @@ def known_history(store: ObjectStore, state: TableState, keys: set[int]) -> set[
         if entry.history:
             source = entry_key(spec.name, entry.seq)
             take(load_history(spec, dump_lines(entry.history), source))
-    return texts
+    return known

@@ -17,6 +17,7 @@ class Outcome:
     rows: int = 0
     counts: MergeCounts = field(default_factory=MergeCounts)
     keys_written: list[int] = field(default_factory=list)
+    keys_deleted: list[int] = field(default_factory=list)
     history_key: str | None = None
     seq: int | None = None  # the log entry that committed the batch
     quarantine: QuarantineRecord | None = None
@@ -32,6 +33,7 @@ class Outcome:
             rows=entry.rows,
             counts=entry.counts,
             keys_written=entry.keys_written,
+            keys_deleted=entry.keys_deleted,
             history_key=entry.history_key,
             seq=entry.seq,
             retired=entry.replaced,

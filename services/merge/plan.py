@@ -7,7 +7,8 @@ carries the new manifest. A table whose registry asks for partitions while lates
 moves every row into partitions with the first batch that changes anything (a no-op, such as
 a replay, moves nothing). Which rows go to latest never depends on history; which superseded
 versions go to history does, for the keys `keys_needing_history` names (rare), answered by
-`known`.
+`known`. A deleted key's row is replaced by its tombstone line (shared/versions.py): in the
+entry's `removed` (one file) or in the partition the manifest names.
 """
 
 from __future__ import annotations
@@ -19,22 +20,23 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from services.merge.rowsfile import RowsFile
-from services.merge.rules import MergeResult, keys_needing_history, merge, primary_key
+from services.merge.rules import Known, MergeResult, keys_needing_history, merge, primary_key
 from services.merge.source import SourceVersion
+from services.merge.staged import Staged
 from services.merge.state import TableState
-from shared.commitlog import Layout, LogEntry
+from shared.commitlog import ENTRY_SCHEMA_VERSION, Layout, LogEntry
 from shared.events import MergeCounts
 from shared.history import history_row_json
 from shared.layout import history_key, latest_key, latest_partition_key
 from shared.partitions import PartitionManifest, PartitionRef, partition_low
-from shared.schemas import RowModel
-from shared.versions import version_json
+from shared.tables import TableSpec
+from shared.versions import tombstone_json, version_json
 
 if TYPE_CHECKING:
     from shared.storage import ObjectStore
 
 # The history row texts already committed for some keys (docs/merge_protocol.md, "History").
-KnownHistory = Callable[[TableState, set[int]], set[str]]
+KnownHistory = Callable[[TableState, set[int]], Known]
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,14 @@ class Batch:
     """A validated batch: its source, its rows and how it is known."""
 
     source: SourceVersion
-    rows: list[RowModel]
+    rows: list[Staged]
+
+
+def latest_lines(spec: TableSpec, result: MergeResult) -> dict[int, str]:
+    """The lines a result writes into latest, by key: rows, and tombstones of deleted keys."""
+    lines = {key: version_json(spec, v) for key, v in result.written.items()}
+    lines.update({key: tombstone_json(spec, t) for key, t in result.removed.items()})
+    return lines
 
 
 @dataclass(frozen=True)
@@ -63,30 +72,28 @@ class Planner:
         if state.layout is Layout.SINGLE:
             assert state.single is not None
             result = self._decide(state, state.single, batch.rows, batch)
-            if not result.changes_anything:  # a no-op (a replay, a twin) moves nothing
+            # a no-op (a replay, a twin) moves nothing; a row that cannot be merged nothing
+            if not result.changes_anything or result.problems:
                 return Plan(result, None)
             if spec.rows_per_partition is None:
                 upserts = {key: version_json(spec, v) for key, v in result.written.items()}
-                return Plan(result, self._entry(state, batch, result, upserts=upserts))
+                removed = {key: tombstone_json(spec, t) for key, t in result.removed.items()}
+                entry = self._entry(state, batch, result, upserts=upserts, removed=removed)
+                return Plan(result, entry)
             # the registry asks for partitions: this change moves every row into them
         result, manifest, replaced = self._partitioned(state, batch)
-        if not result.changes_anything and state.layout is Layout.PARTITIONED:
+        if result.problems or (not result.changes_anything and state.layout is Layout.PARTITIONED):
             return Plan(result, None)
         return Plan(result, self._entry(state, batch, result, manifest=manifest, replaced=replaced))
 
     def _decide(
-        self, state: TableState, current: RowsFile, staged: list[RowModel], batch: Batch
+        self, state: TableState, current: RowsFile, staged: list[Staged], batch: Batch
     ) -> MergeResult:
-        spec = state.spec
-        held = current.held({primary_key(spec, row) for row in staged})
-        observed = batch.source.observed
-        result = merge(spec, held, staged, observed, batch.source.batch)
-        needed = keys_needing_history(spec, held, staged, observed)
-        if needed:
-            result = merge(
-                spec, held, staged, observed, batch.source.batch, self.known(state, needed)
-            )
-        return result
+        spec, source = state.spec, batch.source
+        held = current.held({item.key for item in staged})
+        needed = keys_needing_history(spec, held, staged)
+        known = self.known(state, needed) if needed else Known()
+        return merge(spec, held, staged, None, source.batch, known, source.key)
 
     def _partitioned(
         self, state: TableState, batch: Batch
@@ -96,9 +103,9 @@ class Planner:
         width = manifest.rows_per_partition if manifest else spec.rows_per_partition
         assert width is not None  # a partitioned table has a width
         listed = manifest.by_low() if manifest else {}
-        groups: dict[int, list[RowModel]] = {}
-        for row in batch.rows:
-            groups.setdefault(partition_low(primary_key(spec, row), width), []).append(row)
+        groups: dict[int, list[Staged]] = {}
+        for item in batch.rows:
+            groups.setdefault(partition_low(item.key, width), []).append(item)
         lows = set(groups)
         moving = state.single if state.layout is Layout.SINGLE else None
         span = moving.first_and_last_keys() if moving is not None else None
@@ -119,9 +126,12 @@ class Planner:
                 current = RowsFile.empty(spec, f"{state.key} [{low}-{high}]")
             decided = self._decide(state, current, groups.get(low, []), batch)
             combined.extend(decided)
-            if not decided.written and (moving is None or not current.rows):
+            if combined.problems:  # nothing is written for a batch that is refused
+                break
+            lines = latest_lines(spec, decided)
+            if not lines and (moving is None or current.is_empty):
                 continue
-            new = current.replaced({k: version_json(spec, v) for k, v in decided.written.items()})
+            new = current.replaced(lines)
             data = new.dump()
             digest = hashlib.blake2b(data, digest_size=6).hexdigest()
             key = latest_partition_key(spec.name, low, high, batch.source.batch, digest)
@@ -148,18 +158,21 @@ class Planner:
         result: MergeResult,
         *,
         upserts: dict[int, str] | None = None,
+        removed: dict[int, str] | None = None,
         manifest: PartitionManifest | None = None,
         replaced: list[str] | None = None,
     ) -> LogEntry:
         spec, source = state.spec, batch.source
         history = [history_row_json(spec, item) for item in result.history]
         return LogEntry(
+            schema_version=ENTRY_SCHEMA_VERSION,
             seq=state.seq + 1,
             table=spec.name,
             batch=source.batch,
             source=source.ref,
             layout=Layout.PARTITIONED if manifest is not None else Layout.SINGLE,
             upserts=upserts or {},
+            removed=removed or {},
             manifest=manifest,
             replaced=replaced or [],
             history=history,
@@ -167,6 +180,7 @@ class Planner:
             rows=len(batch.rows),
             counts=counts_of(result),
             keys_written=result.keys_written,
+            keys_deleted=result.keys_deleted,
             committed_at=datetime.now(UTC),
         )
 
@@ -177,5 +191,7 @@ def counts_of(result: MergeResult) -> MergeCounts:
         updated=len(result.updated),
         unchanged=len(result.unchanged),
         late=len(result.late),
+        deleted=len(result.deleted),
         history_rows=len(result.history),
+        history_deleted=sum(1 for h in result.history if h.deleted),
     )

@@ -7,9 +7,10 @@ never splits, parses or validates the rows a batch does not touch: it finds a ke
 byte offsets (reading just the digits after `{"<pk>":`), parses the few rows it needs, and
 writes the new file as one join of the untouched byte runs and the new rows' texts. Untouched
 rows are carried over byte for byte; they were validated when they entered latest. Each row
-ends with its `_observed` audit column (shared/versions.py). A file not in that layout
-(hand-written, older tooling) takes the slow path: every row is decoded and validated, then
-written canonically.
+ends with its audit columns, `_observed` last (shared/versions.py); a deleted key's line is
+its tombstone (`held` gives it as a `Tombstone`; `rows` counts live rows only). A file not in
+that layout (hand-written, older tooling) takes the slow path: every row is decoded and
+validated, then written canonically.
 """
 
 from __future__ import annotations
@@ -19,11 +20,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from shared.changes import DELETED_AT_COLUMN, Change
 from shared.rows import FileFormatError
 from shared.tables import TableSpec
-from shared.versions import Version, dump_versions, load_versions, observed_of, validate_stripped
+from shared.versions import (
+    Tombstone,
+    Version,
+    is_tombstone,
+    load_latest,
+    observed_of,
+    tombstone_json,
+    tombstone_of,
+    validate_stripped,
+    version_json,
+)
 
 _OPEN, _SEP, _CLOSE, _EMPTY, _ROW_START = b"[\n", b",\n", b"\n]\n", b"[]\n", b"\n{"
+# only a tombstone line has this column (JSON escapes a quote inside a string value)
+_TOMBSTONE = b',"' + DELETED_AT_COLUMN.encode() + b'":'
 
 
 @dataclass
@@ -46,8 +60,10 @@ class RowsFile:
     def parse(cls, spec: TableSpec, data: bytes, source: str) -> RowsFile:
         if not _is_canonical(spec, data):  # not our layout: validate every row
             # ours: a bad latest is a bug to stop at, never to overwrite (raises)
-            versions = load_versions(spec, data, source)
-            data = dump_versions(spec, sorted(versions, key=lambda v: _key(spec, v)))
+            versions, tombstones = load_latest(spec, data, source)
+            lines = [(_key(spec, v), version_json(spec, v)) for v in versions]
+            lines += [(t.key, tombstone_json(spec, t)) for t in tombstones]
+            data = RowsFile.empty(spec, source).replaced(dict(lines)).data
         return cls(spec, source, data)
 
     # ---- positions: a row starts at an offset just after "\n" ---------------------------
@@ -98,8 +114,14 @@ class RowsFile:
     # ---- reading and replacing rows -----------------------------------------------------
 
     @property
+    def is_empty(self) -> bool:
+        """No line at all (not even a tombstone)."""
+        return self.data == _EMPTY
+
+    @property
     def rows(self) -> int:
-        return self.data.count(_ROW_START)
+        """Live rows (tombstone lines are not rows)."""
+        return self.data.count(_ROW_START) - self.data.count(_TOMBSTONE)
 
     def first_and_last_keys(self) -> tuple[int, int] | None:
         if self.data == _EMPTY:
@@ -107,18 +129,24 @@ class RowsFile:
         last = self.data.rfind(_ROW_START, 0, self._end) + 1
         return self._key_at(self._first), self._key_at(last)
 
-    def held(self, keys: Iterable[int]) -> dict[int, Version]:
-        """The versions of `keys` that the file holds, parsed and validated (only these)."""
-        found = {}
+    def held(self, keys: Iterable[int]) -> dict[int, Version | Tombstone]:
+        """The versions (or tombstones) of `keys` that the file holds, parsed and validated
+        (only these)."""
+        found: dict[int, Version | Tombstone] = {}
         for key in keys:
             start, present = self.find(key)
             if present:
-                raw = json.loads(self._text_at(start), parse_float=Decimal)
-                report, audits = validate_stripped(self.spec, [raw], self.source)
-                if report.problems:
-                    raise FileFormatError(self.source, f"latest row invalid: {report.problems[0]}")
-                found[key] = Version(report.rows[0], observed_of(audits[0]))
+                found[key] = self._parse_line(json.loads(self._text_at(start), parse_float=Decimal))
         return found
+
+    def _parse_line(self, raw: object) -> Version | Tombstone:
+        if is_tombstone(raw):
+            assert isinstance(raw, dict)
+            return tombstone_of(self.spec, raw, self.source)
+        report, audits = validate_stripped(self.spec, [raw], self.source)
+        if report.problems:
+            raise FileFormatError(self.source, f"latest row invalid: {report.problems[0]}")
+        return Version(report.rows[0], observed_of(audits[0]), Change.of_audit(audits[0]))
 
     def replaced(self, new_rows: Mapping[int, str]) -> RowsFile:
         """A copy with the rows of `new_rows`' keys replaced or inserted (in key order), each

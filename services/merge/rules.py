@@ -1,60 +1,97 @@
 """The merge rules as pure functions: versions in, decisions out. No boto3, no events.
 
-docs/merge_protocol.md, "Version order": versions are ordered by observation. A batch is one
-observation; inside it, several versions of one key are ordered by `last_updated`, then file
-order, and the last is the batch's version of the key. A batch observed after latest's row
-(or naming a new key) puts its version into latest; the row it replaces always goes to
-history (it is in latest, so not in history), so a row that really went back to an earlier
-content is a new occurrence there; latest's row seen again is not a new version but takes the
-later observation (a file observed in between must not beat it). A batch observed before
-latest's row changes nothing in latest. Any other version — an older one inside a file, or
-one of an earlier observation — goes to history unless history or latest already holds that
-content: the same content seen again (a file may repeat versions, as a cumulative upload
-does), which is also why the same batch applied twice changes nothing.
+docs/merge_protocol.md, "Version order" and "The rules". Per key, the batch's versions are
+**steps** in observation order: a log row (or a delete) is a step of its own, observed at its
+commit position; a file's polled rows of the key are one step, observed with the file,
+ordered inside by `last_updated`, then file order (its last is the step's version). latest's
+row (or tombstone) sits in that order at its own observation. The steps observed before it
+only add history; the steps after it are applied in order, each superseding the version
+before it:
+
+- a version supersedes the one before it, which goes to history; latest's row always does
+  (it is in latest, so not in history); a log row observed after latest's is new by its
+  position, so it always does too; any other version only unless history or latest already
+  holds that content (a cumulative upload, an overlapping re-read, a replay: which is also why
+  the same batch applied twice changes nothing);
+- the same content again is no new version: the version takes the later observation (a file
+  observed in between must not beat it);
+- a delete sends the version before it to history marked deleted (`deleted_at`); when no
+  version is before it, its old row (REPLICA IDENTITY FULL), if given, goes there unless held;
+- the last step decides latest: its version, or (a delete) a tombstone of the key.
+
+An update leaving out unchanged TOAST values is filled from the version before it: the
+step before, latest's row, or (observed before latest's) committed history's version just
+before it; with none, it is a problem and the batch is quarantined.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from itertools import pairwise
 
+from services.merge.staged import Staged, toast_problem
+from shared.changes import Change, Operation
 from shared.history import HistoryRow
 from shared.observation import Observation
-from shared.rows import row_json
+from shared.rows import RowProblem, row_json
 from shared.schemas import RowModel
 from shared.tables import TableSpec
-from shared.versions import Version
+from shared.versions import Tombstone, Version
+
+# latest's state of a key: its row, or the tombstone of its delete
+Held = Version | Tombstone
+Step = list[Staged]
+
+
+@dataclass
+class Known:
+    """What committed history holds for some keys: row texts (content identity) and each
+    key's versions with their observations (where a late TOAST row is filled from)."""
+
+    texts: set[str] = field(default_factory=set)
+    versions: dict[int, list[Version]] = field(default_factory=dict)
 
 
 @dataclass
 class MergeResult:
     written: dict[int, Version] = field(default_factory=dict)  # into latest, by key
+    removed: dict[int, Tombstone] = field(default_factory=dict)  # deleted from latest
     history: list[HistoryRow] = field(default_factory=list)
     inserted: list[int] = field(default_factory=list)
     updated: list[int] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
     late: list[int] = field(default_factory=list)
+    deleted: list[int] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)  # rows that cannot be merged
 
     @property
     def changes_anything(self) -> bool:
-        return bool(self.written or self.history)
+        return bool(self.written or self.removed or self.history)
 
     @property
     def keys_written(self) -> list[int]:
         return sorted(self.written)
 
+    @property
+    def keys_deleted(self) -> list[int]:
+        return sorted(self.deleted)
+
     def extend(self, other: MergeResult) -> None:
         """Put together the results of disjoint keys (partitions of one batch)."""
         self.written.update(other.written)
+        self.removed.update(other.removed)
         self.history.extend(other.history)
         for mine, theirs in (
             (self.inserted, other.inserted),
             (self.updated, other.updated),
             (self.unchanged, other.unchanged),
             (self.late, other.late),
+            (self.deleted, other.deleted),
         ):
             mine.extend(theirs)
+        self.problems.extend(other.problems)
 
 
 def primary_key(spec: TableSpec, row: RowModel) -> int:
@@ -62,117 +99,286 @@ def primary_key(spec: TableSpec, row: RowModel) -> int:
     return key
 
 
-def versions_by_key(spec: TableSpec, rows: Iterable[RowModel]) -> dict[int, list[RowModel]]:
-    """Distinct versions per key, oldest first; equal `last_updated` keeps file order."""
-    grouped: dict[int, dict[str, RowModel]] = {}
-    for row in rows:
-        versions = grouped.setdefault(primary_key(spec, row), {})
-        text = row_json(spec, row)
+def as_staged(
+    spec: TableSpec, rows: Iterable[RowModel | Staged], observed: Observation | None
+) -> list[Staged]:
+    """Rows given as models are polled rows observed at `observed`."""
+    out = []
+    for index, row in enumerate(rows):
+        if isinstance(row, Staged):
+            out.append(row)
+        else:
+            assert observed is not None  # a polled row needs its file's observation
+            out.append(Staged.polled(spec, row, observed, index))
+    return out
+
+
+def steps_by_key(spec: TableSpec, items: Iterable[Staged]) -> dict[int, list[Step]]:
+    """Each key's steps in observation order (a polled step's rows oldest first)."""
+    grouped: dict[int, list[Staged]] = {}
+    for item in items:
+        grouped.setdefault(item.key, []).append(item)
+    return {key: _steps(spec, found) for key, found in grouped.items()}
+
+
+def _steps(spec: TableSpec, items: list[Staged]) -> list[Step]:
+    steps: list[Step] = [[item] for item in items if item.change is not None]
+    polled = _distinct_polled(spec, [item for item in items if item.change is None])
+    if polled:
+        steps.append(polled)
+    # a polled delete (an inferred one) comes after its file's rows of the key
+    return sorted(steps, key=lambda s: (s[0].observed, s[0].deleted, s[0].index))
+
+
+def _distinct_polled(spec: TableSpec, items: list[Staged]) -> list[Staged]:
+    """Distinct polled versions, oldest first; equal `last_updated` keeps file order."""
+    versions: dict[str, Staged] = {}
+    for item in items:
+        assert item.row is not None  # a polled row is whole
+        text = row_json(spec, item.row)
         versions.pop(text, None)  # a repeated version counts where it last appears
-        versions[text] = row
-    return {
-        key: sorted(versions.values(), key=lambda r: r.last_updated)
-        for key, versions in grouped.items()
-    }
+        versions[text] = item
+    return sorted(versions.values(), key=lambda i: i.time)
+
+
+def _earlier(step: Step, current: Held | None) -> bool:
+    """Observed at or before latest's version of the key (changes nothing in latest)."""
+    return (
+        current is not None
+        and current.observed is not None
+        and step[0].observed <= current.observed
+    )
 
 
 def keys_needing_history(
-    spec: TableSpec, held: Mapping[int, Version], staged: Sequence[RowModel], observed: Observation
+    spec: TableSpec,
+    held: Mapping[int, Held],
+    staged: Sequence[RowModel | Staged],
+    observed: Observation | None = None,
 ) -> set[int]:
-    """Keys whose staged versions may already be in history: a file's versions that it only
-    passes through, and every version of a batch observed before latest's row (a delayed
-    delivery, a redelivery, a replay). Only these need history read back (rare); a batch of
-    one new version per key reads latest and nothing else."""
+    """Keys whose staged versions may already be in history: a file's polled versions that
+    it only passes through, a delete's old row, and every version observed before latest's
+    (a delayed delivery, a redelivery, a replay). Only these need history read back; a log
+    row observed after latest's is new by its position and needs none."""
     return {
         key
-        for key, versions in versions_by_key(spec, staged).items()
-        if len(versions) > 1
-        or ((current := held.get(key)) is not None and not _later(observed, current))
+        for key, steps in steps_by_key(spec, as_staged(spec, staged, observed)).items()
+        if any(_needs_history(step, held.get(key), last=step is steps[-1]) for step in steps)
     }
+
+
+def _needs_history(step: Step, current: Held | None, *, last: bool) -> bool:
+    first = step[0]
+    return (
+        len(step) > 1
+        or _earlier(step, current)
+        or (first.deleted and first.row is not None)
+        or (first.change is None and not last)
+    )
 
 
 def merge(
     spec: TableSpec,
-    held: Mapping[int, Version],
-    staged: Sequence[RowModel],
-    observed: Observation,
+    held: Mapping[int, Held],
+    staged: Sequence[RowModel | Staged],
+    observed: Observation | None,
     batch: str,
-    known: Collection[str] = (),
+    known: Known | Collection[str] = (),
+    source: str = "",
 ) -> MergeResult:
-    """Merge one batch (all observed at `observed`) into the rows latest holds for its keys.
+    """Merge one batch into the rows (and tombstones) latest holds for its keys.
 
-    `known` holds the history row texts of (at least) the keys `keys_needing_history` names;
-    a staged version found there is not written to history again. The row latest replaces
-    always goes to history: by the protocol's invariant it is in latest, so not in history.
+    Rows given as models are polled rows observed at `observed`. `known` holds the history of
+    (at least) the keys `keys_needing_history` names; a version found there is not written
+    to history again.
     """
+    if not isinstance(known, Known):
+        known = Known(set(known))
     result = MergeResult()
-    for key, versions in versions_by_key(spec, staged).items():
-        _merge_key(spec, key, held.get(key), versions, observed, batch, known, result)
+    for key, steps in steps_by_key(spec, as_staged(spec, staged, observed)).items():
+        _KeyMerge(spec, key, batch, known, result, source).run(held.get(key), steps)
     result.history.sort(key=lambda h: (primary_key(spec, h.row), h.row.last_updated))
     return result
 
 
-def _merge_key(
-    spec: TableSpec,
-    key: int,
-    current: Version | None,
-    versions: list[RowModel],
-    observed: Observation,
-    batch: str,
-    known: Collection[str],
-    result: MergeResult,
-) -> None:
-    if current is not None and not _later(observed, current):
-        _apply_earlier(spec, key, current, versions, observed, batch, known, result)
-        return
-    newest = versions[-1]
-    taken = {row_json(spec, newest)}  # texts this key now has in latest or sends to history
-    if current is None:
-        result.inserted.append(key)
-    elif row_json(spec, current.row) in taken:
-        result.unchanged.append(key)  # seen again: no new version
-    else:  # latest's row always goes: it is in latest, so not in history
-        result.updated.append(key)
-        result.history.append(HistoryRow(current.row, newest.last_updated, batch, current.observed))
-        taken.add(row_json(spec, current.row))
-    # latest's row seen again still takes this observation: a file observed in between must
-    # not beat it
-    result.written[key] = Version(newest, observed)
-    # the file's older versions (a file may repeat versions, as a cumulative upload does)
-    for row, later in pairwise(versions):
-        text = row_json(spec, row)
-        if text in taken or text in known:
-            continue
-        taken.add(text)
-        result.history.append(HistoryRow(row, later.last_updated, batch, observed))
+@dataclass(frozen=True)
+class _Link:
+    """The version a step supersedes: latest's row, or one the batch staged."""
+
+    row: RowModel
+    observed: Observation | None
+    change: Change | None
+    in_latest: bool = False  # latest's row: always to history when superseded
+    fresh: bool = False  # a log row observed after latest's: new by its position
 
 
-def _apply_earlier(
-    spec: TableSpec,
-    key: int,
-    current: Version,
-    versions: list[RowModel],
-    observed: Observation,
-    batch: str,
-    known: Collection[str],
-    result: MergeResult,
-) -> None:
-    """Observed before latest's row: latest keeps it; the file's versions go to history, each
-    once, unless history (or latest) already has that content."""
-    held = row_json(spec, current.row)
-    if [row_json(spec, row) for row in versions] == [held]:
-        result.unchanged.append(key)
-        return
-    result.late.append(key)
-    taken = {held}
-    for row, later in zip(versions, [*versions[1:], current.row], strict=True):
-        text = row_json(spec, row)
-        if text in taken or text in known:
-            continue
-        taken.add(text)
-        result.history.append(HistoryRow(row, later.last_updated, batch, observed))
+def _time_of(current: Held) -> datetime:
+    if isinstance(current, Tombstone):
+        return current.deleted_at
+    if current.change is not None:
+        return current.change.commit_ts
+    return current.row.last_updated
 
 
-def _later(observed: Observation, current: Version) -> bool:
-    """Does this batch's observation come after the one that wrote latest's row?"""
-    return current.observed is None or observed > current.observed
+class _KeyMerge:
+    """The rules for one key: walk its steps, before latest's version and after it."""
+
+    def __init__(
+        self,
+        spec: TableSpec,
+        key: int,
+        batch: str,
+        known: Known,
+        result: MergeResult,
+        source: str,
+    ) -> None:
+        self.spec = spec
+        self.key = key
+        self.batch = batch
+        self.known = known
+        self.result = result
+        self.source = source
+        self.current: Held | None = None
+        self.taken: set[str] = set()  # texts this key has in latest or sends to history
+        self.prev: _Link | None = None  # the version the next step supersedes
+        self.tomb: Staged | None = None  # the delete latest ends with
+        self.wrote = False
+        self.deletions = 0  # deletes of a live version
+
+    def run(self, current: Held | None, steps: list[Step]) -> None:
+        self.current = current
+        before = [step for step in steps if _earlier(step, current)]
+        after = steps[len(before) :]
+        if isinstance(current, Version):
+            self.taken.add(row_json(self.spec, current.row))
+        for step in before:
+            self._step(step, later=False)
+        if before:
+            self._meet_current()
+        elif isinstance(current, Version):
+            self.prev = _Link(current.row, current.observed, current.change, in_latest=True)
+        for step in after:
+            self._step(step, later=True)
+        self._outcome(bool(after))
+
+    # ---- one step ---------------------------------------------------------------------
+
+    def _step(self, step: Step, *, later: bool) -> None:
+        first = step[0]
+        if first.deleted:
+            self._delete(first, later=later)
+            return
+        rows = [(item, self._resolve(item, later=later)) for item in step]
+        whole = [(item, row) for item, row in rows if row is not None]
+        if len(whole) == len(rows):
+            self._advance(whole, later=later)
+
+    def _advance(self, rows: list[tuple[Staged, RowModel]], *, later: bool) -> None:
+        live_before = self.prev is not None
+        item, newest = rows[-1]
+        if self.prev is not None and self._text(self.prev.row) == self._text(newest):
+            if later:  # seen again: the version takes the later observation
+                self.prev = replace(self.prev, observed=item.observed)
+        else:
+            if self.prev is not None:
+                self._supersede(self.prev, item.time)
+            op = Operation.UPDATE if live_before or len(rows) > 1 else self._first_op()
+            change = item.change or Change(op, newest.last_updated)
+            self.prev = _Link(newest, item.observed, change, fresh=later and item.logged)
+        # a polled step's older versions (a file may repeat versions, as a cumulative upload
+        # does): to history unless held
+        for number, ((older, row), (successor, _)) in enumerate(pairwise(rows)):
+            op = Operation.UPDATE if live_before or number else self._first_op()
+            change = older.change or Change(op, row.last_updated)
+            self._supersede(_Link(row, older.observed, change), successor.time)
+
+    def _first_op(self) -> Operation:
+        """A polled version with none before it: an insert, unless latest holds the key."""
+        return Operation.UPDATE if isinstance(self.current, Version) else Operation.INSERT
+
+    def _delete(self, item: Staged, *, later: bool) -> None:
+        if self.prev is not None:
+            self.deletions += int(later)
+            self._supersede(self.prev, item.time, deleted_at=item.time)
+        elif item.row is not None:  # the old row, the only sign of the version it ended
+            self._supersede(_Link(item.row, item.observed, None), item.time, deleted_at=item.time)
+        self.prev = None
+        if later:
+            self.tomb = item
+
+    def _meet_current(self) -> None:
+        """The last earlier version is superseded by latest's (which the later steps meet)."""
+        current = self.current
+        assert current is not None  # there are earlier steps only when latest has the key
+        if self.prev is not None:
+            self._supersede(self.prev, _time_of(current))
+        self.prev = None
+        if isinstance(current, Version):
+            self.prev = _Link(current.row, current.observed, current.change, in_latest=True)
+
+    def _supersede(self, link: _Link, at: datetime, deleted_at: datetime | None = None) -> None:
+        text = self._text(link.row)
+        if not (link.in_latest or link.fresh) and (text in self.taken or text in self.known.texts):
+            return
+        self.taken.add(text)
+        self.wrote = True
+        self.result.history.append(
+            HistoryRow(link.row, at, self.batch, link.observed, link.change, deleted_at)
+        )
+
+    # ---- unchanged TOAST values -------------------------------------------------------
+
+    def _resolve(self, item: Staged, *, later: bool) -> RowModel | None:
+        """The step's whole row: as given, or filled from the version before it."""
+        if not item.fill:
+            return item.row
+        previous = self.prev.row if self.prev is not None else None
+        if previous is None and not later:
+            same, previous = self._held_around(item)
+            if same is not None:  # this very change is held already (a replay)
+                return same
+        if previous is None:
+            self.result.problems.append(toast_problem(self.spec, self.source, item))
+            return None
+        filled, problems = item.filled(self.spec, previous, self.source)
+        self.result.problems.extend(problems)
+        return filled.row
+
+    def _held_around(self, item: Staged) -> tuple[RowModel | None, RowModel | None]:
+        """The held version observed exactly at `item` (it is that change), and the one
+        observed just before it."""
+        versions = list(self.known.versions.get(self.key, []))
+        if isinstance(self.current, Version):
+            versions.append(self.current)
+        observed = [v for v in versions if v.observed is not None]
+        same = [v.row for v in observed if v.observed == item.observed]
+        below = [v for v in observed if v.observed is not None and v.observed < item.observed]
+        before = max(below, key=lambda v: v.observed or item.observed, default=None)
+        return (same[0] if same else None), (before.row if before else None)
+
+    # ---- what latest ends with --------------------------------------------------------
+
+    def _outcome(self, changed_latest: bool) -> None:
+        result, key = self.result, self.key
+        if not changed_latest:
+            (result.late if self.wrote else result.unchanged).append(key)
+        elif self.prev is not None:
+            self._write_live()
+        elif self.tomb is not None:
+            tomb = self.tomb
+            result.removed[key] = Tombstone(key, tomb.observed, tomb.time, self.batch, tomb.change)
+            (result.deleted if self.deletions else result.unchanged).append(key)
+
+    def _write_live(self) -> None:
+        link, result, key = self.prev, self.result, self.key
+        assert link is not None
+        result.written[key] = Version(link.row, link.observed, link.change)
+        if not isinstance(self.current, Version):
+            result.inserted.append(key)
+        elif link.in_latest:
+            result.unchanged.append(key)  # seen again: no new version, a later observation
+        else:
+            result.updated.append(key)
+
+    def _text(self, row: RowModel) -> str:
+        return row_json(self.spec, row)

@@ -24,6 +24,7 @@ from services.merge.quarantine import quarantine, read_record
 from services.merge.rules import MergeResult
 from services.merge.settings import MergeSettings
 from services.merge.source import ObjectRef, SourceVersion, locate
+from services.merge.staged import Staged, load_staged
 from services.merge.state import TableState
 from shared.commitlog import SEQ_METADATA, LogEntry, MergeStatus
 from shared.events import EventSink
@@ -36,8 +37,7 @@ from shared.layout import (
     parse_trigger_key,
 )
 from shared.queues import MessageSink
-from shared.rows import FileFormatError, RowProblem, load_rows
-from shared.schemas import RowModel
+from shared.rows import FileFormatError, RowProblem
 from shared.storage import ObjectMissingError
 from shared.tables import TableSpec, get_table
 
@@ -100,28 +100,39 @@ class MergeService:
         """Validate, then merge (or quarantine) one version."""
         problems, reason, rows = self._validate(source)
         if problems or reason:
-            if message_body is None:  # a quarantined copy still bad: it stays there
-                raise FileFormatError(source.key, reason or f"{len(problems)} row problem(s)")
-            return quarantine(
-                self.store,
-                self.dead_letters,
-                source,
-                message_body,
-                reason or f"{len(problems)} row problem(s)",
-                problems,
-            )
+            return self._reject(source, message_body, reason, problems)
         if not rows:
             logger.info("checked and found empty", extra=self._fields(source))
             return Outcome(MergeStatus.EMPTY, source)
-        return self._merge(Batch(source, rows))
+        return self._merge(Batch(source, rows), message_body)
+
+    def _reject(
+        self,
+        source: SourceVersion,
+        message_body: str | None,
+        reason: str | None,
+        problems: list[RowProblem],
+    ) -> Outcome:
+        if message_body is None:  # a quarantined copy still bad: it stays there
+            raise FileFormatError(source.key, reason or f"{len(problems)} row problem(s)")
+        return quarantine(
+            self.store,
+            self.dead_letters,
+            source,
+            message_body,
+            reason or f"{len(problems)} row problem(s)",
+            problems,
+        )
 
     # ---- the commit loop ----------------------------------------------------------------
 
-    def _merge(self, batch: Batch) -> Outcome:
+    def _merge(self, batch: Batch, message_body: str | None) -> Outcome:
         log = self.log  # one spec for the whole batch
         state = log.read_state()
         for attempt in range(self.settings.conflict_retries + 1):
             plan = self.planner.plan(state, batch)
+            if plan.result.problems:  # rows that cannot be merged on this state (TOAST)
+                return self._reject(batch.source, message_body, None, plan.result.problems)
             if plan.entry is None:  # nothing to commit, if the state is the log's head
                 ahead = log.roll_forward(state)
                 if ahead.seq != state.seq:
@@ -204,14 +215,12 @@ class MergeService:
 
     # ---- helpers ------------------------------------------------------------------------
 
-    def _validate(
-        self, source: SourceVersion
-    ) -> tuple[list[RowProblem], str | None, list[RowModel]]:
+    def _validate(self, source: SourceVersion) -> tuple[list[RowProblem], str | None, list[Staged]]:
         try:
-            report = load_rows(self.spec, source.data, source.key)
+            report = load_staged(self.spec, source.data, source.key, source.observed)
         except FileFormatError as exc:
             return [], str(exc), []
-        return report.problems, None, report.rows
+        return report.problems, None, report.items
 
     def _check_target(self, ref: ObjectRef) -> Area:
         if ref.bucket != self.settings.bucket_name:
@@ -244,6 +253,7 @@ class MergeService:
             ("UpdatedRows", counts.updated),
             ("UnchangedRows", counts.unchanged),
             ("LateRows", counts.late),
+            ("DeletedRows", counts.deleted),
             ("HistoryRows", counts.history_rows),
         ):
             metrics.add_metric(name, MetricUnit.Count, value)

@@ -58,7 +58,7 @@ class TableState:
         if self.manifest is not None:
             raise ValueError(f"{self.spec.name}: entry {entry.seq} leaves partitions (unsupported)")
         current = self.single or RowsFile.empty(self.spec, self.key)
-        single = current.replaced(entry.upserts)
+        single = current.replaced({**entry.upserts, **entry.removed})
         return replace(self, seq=entry.seq, layout=Layout.SINGLE, single=single, pending=pending)
 
     def materialized(self, head: StoredObject) -> TableState:

@@ -293,9 +293,15 @@ def test_crash_after_the_commit_then_another_batch_then_redelivery(aws, layout):
     appended = [e["detail"] for e in pipeline.events() if e["detail-type"] == "HistoryAppended"]
     by_batch = {d["batch"]: d["counts"] for d in appended}
     assert len(by_batch) == 2
-    assert {"inserted": 1, "updated": 3, "unchanged": 0, "late": 0, "history_rows": 4} in list(
-        by_batch.values()
-    )
+    assert {
+        "inserted": 1,
+        "updated": 3,
+        "unchanged": 0,
+        "late": 0,
+        "deleted": 0,
+        "history_rows": 4,
+        "history_deleted": 0,
+    } in list(by_batch.values())
     assert pipeline.staging_versions() == []
     assert len(pipeline.log_entries()) == 3
     assert pipeline.latest_metadata()["merge-seq"] == "3"

@@ -89,7 +89,8 @@ def test_baseline_is_promoted_then_staging_merges_archives_and_emits(pipeline):
     assert set(events) == {"BaselinePromoted", "HistoryAppended", "StagingArchived"}
     appended = events["HistoryAppended"][0]
     assert appended["counts"] == {
-        "inserted": 1, "updated": 1, "unchanged": 0, "late": 0, "history_rows": 1
+        "inserted": 1, "updated": 1, "unchanged": 0, "late": 0, "history_rows": 1,
+        "deleted": 0, "history_deleted": 0,
     }  # fmt: skip
     assert appended["keys_written"] == [2, 3]
     assert appended["event_id"] == f"HistoryAppended:staff:{appended['batch']}"
@@ -186,7 +187,8 @@ def test_a_later_upload_wins_even_with_an_older_last_updated_and_a_silent_edit_w
     assert pipeline.history_texts() == Counter(texts([staff(1, 30), staff(2, 0)]))
     appended = by_type(pipeline.events())["HistoryAppended"][-1]
     assert appended["counts"] == {
-        "inserted": 0, "updated": 2, "unchanged": 0, "late": 0, "history_rows": 2
+        "inserted": 0, "updated": 2, "unchanged": 0, "late": 0, "history_rows": 2,
+        "deleted": 0, "history_deleted": 0,
     }  # fmt: skip
 
 
@@ -200,7 +202,8 @@ def test_a_file_observed_earlier_never_changes_latest(pipeline):
     assert pipeline.history_texts() == Counter(texts([staff(1, 90, name="Read before")]))
     appended = by_type(pipeline.events())["HistoryAppended"][-1]
     assert appended["counts"] == {
-        "inserted": 1, "updated": 0, "unchanged": 0, "late": 1, "history_rows": 1
+        "inserted": 1, "updated": 0, "unchanged": 0, "late": 1, "history_rows": 1,
+        "deleted": 0, "history_deleted": 0,
     }  # fmt: skip
 
 

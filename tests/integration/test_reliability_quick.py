@@ -45,7 +45,7 @@ def test_the_suite_sees_a_merge_that_loses_history(monkeypatch):
 def test_the_suite_sees_a_merge_that_ignores_observation_order(monkeypatch):
     """Break the merge (every file counts as observed after latest's rows) and a file
     delivered after a later-observed one takes latest: the suite reports latest wrong."""
-    monkeypatch.setattr(merge_rules, "_later", lambda observed, current: True)
+    monkeypatch.setattr(merge_rules, "_earlier", lambda step, current: False)
     with quiet():
         tally = run_faults(4, QUICK.seed, fault_rate=0.0)
     assert tally.delivered_early > 0

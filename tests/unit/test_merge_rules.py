@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.merge.rules import keys_needing_history, merge, primary_key
+from shared.changes import Change, Operation
 from shared.observation import Observation
 from shared.rows import row_json
 from shared.tables import TABLES
@@ -29,9 +30,18 @@ def held(*versions):
     return {primary_key(SPEC, v.row): v for v in versions}
 
 
+def plain(written):
+    """Written versions without their change metadata (checked on their own)."""
+    return {k: Version(v.row, v.observed) for k, v in written.items()}
+
+
 def test_absent_key_is_inserted_with_its_observation():
     result = merge(SPEC, {}, [staff(9, 1), staff(1, 1)], seen(1), "b1")
-    assert result.written == {1: Version(staff(1, 1), seen(1)), 9: Version(staff(9, 1), seen(1))}
+    assert plain(result.written) == {
+        1: Version(staff(1, 1), seen(1)),
+        9: Version(staff(9, 1), seen(1)),
+    }
+    assert {v.change.op for v in result.written.values()} == {Operation.INSERT}
     assert sorted(result.inserted) == [1, 9]
     assert result.history == []
 
@@ -40,7 +50,8 @@ def test_a_later_observation_replaces_whatever_last_updated_says():
     # the transaction that started first committed last: its row is stamped older
     old, new = Version(staff(1, 20), seen(1)), staff(1, 10, name="Committed last")
     result = merge(SPEC, held(old), [new], seen(2), "b2")
-    assert result.written == {1: Version(new, seen(2))}
+    assert plain(result.written) == {1: Version(new, seen(2))}
+    assert result.written[1].change == Change(Operation.UPDATE, new.last_updated)
     assert result.updated == [1]
     assert [(h.row, h.observed, h.batch) for h in result.history] == [(old.row, seen(1), "b2")]
 
@@ -70,7 +81,7 @@ def test_seeing_latest_again_adds_no_version():
     later = merge(SPEC, held(current), [staff(1, 0)], seen(2), "b")
     assert later.unchanged == [1]
     assert later.history == []
-    assert later.written == {1: Version(staff(1, 0), seen(2))}  # only its observation moves
+    assert plain(later.written) == {1: Version(staff(1, 0), seen(2))}  # only its observation moves
 
 
 def test_in_file_versions_are_ordered_by_last_updated_and_the_older_go_to_history_once():
