@@ -36,6 +36,9 @@ INGEST_TIMEOUT = Duration.minutes(5)
 # Re-read rows changed this long before the watermark: late commits are caught, and the merge
 # drops the duplicates (unchanged rows write nothing).
 INGEST_OVERLAP_SECONDS = 300
+# The replication slot of log-mode tables: alarm when it holds this much WAL not yet captured
+# (about a day of a busy totesys; the source's disk is what fills).
+SLOT_LAG_ALARM_BYTES = 1024**3
 
 PAUSE_MEMORY_MB = 256
 PAUSE_TIMEOUT = Duration.seconds(30)

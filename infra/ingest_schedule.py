@@ -79,6 +79,44 @@ class IngestSchedule(Construct):
             evaluation_periods=1,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        self.slot_alarms = [
+            self._slot_alarm(
+                "ReplicationSlotLag",
+                "ReplicationSlotLagBytes",
+                constants.SLOT_LAG_ALARM_BYTES,
+                "The replication slot of log-mode tables keeps more WAL than it should (ingest "
+                "paused or failing?): the source's disk fills. Runbook: 'Replication slot'.",
+            ),
+            self._slot_alarm(
+                "ReplicationSlotAtRisk",
+                "ReplicationSlotAtRisk",
+                0,
+                "The replication slot's WAL is past max_wal_size (unreserved) or lost: changes "
+                "may be lost. Runbook: 'Replication slot' (re-baseline the tables).",
+            ),
+        ]
+
+    def _slot_alarm(
+        self, construct_id: str, metric_name: str, threshold: float, description: str
+    ) -> cloudwatch.Alarm:
+        """An alarm on a slot metric the ingest emits on runs with log-mode tables."""
+        metric = cloudwatch.Metric(
+            namespace=naming.METRICS_NAMESPACE,
+            metric_name=metric_name,
+            dimensions_map={"service": "ingest"},
+            statistic="Maximum",
+            period=Duration.minutes(20),
+        )
+        return cloudwatch.Alarm(
+            self,
+            construct_id,
+            alarm_description=description,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
 
     def _grant_ingest_access(
         self, bucket: s3.IBucket, bus: events.IEventBus, source_secret_arn: str

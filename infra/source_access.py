@@ -71,6 +71,12 @@ class SourceAccess(Construct):
             "for the AWS-managed key aws/secretsmanager",
             allowed_pattern=r"^$|^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-zA-Z0-9-]+$",
         )
+        self.log_capture_tables = self._text(
+            "LogCaptureTables",
+            "Tables captured from the database's log (comma-separated; needs logical "
+            "replication: README 'Capture modes'); empty: the registry's choice",
+            allowed_pattern=r"^[a-z_,]*$",
+        )
         self.in_vpc = self._condition("SourceInVpc", _given_list(self.subnet_ids))
         self.key_given = self._condition("SourceSecretKmsKeyGiven", _given(self.kms_key_arn))
         self._both_or_neither_network_list()
@@ -84,6 +90,7 @@ class SourceAccess(Construct):
             "SOURCE_DATABASE": self.database.value_as_string,
             "SOURCE_SSLMODE": self.ssl_mode.value_as_string,
             "SOURCE_CA_BUNDLE": self.ca_bundle_file.value_as_string,
+            "LOG_CAPTURE_TABLES": self.log_capture_tables.value_as_string,
         }
 
     def attach(self, fn: ServiceFunction, source_secret_arn: str) -> None:

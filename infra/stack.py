@@ -117,7 +117,7 @@ class IngestStack(Stack):
             dlq=self.events.transform_dlq,
             code=lambda_.Code.from_asset(str(transform_asset_dir or asset_dir)),
         )
-        alarms = [self.schedule.error_alarm, self.pause.error_alarm]
+        alarms = [self.schedule.error_alarm, *self.schedule.slot_alarms, self.pause.error_alarm]
         alarms += [self.transform.dlq_alarm, self.transform.error_alarm]
         for p in self.pipelines:
             alarms += [p.dlq_alarm, p.age_alarm, p.error_alarm]

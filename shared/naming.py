@@ -7,6 +7,8 @@ drift apart. `prefix` is the deployment's name (default `ingest`).
 from __future__ import annotations
 
 DEFAULT_PREFIX = "ingest"
+# The CloudWatch namespace of the functions' own metrics (POWERTOOLS_METRICS_NAMESPACE wins).
+METRICS_NAMESPACE = "IngestBucket"
 
 
 def merge_queue_name(table: str, prefix: str = DEFAULT_PREFIX) -> str:

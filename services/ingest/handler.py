@@ -11,11 +11,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from services.ingest.app import run_with_settings
 from services.ingest.settings import IngestSettings
+from shared.naming import METRICS_NAMESPACE
 
 logger = Logger(service="ingest")
 # POWERTOOLS_METRICS_NAMESPACE wins where the deployment sets it.
 metrics = Metrics(
-    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "IngestBucket"), service="ingest"
+    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or METRICS_NAMESPACE, service="ingest"
 )
 
 
@@ -33,6 +34,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric("TablesSkipped", MetricUnit.Count, len(report.skipped))
     metrics.add_metric("TablesFailed", MetricUnit.Count, len(report.failures))
     metrics.add_metric("RowsWritten", MetricUnit.Count, sum(t.rows_written for t in report.tables))
+    if report.slot is not None:  # a run with log-mode tables: the slot's health
+        metrics.add_metric("ReplicationSlotLagBytes", MetricUnit.Bytes, report.slot.lag_bytes or 0)
+        metrics.add_metric("ReplicationSlotAtRisk", MetricUnit.Count, int(report.slot.at_risk))
     if not report.ok:
         raise IngestFailedError("; ".join(t.error or t.table for t in report.failures))
     return report.model_dump(mode="json")

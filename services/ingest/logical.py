@@ -168,6 +168,11 @@ class SlotHealth(BaseModel):
     def lost(self) -> bool:
         return self.wal_status == "lost"
 
+    @property
+    def at_risk(self) -> bool:
+        """Past max_wal_size (`unreserved`: the next checkpoint may remove its WAL) or lost."""
+        return self.wal_status in {"unreserved", "lost"}
+
     def describe(self) -> str:
         if self.lost:
             return (

@@ -6,5 +6,7 @@ import os
 
 from aws_lambda_powertools import Logger, Metrics
 
+from shared.naming import METRICS_NAMESPACE
+
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "transform")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "IngestBucket")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or METRICS_NAMESPACE)

@@ -92,6 +92,7 @@ def test_schedule_rule_runs_ingest_every_20_minutes_by_default(synth):
         "SOURCE_DATABASE",
         "SOURCE_SSLMODE",
         "SOURCE_CA_BUNDLE",
+        "LOG_CAPTURE_TABLES",
         "VPC_ACCESS_POLICY",
     }
     assert ingest["Handler"] == "services.ingest.handler.handler"
