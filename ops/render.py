@@ -56,6 +56,10 @@ def status(console: Console, report: StatusReport) -> None:
             str(t.history_rows),
         )
     _wide(console).print(table)
+    if report.replication_slot is not None:
+        slot = report.replication_slot
+        colour = "red" if slot.at_risk else "green"
+        console.print(f"[{colour}]{slot.describe()}[/]", highlight=False)
     for name, t in report.tables.items():
         for q in t.quarantine:
             mark = "dismissed" if q.dismissed else "quarantined"

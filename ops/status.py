@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ops.dismissal import dismissed_batches
 from ops.operations import Operator
+from services.ingest.log_ingest import SLOT_HEALTH_KEY
+from services.ingest.logical import SlotHealth
 from shared.commitlog import BATCH_METADATA, SEQ_METADATA, LogEntry, MergeStatus, entry_key
 from shared.events import MergeCounts
 from shared.layout import baseline_key, quarantine_prefix, staging_key
@@ -69,12 +71,16 @@ class StatusReport(_Model):
     pause_reason: str | None
     paused_since: datetime | None
     tables: dict[str, TableStatus]
+    # The replication slot of log-mode tables, as the last ingest run saw it (None: no
+    # table is captured from the log).
+    replication_slot: SlotHealth | None = None
 
     @property
     def healthy(self) -> bool:
         """What `status` exits 0 for: not paused, no DLQ message, no quarantined file that is
-        neither merged (it leaves quarantine) nor dismissed."""
-        return not self.paused and not any(
+        neither merged (it leaves quarantine) nor dismissed, no replication slot at risk."""
+        slot_at_risk = self.replication_slot is not None and self.replication_slot.at_risk
+        return not (self.paused or slot_at_risk) and not any(
             t.dlq_messages or t.quarantined for t in self.tables.values()
         )
 
@@ -179,4 +185,11 @@ def collect_status(operator: Operator) -> StatusReport:
         pause_reason=reason,
         paused_since=record.paused_at if recorded and record is not None else None,
         tables={t: table_status(operator, t, depths.get(t, 0)) for t in operator.tables},
+        replication_slot=replication_slot(operator.store),
     )
+
+
+def replication_slot(store: BucketStore) -> SlotHealth | None:
+    """The slot's health the last ingest run with log-mode tables recorded."""
+    stored = store.get_if_exists(SLOT_HEALTH_KEY)
+    return None if stored is None else SlotHealth.model_validate_json(stored.data)

@@ -17,6 +17,7 @@ from ops.dismissal import quarantined_records
 from ops.local.moto_edge import aws_like_moto
 from ops.local.resources import Clients, create_resources
 from ops.sample_data import SampleDatabase
+from services.ingest.log_ingest import SLOT_HEALTH_KEY
 from services.merge import handler as merge_handler
 from services.merge.settings import MergeSettings
 from services.pause.handler import handler as pause_handler
@@ -509,3 +510,35 @@ def test_exit_codes_for_usage_and_failure(aws):
     assert missing.exit_code == 1
     assert "NoSuchBucket" in missing.output
     assert cli("history", TABLE, "999").exit_code == 1  # no such row
+
+
+def _slot(wal_status: str, lag: int) -> bytes:
+    return json.dumps(
+        {
+            "slot": "ingest_changes",
+            "plugin": "wal2json",
+            "database": "totesys",
+            "active": False,
+            "wal_status": wal_status,
+            "restart_lsn": "0/16B3748",
+            "confirmed_flush_lsn": "0/16B3748",
+            "current_lsn": "0/26B3748",
+            "lag_bytes": lag,
+            "retained_bytes": lag,
+            "safe_wal_size": None,
+        }
+    ).encode()
+
+
+def test_status_shows_the_replication_slot_and_a_slot_at_risk_is_not_healthy(aws):
+    env = aws
+    put(env, SLOT_HEALTH_KEY, _slot("reserved", 4096))
+    code, report = status(env)
+    assert report["replication_slot"]["lag_bytes"] == 4096
+    assert code == 0
+    shown = cli("status", "--table", TABLE)
+    assert "ingest_changes" in shown.output
+    put(env, SLOT_HEALTH_KEY, _slot("lost", 1 << 30))
+    code, report = status(env)
+    assert code == 3
+    assert "lost" in cli("status", "--table", TABLE).output
