@@ -137,3 +137,81 @@ def test_the_staged_operations_are_what_the_source_did(chain):
     (latest_version, *_) = store.versions(staging_key(TABLE))
     rows = json.loads(store.get(staging_key(TABLE), latest_version.version_id).data)
     assert [r[OP_COLUMN] for r in rows] == ["insert", "update", "delete"]
+
+
+class AdvanceFailsOnce:
+    """The log reader, dying once just before the slot advance (after S3 holds the page)."""
+
+    def __init__(self, inner: LogicalReader) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def advance(self, lsn: str) -> str:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("the function died before the advance")
+        return self.inner.advance(lsn)
+
+
+def test_a_crash_between_the_staging_write_and_the_advance_doubles_nothing(chain):
+    db, store, service = chain
+    done: set[str] = set()
+    ingest(db, store)
+    merge_all(store, service, done)
+    new_payment_type(db, 952, "A")
+    db.update(TABLE, 952, payment_type_name="B")
+    source = db.source()
+    with LogicalReader(lambda: db.credentials, SLOT, [SPEC]) as inner:
+        dying = AdvanceFailsOnce(inner)
+        report = run_ingest(
+            source,
+            store,
+            EventPublisher(BUS),
+            overlap=timedelta(minutes=5),
+            tables=[SPEC],
+            log=SlotCapture(dying, store, [TABLE]),
+        )
+    source.close()
+    assert not report.ok
+    ingest(db, store)  # peeks the same changes again and stages them again
+    assert len(store.versions(staging_key(TABLE))) == 2
+    merge_all(store, service, done)
+    history = [row for _, rows in iter_history(store, SPEC) for row in rows]
+    assert [name_of(h) for h in history if getattr(h.row, PK) == 952] == ["A"]
+    latest = {r.model_dump()[PK]: row_json(SPEC, r) for r in read_latest(store, SPEC).rows}
+    assert latest == source_rows(db)
+
+
+def test_a_crash_after_the_baseline_before_its_state_reads_it_again_and_loses_nothing(
+    chain,
+):
+    db, store, service = chain
+    events = store.client.meta.events
+
+    def die_on_state(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"].startswith("_state/ingest/") and params["Key"].endswith(f"{TABLE}.json"):
+            raise ConnectionError("the function died before saving the table's state")
+
+    events.register("provide-client-params.s3.PutObject", die_on_state, unique_id="die")
+    source = db.source()
+    with LogicalReader(lambda: db.credentials, SLOT, [SPEC]) as reader:
+        first = run_ingest(
+            source,
+            store,
+            EventPublisher(BUS),
+            overlap=timedelta(minutes=5),
+            tables=[SPEC],
+            log=SlotCapture(reader, store, [TABLE]),
+        )
+    source.close()
+    events.unregister("provide-client-params.s3.PutObject", unique_id="die")
+    assert not first.ok
+    new_payment_type(db, 953, "BETWEEN")  # after the slot, before the second baseline
+    ingest(db, store)  # the baseline again (no state), then the log
+    assert len(store.versions(baseline_key(TABLE))) == 2
+    merge_all(store, service, set())
+    latest = {r.model_dump()[PK]: row_json(SPEC, r) for r in read_latest(store, SPEC).rows}
+    assert latest == source_rows(db)
