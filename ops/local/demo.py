@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pg8000.native
 from rich.console import Console
 from rich.table import Table
 
@@ -104,6 +105,7 @@ def run_demo(console: Console, *, seed: int = 7) -> int:
         config = DispatcherConfig(
             log_dir=Path(logs),
             ingest_source=source.url if source else None,
+            ingest_log_tables=LOG_TABLES if source and source.log_mode else (),
             ingest_every_seconds=None,  # the story fires the schedule itself, step by step
         )
         runtime = LocalRuntime(journal, config=config)
@@ -173,6 +175,18 @@ def _story(
         ingest(changes, "staging")
         _wait_staging_empty(store, list(TABLES))
         _cycle_table(console, changes, store)
+
+    if source is not None and source.log_mode:
+        console.rule("[bold]2.4 Log mode: every version and every delete (sales_order)")
+        edited, deleted = _edit_twice_and_delete(console, db, source)
+        ingest({}, "staging")
+        _wait_staging_empty(store, list(TABLES))
+        _show_log_catch(console, store, edited, deleted)
+    elif source is not None:
+        console.print(
+            "[yellow]![/] no wal2json for this PostgreSQL: every table polled (log mode needs "
+            "the plugin: Debian's postgresql-15-wal2json)"
+        )
 
     console.rule("[bold]3. A bad file")
     staff = db.rows(BAD_TABLE)[2]
@@ -257,10 +271,61 @@ class _Source:
         self.server = server
         self.url = server.url()
         self.conn = connect(server.credentials())
+        self.log_mode = server.has_wal2json
 
     def apply(self, changes: dict[str, list[Row]]) -> None:
         for table, rows in changes.items():
             upsert_rows(self.conn, get_table(table), rows)
+
+    def delete(self, table: str, key: int) -> None:
+        spec = get_table(table)
+        ident = pg8000.native.identifier
+        self.conn.run(f"DELETE FROM {ident(table)} WHERE {ident(spec.primary_key)} = :key", key=key)
+
+
+def _edit_twice_and_delete(
+    console: Console, db: SampleDatabase, source: _Source
+) -> tuple[int, int]:
+    """Inside one cycle: an order edited twice (two commits), another order deleted."""
+    orders = sorted(db.tables["sales_order"])
+    edited, deleted = orders[1], orders[2]
+    order = db.tables["sales_order"][edited]
+    for step in (1, 2):
+        order["units_sold"] = int(order["units_sold"]) + 1
+        order["last_updated"] = db.now + timedelta(minutes=step)
+        source.apply({"sales_order": [order]})
+        console.print(f"order {edited}: units_sold → {order['units_sold']}", highlight=False)
+    source.delete("sales_order", deleted)
+    del db.tables["sales_order"][deleted]
+    console.print(f"order {deleted}: deleted", highlight=False)
+    return edited, deleted
+
+
+def _show_log_catch(console: Console, store: BucketStore, edited: int, deleted: int) -> None:
+    spec = get_table("sales_order")
+    history = [row for _, rows in iter_history(store, spec) for row in rows]
+    mine = [h for h in history if h.row.model_dump()["sales_order_id"] in (edited, deleted)]
+    table = Table("sales_order_id", "units_sold", "op", "deleted at", box=None)
+    for h in mine:
+        values = h.row.model_dump()
+        table.add_row(
+            str(values["sales_order_id"]),
+            str(values["units_sold"]),
+            h.change.op.value if h.change else "-",
+            str(h.deleted_at or ""),
+        )
+    console.print("history of the two orders:")
+    console.print(table)
+    if not any(h.deleted for h in mine):
+        raise DemoError(f"order {deleted}'s delete did not reach history")
+    in_latest = {r.model_dump()["sales_order_id"] for r in _latest_rows(store, "sales_order")}
+    if deleted in in_latest:
+        raise DemoError(f"order {deleted} is still in latest")
+    console.print(
+        f"[green]✓[/] both edits of order {edited} are versions (polling would have staged only "
+        f"the last); order {deleted} left latest and its last row is in history, marked "
+        "deleted (polling would never have seen it)"
+    )
 
 
 @contextlib.contextmanager
@@ -285,6 +350,9 @@ def _start_source(console: Console, db: SampleDatabase) -> Iterator[_Source | No
 
 
 # -- helpers --------------------------------------------------------------------------------
+LOG_TABLES = ("sales_order",)  # captured from the log where the demo's PostgreSQL can
+
+
 def _changed_order(db: SampleDatabase) -> int:
     return min(db.tables["sales_order"])
 
@@ -313,13 +381,18 @@ def _show_warehouse(console: Console, store: BucketStore, db: SampleDatabase) ->
 
     service = TransformService(store)
     order = _changed_order(db)
-    # Every sales version: the orders of the database, plus the changed order's old version.
-    expected = len(db.tables["sales_order"]) + 1
+    # A fact row for every version of every order: latest's and history's (a deleted
+    # order's last row is in history: it keeps its facts).
+    expected = len(_latest_rows(store, "sales_order")) + _history_rows(store, "sales_order")
 
     def caught_up() -> bool:
         return len(service.read_table(FACT_SALES_ORDER.name)) == expected
 
-    _wait(caught_up, f"{expected} sales fact rows (every version of every order)")
+    try:
+        _wait(caught_up, f"{expected} sales fact rows (every version of every order)")
+    except DemoError as exc:
+        found = len(service.read_table(FACT_SALES_ORDER.name))
+        raise DemoError(f"{exc}; the warehouse holds {found}") from None
     table = Table("warehouse table", "rows", box=None)
     for name in WAREHOUSE_TABLES:
         table.add_row(name, str(len(service.read_table(name))))

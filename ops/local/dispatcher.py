@@ -56,6 +56,8 @@ class DispatcherConfig:
     # (`Dispatcher.run_ingest_now`), as the demo does to tell its story step by step.
     ingest_every_seconds: float | None = 20 * 60.0
     ingest_overlap_seconds: int = 300
+    # Tables the ingest captures from the source's log (LOG_CAPTURE_TABLES); () polls all.
+    ingest_log_tables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,7 @@ class Dispatcher:
             )
             ingest_env["SOURCE_URL"] = self.config.ingest_source
             ingest_env["OVERLAP_SECONDS"] = str(self.config.ingest_overlap_seconds)
+            ingest_env["LOG_CAPTURE_TABLES"] = ",".join(self.config.ingest_log_tables)
             self._add_function(self.ingest_function_name, self.handlers["ingest"], ingest_env)
         if self.runs_transform:
             env = {
