@@ -32,6 +32,13 @@ class TableSpec:
     # logical decoding on the database, README "Capture modes"). A deployment may turn log
     # mode on for more tables with LOG_CAPTURE_TABLES (services/ingest/settings.py).
     capture: Literal["poll", "log"] = "poll"
+    # Polling: stage a key gone from the source as a delete (Fivetran's "inferred delete");
+    # None: on where the table is reconciled (the only polled tables whose deletes are seen).
+    infer_deletes: bool | None = None
+
+    @property
+    def infers_deletes(self) -> bool:
+        return self.reconcile if self.infer_deletes is None else self.infer_deletes
 
     def __post_init__(self) -> None:
         fields = self.row_model.model_fields

@@ -5,7 +5,10 @@ Per table:
 - otherwise read the rows with `last_updated` >= watermark - overlap and stage those not
   already staged (`recent` remembers the rows of the overlap window by their canonical content);
 - reconcile tables are read whole and compared with `latest`: rows that changed without a new
-  `last_updated` are staged too, keys gone from the source are reported (latest keeps them).
+  `last_updated` are staged too, keys gone from the source are reported (RowsMissingAtSource)
+  and, where the table infers deletes (`TableSpec.infers_deletes`, the default for reconciled
+  tables), staged as deletes: the merge takes them out of latest, into history;
+- log-mode tables are read from the replication slot instead (services/ingest/log_ingest.py).
 The watermark is the greatest `last_updated` read, but never past the database's own clock at
 the read (the same transaction's `clock_timestamp()`): a row stamped in the future is staged,
 and re-read (and deduped by `recent`) until the clock passes it, instead of pushing the
@@ -31,6 +34,7 @@ from typing import Literal, NamedTuple, Protocol
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict
 
+from services.ingest.lines import tombstone_line
 from services.ingest.logical import SlotHealth
 from services.ingest.pause import ScheduleState, pause_reason
 from services.ingest.source import PAGE_ROWS, Row, SourceUnavailableError, TableSource
@@ -42,7 +46,7 @@ from shared.rows import (
     FileFormatError,
     RowProblem,
     ValidationReport,
-    dump_rows,
+    dump_lines,
     row_json,
     validate_rows,
 )
@@ -400,7 +404,10 @@ class Ingest:
         changed.update((key_of(spec, r), r) for r in silent)
         staged = [changed[k] for k in sorted(changed)]
         key = staging_key(spec.name)
-        self.store.put(key, dump_rows(spec, staged), metadata=observed_at_metadata(read_at))
+        lines = [row_json(spec, row) for row in staged]
+        if spec.infers_deletes:  # the merge takes each key out of latest, into history
+            lines += [tombstone_line(spec, k, clock_of(read_at)) for k in missing]
+        self.store.put(key, dump_lines(lines), metadata=observed_at_metadata(read_at))
         if missing:
             logger.warning(
                 "rows missing at source",

@@ -17,24 +17,20 @@ For the tables whose capture is "log" (the registry, or LOG_CAPTURE_TABLES), one
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from services.ingest.ingest import Ingest, TableResult, failed_result
+from services.ingest.lines import change_line
 from services.ingest.logical import ChangePage, ChangeReader, SlotHealth, consume, staging_rows
 from services.ingest.source import SourceUnavailableError
-from shared.changes import OP_COLUMN, Operation
 from shared.layout import staging_key, state_key
 from shared.observation import observed_at_metadata
-from shared.rows import dump_lines, row_json
+from shared.rows import dump_lines
 from shared.storage import ObjectStore
 from shared.tables import TableSpec
-from shared.types import format_money, format_timestamp
 
 logger = Logger(service="ingest")
 
@@ -42,39 +38,6 @@ logger = Logger(service="ingest")
 # returns whole transactions, so a page may hold more.
 PAGE_CHANGES = 50_000
 SLOT_HEALTH_KEY = state_key("ingest", "slot.json")
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return format_timestamp(value)
-    if isinstance(value, Decimal):
-        return format_money(value)
-    raise TypeError(f"cannot stage a {type(value).__name__}")
-
-
-def change_line(spec: TableSpec, row: Mapping[str, Any]) -> str:
-    """The staged text of one change: the canonical row text (`row_json`) where the change
-    holds a whole valid row, else its columns as they came (a tombstone's key or old row, an
-    update without its unchanged TOASTed values: the merge validates and fills those); then
-    the change metadata columns."""
-    columns = {k: v for k, v in row.items() if not k.startswith("_")}
-    metadata = {k: v for k, v in row.items() if k.startswith("_")}
-    text = _row_text(spec, columns, whole=row.get(OP_COLUMN) != Operation.DELETE.value)
-    extra = ",".join(
-        f"{json.dumps(k)}:{json.dumps(v, default=_encode, ensure_ascii=False)}"
-        for k, v in metadata.items()
-    )
-    return f"{text[:-1]},{extra}}}" if text != "{}" else "{" + extra + "}"
-
-
-def _row_text(spec: TableSpec, columns: Mapping[str, Any], *, whole: bool) -> str:
-    if whole and set(columns) == set(spec.columns):
-        try:
-            return row_json(spec, spec.row_model.model_validate(columns))
-        except ValueError:
-            pass  # staged as it came: the merge quarantines it, naming the field
-    ordered = {c: columns[c] for c in spec.columns if c in columns}
-    return json.dumps(ordered, default=_encode, ensure_ascii=False, separators=(",", ":"))
 
 
 def page_observed_at(page: ChangePage) -> datetime | None:

@@ -12,6 +12,7 @@ import pytest
 
 from services.ingest.ingest import IngestReport, TableState, run_ingest, watermark_key
 from services.ingest.pause import PAUSE_KEY, EventBridgeSchedule
+from shared.changes import COMMIT_TS_COLUMN, OP_COLUMN
 from shared.events import EventDetail, RowsMissingAtSource
 from shared.layout import baseline_key, latest_key, staging_key
 from shared.observation import OBSERVED_METADATA, Observation
@@ -206,7 +207,7 @@ def test_a_crash_before_the_watermark_save_re_reads_instead_of_skipping(source_d
     assert staged(store, "payment") == []  # the others were not disturbed
 
 
-def test_reconcile_stages_a_silent_edit_and_reports_a_deleted_key(source_db, store, events):
+def test_reconcile_stages_a_silent_edit_and_a_deleted_key_as_a_delete(source_db, store, events):
     designs = source_db.rows("design")
     edited, deleted = designs[1], designs[2]
     # Long before the watermark's overlap window, where only reconcile can see an edit.
@@ -222,10 +223,13 @@ def test_reconcile_stages_a_silent_edit_and_reports_a_deleted_key(source_db, sto
     report = ingest(source_db, store, events.publisher)
 
     assert report.ok
-    (row,) = staged(store, "design")
+    (row, tombstone) = staged(store, "design")
     assert row["design_id"] == edited["design_id"]
     assert row["file_location"] == "/moved/elsewhere"
     assert row["last_updated"] == edited["last_updated"].isoformat(timespec="microseconds")
+    # the inferred delete (the default for reconciled tables): the key, the operation, when
+    assert set(tombstone) == {"design_id", OP_COLUMN, COMMIT_TS_COLUMN}
+    assert (tombstone["design_id"], tombstone[OP_COLUMN]) == (deleted["design_id"], "delete")
     result = {t.table: t for t in report.tables}["design"]
     assert (result.silent_edits, result.missing_at_source) == (1, [deleted["design_id"]])
     (event,) = events.received()
@@ -233,7 +237,7 @@ def test_reconcile_stages_a_silent_edit_and_reports_a_deleted_key(source_db, sto
     assert event["detail"]["table"] == "design"
     assert event["detail"]["keys"] == [deleted["design_id"]]
     assert event["detail"]["missing_count"] == 1
-    assert store.get(latest_key("design")).data == latest_before  # latest keeps missing keys
+    assert store.get(latest_key("design")).data == latest_before  # the merge takes it out
     assert staged(store, "staff") == []  # reconciled, unchanged
 
 

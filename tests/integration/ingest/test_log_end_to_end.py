@@ -215,3 +215,43 @@ def test_a_crash_after_the_baseline_before_its_state_reads_it_again_and_loses_no
     merge_all(store, service, set())
     latest = {r.model_dump()[PK]: row_json(SPEC, r) for r in read_latest(store, SPEC).rows}
     assert latest == source_rows(db)
+
+
+def poll(db: SourceDb, store: BucketStore) -> None:
+    source = db.source()
+    try:
+        report = run_ingest(
+            source, store, EventPublisher(BUS), overlap=timedelta(minutes=5), tables=[SPEC]
+        )
+    finally:
+        source.close()
+    assert report.ok, report
+
+
+def test_polling_on_the_same_script_loses_what_it_documents_and_nothing_else(chain):
+    """Polling sees one version per window (the last) and, on a reconciled table, infers
+    deletes; a delete and re-insert inside one window is one update to it."""
+    db, store, service = chain
+    done: set[str] = set()
+    poll(db, store)
+    merge_all(store, service, done)
+    first_key = min(source_rows(db))
+    (original,) = [r["payment_type_name"] for r in db.rows(TABLE) if r[PK] == first_key]
+    new_payment_type(db, 950, "ONE")
+    db.update(TABLE, 950, payment_type_name="TWO")
+    db.update(TABLE, 950, payment_type_name="THREE")
+    db.update(TABLE, first_key, payment_type_name="EDITED")
+    poll(db, store)
+    merge_all(store, service, done)
+    db.conn.run(f"DELETE FROM {TABLE} WHERE {PK} = 950")
+    new_payment_type(db, 950, "AGAIN")
+    db.conn.run(f"DELETE FROM {TABLE} WHERE {PK} = {first_key}")
+    poll(db, store)
+    merge_all(store, service, done)
+
+    latest = {r.model_dump()[PK]: row_json(SPEC, r) for r in read_latest(store, SPEC).rows}
+    assert latest == source_rows(db)  # the inferred delete took first_key out
+    history = [row for _, rows in iter_history(store, SPEC) for row in rows]
+    assert [name_of(h) for h in history if getattr(h.row, PK) == 950] == ["THREE"]
+    of_first = {name_of(h): h.deleted for h in history if getattr(h.row, PK) == first_key}
+    assert of_first == {original: False, "EDITED": True}  # its last row, deleted
