@@ -6,14 +6,14 @@ with its operation; deletes leave latest and reach history marked deleted."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import boto3
 import pytest
 
-from services.ingest.ingest import run_ingest
+from services.ingest.ingest import IngestReport, run_ingest
 from services.ingest.log_ingest import SlotCapture
 from services.ingest.logical import LogicalReader
 from services.merge import handler as merge_handler
@@ -48,20 +48,31 @@ def chain(source_db: SourceDb, store: BucketStore) -> Iterator[tuple[SourceDb, B
     _drop_slots(source_db.conn)
 
 
-def ingest(db: SourceDb, store: BucketStore, *, max_changes: int = 1000) -> None:
+def ingest_run(
+    db: SourceDb,
+    store: BucketStore,
+    *,
+    max_changes: int = 1000,
+    reader_as: Callable[[LogicalReader], Any] = lambda reader: reader,
+) -> IngestReport:
+    """One log-mode run (`reader_as` may wrap the reader, to make it fail)."""
     source = db.source()
     try:
         with LogicalReader(lambda: db.credentials, SLOT, [SPEC]) as reader:
-            report = run_ingest(
+            return run_ingest(
                 source,
                 store,
                 EventPublisher(BUS),
                 overlap=timedelta(minutes=5),
                 tables=[SPEC],
-                log=SlotCapture(reader, store, [TABLE], max_changes=max_changes),
+                log=SlotCapture(reader_as(reader), store, [TABLE], max_changes=max_changes),
             )
     finally:
         source.close()
+
+
+def ingest(db: SourceDb, store: BucketStore, *, max_changes: int = 1000) -> None:
+    report = ingest_run(db, store, max_changes=max_changes)
     assert report.ok, report
 
 
@@ -163,18 +174,7 @@ def test_a_crash_between_the_staging_write_and_the_advance_doubles_nothing(chain
     merge_all(store, service, done)
     new_payment_type(db, 952, "A")
     db.update(TABLE, 952, payment_type_name="B")
-    source = db.source()
-    with LogicalReader(lambda: db.credentials, SLOT, [SPEC]) as inner:
-        dying = AdvanceFailsOnce(inner)
-        report = run_ingest(
-            source,
-            store,
-            EventPublisher(BUS),
-            overlap=timedelta(minutes=5),
-            tables=[SPEC],
-            log=SlotCapture(dying, store, [TABLE]),
-        )
-    source.close()
+    report = ingest_run(db, store, reader_as=AdvanceFailsOnce)
     assert not report.ok
     ingest(db, store)  # peeks the same changes again and stages them again
     assert len(store.versions(staging_key(TABLE))) == 2
@@ -196,17 +196,7 @@ def test_a_crash_after_the_baseline_before_its_state_reads_it_again_and_loses_no
             raise ConnectionError("the function died before saving the table's state")
 
     events.register("provide-client-params.s3.PutObject", die_on_state, unique_id="die")
-    source = db.source()
-    with LogicalReader(lambda: db.credentials, SLOT, [SPEC]) as reader:
-        first = run_ingest(
-            source,
-            store,
-            EventPublisher(BUS),
-            overlap=timedelta(minutes=5),
-            tables=[SPEC],
-            log=SlotCapture(reader, store, [TABLE]),
-        )
-    source.close()
+    first = ingest_run(db, store)
     events.unregister("provide-client-params.s3.PutObject", unique_id="die")
     assert not first.ok
     new_payment_type(db, 953, "BETWEEN")  # after the slot, before the second baseline
