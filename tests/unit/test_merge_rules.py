@@ -41,7 +41,9 @@ def test_absent_key_is_inserted_with_its_observation():
         1: Version(staff(1, 1), seen(1)),
         9: Version(staff(9, 1), seen(1)),
     }
-    assert {v.change.op for v in result.written.values()} == {Operation.INSERT}
+    assert {v.change.op if v.change else None for v in result.written.values()} == {
+        Operation.INSERT
+    }
     assert sorted(result.inserted) == [1, 9]
     assert result.history == []
 
