@@ -126,8 +126,11 @@ def _steps(spec: TableSpec, items: list[Staged]) -> list[Step]:
     polled = _distinct_polled(spec, [item for item in items if item.change is None])
     if polled:
         steps.append(polled)
-    # a polled delete (an inferred one) comes after its file's rows of the key
-    return sorted(steps, key=lambda s: (s[0].observed, s[0].deleted, s[0].index))
+    # the changes of one transaction share their observation (the commit's): file order; a
+    # polled delete (an inferred one) comes after its file's rows of the key
+    return sorted(
+        steps, key=lambda s: (s[0].observed, s[0].deleted and not s[0].logged, s[0].index)
+    )
 
 
 def _distinct_polled(spec: TableSpec, items: list[Staged]) -> list[Staged]:
@@ -345,16 +348,16 @@ class _KeyMerge:
         return filled.row
 
     def _held_around(self, item: Staged) -> tuple[RowModel | None, RowModel | None]:
-        """The held version observed exactly at `item` (it is that change), and the one
-        observed just before it."""
+        """The held version observed just before `item` (its predecessor); else, when only
+        one held version shares its observation, that version (this very change, a replay)."""
         versions = list(self.known.versions.get(self.key, []))
         if isinstance(self.current, Version):
             versions.append(self.current)
-        observed = [v for v in versions if v.observed is not None]
-        same = [v.row for v in observed if v.observed == item.observed]
-        below = [v for v in observed if v.observed is not None and v.observed < item.observed]
-        before = max(below, key=lambda v: v.observed or item.observed, default=None)
-        return (same[0] if same else None), (before.row if before else None)
+        below = [v for v in versions if v.observed is not None and v.observed < item.observed]
+        if below:
+            return None, max(below, key=lambda v: v.observed or item.observed).row
+        same = [v.row for v in versions if v.observed == item.observed]
+        return (same[0] if len(same) == 1 else None), None
 
     # ---- what latest ends with --------------------------------------------------------
 
