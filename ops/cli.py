@@ -497,7 +497,8 @@ def history(
     prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
     """The version timeline of one row from latest + history, in observation order: each
-    version valid from its observation (UTC) to the next one's; latest's row is current."""
+    version with its operation, valid from its observation (UTC) to the next one's or its
+    delete; latest's row is current."""
     import json
 
     from ops import render
@@ -515,6 +516,8 @@ def history(
                 "valid_to": v.valid_to.isoformat() if v.valid_to else None,
                 "row": dict(v.row),
                 "observed": v.observed.text if v.observed else None,
+                "op": v.op,
+                "deleted_at": v.deleted_at.isoformat() if v.deleted_at else None,
             }
             for v in versions
         ]

@@ -86,12 +86,17 @@ def redrive_plan(console: Console, depths: Sequence[DlqDepth]) -> None:
 
 
 def versions(console: Console, versions: Sequence[RowVersion]) -> None:
-    table = Table("valid_from", "valid_to", "row")
+    table = Table("op", "valid_from", "valid_to", "row")
     for v in versions:
         row = {k: val for k, val in v.row.items() if k not in ("created_at", "last_updated")}
+        if v.deleted_at is not None:
+            until = f"{v.deleted_at.isoformat(sep=' ')} (deleted)"
+        else:
+            until = v.valid_to.isoformat(sep=" ") if v.valid_to else "(current)"
         table.add_row(
+            v.op or "-",
             v.valid_from.isoformat(sep=" "),
-            v.valid_to.isoformat(sep=" ") if v.valid_to else "(current)",
+            until,
             ", ".join(f"{k}={val}" for k, val in row.items()),
         )
     _wide(console).print(table)

@@ -7,6 +7,10 @@ observation in the audit column `_observed`. A version is valid from its observa
 the next version's; latest's row is the current one. Versions written before observations
 were kept (no `_observed`) come first, ordered and dated by `last_updated` as before. Times
 are UTC and naive, like the rows' own timestamps (a naive `at` is read as UTC).
+
+Each version shows the change that made it (`_op`) and, when a delete ended it, when
+(`_deleted_at`): a deleted version is valid until its delete, and a key whose last version
+was deleted is absent from `as_of` after that time.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.changes import DELETED_AT_COLUMN, OP_COLUMN
 from shared.observation import Observation
 from shared.versions import observed_of, split_audit
 
@@ -30,6 +35,8 @@ class RowVersion:
     valid_to: datetime | None  # None: still current
     row: Mapping[str, Any]
     observed: Observation | None = None  # None: written before observations were kept
+    op: str | None = None  # insert / update (None: written before changes were kept)
+    deleted_at: datetime | None = None  # a delete ended this version
 
 
 @dataclass(frozen=True)
@@ -38,11 +45,19 @@ class _Seen:
 
     row: dict[str, Any]
     observed: Observation | None
+    op: str | None = None
+    deleted_at: datetime | None = None
 
     @classmethod
     def of(cls, stored: Mapping[str, Any]) -> _Seen:
         plain, audit = split_audit(dict(stored))
-        return cls(dict(plain), observed_of(audit))
+        op, deleted = audit.get(OP_COLUMN), audit.get(DELETED_AT_COLUMN)
+        return cls(
+            dict(plain),
+            observed_of(audit),
+            op if isinstance(op, str) else None,
+            _naive_utc(_as_time(deleted)) if deleted is not None else None,
+        )
 
     @property
     def last_updated(self) -> datetime:
@@ -98,7 +113,7 @@ def _distinct(ordered: Sequence[_Seen]) -> list[_Seen]:
     """Drop each version equal (in its own columns) to the one just before it."""
     kept: list[_Seen] = []
     for seen in ordered:
-        if not kept or kept[-1].row != seen.row:
+        if not kept or kept[-1].row != seen.row or kept[-1].deleted_at is not None:
             kept.append(seen)
     return kept
 
@@ -112,8 +127,12 @@ def _intervals(key: Any, ordered: Sequence[_Seen]) -> list[RowVersion]:
     for i in range(len(starts) - 2, -1, -1):
         starts[i] = min(starts[i], starts[i + 1])
     ends: list[datetime | None] = [*starts[1:], None]
+    for i, seen in enumerate(ordered):  # a delete ends its version (and no later than next)
+        if seen.deleted_at is not None:
+            end = ends[i]
+            ends[i] = seen.deleted_at if end is None else min(end, max(seen.deleted_at, starts[i]))
     return [
-        RowVersion(key, start, end, seen.row, seen.observed)
+        RowVersion(key, start, end, seen.row, seen.observed, seen.op, seen.deleted_at)
         for seen, start, end in zip(ordered, starts, ends, strict=True)
     ]
 
@@ -130,6 +149,6 @@ def as_of(
     table = []
     for _, versions in sorted(timelines(latest, history, primary_key).items()):
         current = [v for v in versions if v.valid_from <= at]
-        if current:
+        if current and not (current[-1].valid_to is not None and current[-1].valid_to <= at):
             table.append(current[-1].row)
     return table

@@ -24,7 +24,9 @@ After every case the promise is checked (the numbers are those of the report):
 1. every distinct row version that reached staging or baseline is in exactly one of latest
    or history (by canonical text, `shared.rows.row_json`); nothing else is there;
 2. latest holds, per key, the version of the latest observation (files by `eventTime`, then
-   `sequencer`; in a file, by `last_updated`, then file order);
+   `sequencer`, or the `observed-at` the ingest set; in a file, by `last_updated`, then file
+   order; a log row by its commit position, `_commit_ts` then `_lsn`), and no row for a key
+   whose latest observation is a delete (log plans: tombstones, several versions per key);
 3. no version (and no delete marker) of `staging/<t>.json` / `baseline/<t>.json` is left;
 4. reprocessing changes nothing: (a) every message delivered again, (b) every archive
    replayed (`ops.dismissal.replay`) and its notification delivered, leave every version of
@@ -77,7 +79,9 @@ from botocore.compat import HTTPHeaders
 from moto import mock_aws
 
 from services.merge import handler as merge_handler
+from shared.changes import COMMIT_TS_COLUMN, LSN_COLUMN, OP_COLUMN, XID_COLUMN, lsn_text, lsn_value
 from shared.naming import MAX_RECEIVE_COUNT, merge_dlq_name, merge_queue_name
+from shared.observation import OBSERVED_METADATA, Observation
 from shared.reader import iter_history, read_latest
 from shared.rows import dump_rows, row_json
 from shared.schemas import RowModel, Staff
@@ -173,6 +177,8 @@ class FileSpec:
     data: bytes
     rows: list[RowModel] | None  # None: a bad file (to be quarantined)
     note: str = ""
+    changes: list[dict[str, Any]] | None = None  # a log file: its changes, in commit order
+    metadata: dict[str, str] = field(default_factory=dict)  # e.g. the ingest's observed-at
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,137 @@ class FileBuilder:
         data = bad_copy(self.table, [row], "department_id", "two")
         self.files.append(FileSpec("staging", data, None, f"BAD k{key} department_id='two'"))
         return len(self.files) - 1
+
+
+def _log_event(change: dict[str, Any]) -> tuple[int, str | None]:
+    """A staged log change's key and version text (None: a delete)."""
+    key = int(change["staff_id"])
+    if change[OP_COLUMN] == "delete":
+        return key, None
+    row = Staff.model_validate({k: v for k, v in change.items() if not k.startswith("_")})
+    return key, row_json(TABLES["staff"], row)
+
+
+def _log_observation(change: dict[str, Any]) -> Observation:
+    at = datetime.fromisoformat(change[COMMIT_TS_COLUMN])
+    return Observation(at, lsn_value(change[LSN_COLUMN]))
+
+
+class LogBuilder:
+    """Log-mode files (as the log-capture ingest stages them): a source history of inserts,
+    updates, deletes and re-inserts in commit order, each version with unique content."""
+
+    def __init__(self) -> None:
+        self.live: dict[int, Staff] = {}
+        self.count = 0
+        self.minute = 10  # commits start after the baseline's read (T0)
+        self.files: list[FileSpec] = []
+
+    def baseline(self, keys: int) -> int:
+        rows = [staff(k, 0, f"k{k}base") for k in range(1, keys + 1)]
+        self.live = {r.staff_id: r for r in rows}
+        metadata = {OBSERVED_METADATA: Observation(T0).text}  # read at T0 by the DB clock
+        note = "baseline observed at T0: " + ",".join(r.first_name for r in rows)
+        self.files.append(
+            FileSpec(
+                "baseline",
+                dump_rows(TABLES["staff"], rows),
+                list[RowModel](rows),
+                note,
+                None,
+                metadata,
+            )
+        )
+        return len(self.files) - 1
+
+    def change(self, kind: str, key: int, xid: int) -> dict[str, Any]:
+        """One change (insert, update, delete) of `key`, committed at the next minute."""
+        self.minute += 1
+        self.count += 1
+        commit = T0 + timedelta(minutes=self.minute)
+        meta = {
+            OP_COLUMN: kind,
+            COMMIT_TS_COLUMN: commit.isoformat(timespec="microseconds"),
+            LSN_COLUMN: lsn_text(0x16_B374_0000 + self.count * 0x100),
+            XID_COLUMN: xid,
+        }
+        if kind == "delete":
+            self.live.pop(key)
+            return {"staff_id": key, **meta}
+        row = staff(key, self.minute, f"k{key}L{self.count}")
+        self.live[key] = row
+        return {**json.loads(row_json(TABLES["staff"], row)), **meta}
+
+    def file(self, changes: list[dict[str, Any]]) -> int:
+        data = ("[\n" + ",\n".join(json.dumps(c) for c in changes) + "\n]\n").encode()
+        notes = [
+            f"k{c['staff_id']} {c[OP_COLUMN]} {c.get('first_name', '')}".rstrip() for c in changes
+        ]
+        self.files.append(FileSpec("staging", data, [], "log: " + "; ".join(notes), changes))
+        return len(self.files) - 1
+
+    def again(self, index: int) -> int:
+        """The same changes staged again (the ingest re-peeked after a crash): a new batch."""
+        spec = self.files[index]
+        self.files.append(replace(spec, note=f"again f{index}: {spec.note}"))
+        return len(self.files) - 1
+
+    def random_changes(self, rng: random.Random, count: int, xid: int) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(count):
+            key = rng.randint(1, 5)
+            kind = rng.choice(["update", "update", "delete"]) if key in self.live else "insert"
+            out.append(self.change(kind, key, xid))
+        return out
+
+
+def plan_log(seed: int = 1) -> Plan:
+    """Log mode: a polled baseline, then log files with several versions per key, deletes
+    and re-inserts, delivered out of commit order, and one file staged twice (a re-peek)."""
+    b = LogBuilder()
+    f0 = b.baseline(3)
+    f1 = b.file(
+        [
+            b.change("update", 1, 801),
+            b.change("update", 1, 802),
+            b.change("delete", 2, 803),
+            b.change("insert", 4, 804),
+            b.change("delete", 3, 805),
+            b.change("insert", 3, 805),  # one transaction: delete, then re-insert
+        ]
+    )
+    f2 = b.file(
+        [b.change("update", 1, 806), b.change("delete", 4, 807), b.change("insert", 2, 808)]
+    )
+    f3 = b.file([b.change("delete", 1, 809), b.change("update", 3, 810)])
+    f4 = b.again(f1)
+    steps = [_put(f0), _deliver(f0), _put(f1), _put(f2), _deliver(f2), _deliver(f1)]
+    steps += [_put(f3), _deliver(f3), _put(f4), _deliver(f4)]
+    return Plan("log", b.files, steps)
+
+
+def plan_log_generated(seed: int, number: int = 0) -> Plan:
+    """A random log plan: a baseline, 2-4 log files of random changes (several per key,
+    deletes, re-inserts, shared transactions), maybe one staged twice; delivered out of
+    order in batches of 1-2."""
+    rng = random.Random(f"log:{seed}:{number}")
+    b = LogBuilder()
+    files = [b.baseline(rng.randint(2, 4))]
+    for n in range(rng.randint(2, 4)):
+        files.append(b.file(b.random_changes(rng, rng.randint(2, 6), 900 + n)))
+    if rng.random() < 0.5:
+        files.append(b.again(rng.choice(files[1:])))
+    steps: list[Step] = [_put(files[0]), _deliver(files[0])]
+    rest = files[1:]
+    for i in rest:
+        steps.append(_put(i))
+    rng.shuffle(rest)
+    while rest:
+        size = rng.randint(1, min(2, len(rest)))
+        steps.append(_deliver(*rest[:size]))
+        rest = rest[size:]
+    partitions = rng.choice([None, 2])
+    return Plan(f"log-{seed}-{number}", b.files, steps, partitions=partitions)
 
 
 def _tag(row: Staff) -> str:
@@ -386,6 +523,7 @@ PLANS: dict[str, Callable[[int], Plan]] = {
     "observation": plan_observation,
     "switch": plan_switch,
     "bad": plan_bad,
+    "log": plan_log,
 }
 
 
@@ -393,6 +531,9 @@ def plan_named(name: str, seed: int) -> Plan:
     if name.startswith("generated-"):
         _, s, n = name.split("-")
         return plan_generated(int(s), int(n))
+    if name.startswith("log-"):
+        _, s, n = name.split("-")
+        return plan_log_generated(int(s), int(n))
     return PLANS[name](seed)
 
 
@@ -605,10 +746,19 @@ class Upload:
     event_time: str
     sequencer: str
     body: str  # the S3 notification, as SQS holds it
+    changes: list[dict[str, Any]] | None = None  # a log file's changes
+    observed_at: str | None = None  # the ingest's `observed-at` metadata
 
     @property
     def order(self) -> tuple[str, int]:
         return (self.event_time, int(self.sequencer, 16))
+
+    @property
+    def observation(self) -> Observation:
+        """When the merge observes this file's polled rows."""
+        if self.observed_at:
+            return Observation.parse(self.observed_at)
+        return Observation.of_upload(self.event_time, self.sequencer, datetime.now(UTC))
 
 
 @dataclass
@@ -861,8 +1011,10 @@ class World:
 
     def put(self, index: int, spec: FileSpec) -> Upload:
         key = baseline_key(self.table) if spec.area == "baseline" else staging_key(self.table)
-        put = self.s3.put_object(Bucket=BUCKET, Key=key, Body=spec.data)
+        put = self.s3.put_object(Bucket=BUCKET, Key=key, Body=spec.data, Metadata=spec.metadata)
         upload = self.notify(index, spec.area, key, spec.data, spec.rows, put)
+        upload.changes = spec.changes
+        upload.observed_at = spec.metadata.get(OBSERVED_METADATA)
         self.log.append(f"put f{index} -> {key} v={upload.version_id[:6]}")
         return upload
 
@@ -1143,11 +1295,12 @@ class World:
     # -- the promise -------------------------------------------------------------------------
 
     def expected(self) -> tuple[set[str], dict[int, str]]:
-        """Every version staged (by text), and per key the version of the latest observation."""
+        """Every version staged (by text), and per key the version of the latest observation
+        (none: the latest observation of the key is a delete)."""
         spec = TABLES[self.table]
         versions: set[str] = set()
-        latest: dict[int, str] = {}
-        for upload in sorted(self.uploads, key=lambda u: u.order):
+        events: dict[int, list[tuple[Observation, int, int, str | None]]] = {}
+        for number, upload in enumerate(self.uploads):
             if upload.rows is None:
                 continue
             per_key: dict[int, list[RowModel]] = {}
@@ -1156,7 +1309,23 @@ class World:
                 per_key.setdefault(getattr(row, spec.primary_key), []).append(row)
             for key, rows in per_key.items():
                 final = sorted(rows, key=lambda r: r.last_updated)[-1]  # stable: file order
-                latest[key] = row_json(spec, final)
+                events.setdefault(key, []).append(
+                    (upload.observation, number, 0, row_json(spec, final))
+                )
+            for position, change in enumerate(upload.changes or []):
+                key, text = _log_event(change)
+                if text is not None:
+                    versions.add(text)
+                events.setdefault(key, []).append(
+                    (_log_observation(change), number, position, text)
+                )
+        latest: dict[int, str] = {}
+        for key, found in events.items():
+            # changes of one transaction share their observation: file order, and the same
+            # change staged twice (a re-peek) sorts next to itself
+            last = sorted(found, key=lambda e: (e[0], e[2], e[1]))[-1][3]
+            if last is not None:
+                latest[key] = last
         return versions, latest
 
     def check(self) -> list[Violation]:
@@ -1873,6 +2042,11 @@ QUICK: dict[str, tuple[str, Callable[[Fault], bool]]] = {
     ),
     "switch": ("switch", _kind("switch")),
     "bad-crash": ("bad", _kind("crash", 2)),
+    # log mode: i2 is the later file delivered first, i3 the earlier one with deletes and a
+    # delete + re-insert in one transaction (late against i2's rows); i5 the re-peeked copy
+    "log-crash": ("log", _kind("crash", 3)),
+    "log-pause": ("log", _either(_kind("pause", 3, other="dup"), _kind("pause", 2, other="next"))),
+    "log-generated": ("log-1-0", _either(_kind("crash", 2), _kind("pause", 2, other="dup"))),
 }
 
 
@@ -1894,6 +2068,7 @@ def run_full(
     plans = [plan_named(name, seed) for name in PLANS] + [
         plan_generated(seed, n) for n in range(generated)
     ]
+    plans += [plan_log_generated(seed, n) for n in range(max(1, generated // 2))]
     for plan in plans:
         if progress:
             print(f"plan {plan.name}", file=sys.stderr, flush=True)

@@ -11,8 +11,11 @@ from datetime import timedelta
 
 import pytest
 
+from ops.inspection import row_history, table_as_of
 from shared.changes import DELETED_AT_COLUMN, OP_COLUMN
 from shared.observation import observed_at_metadata
+from shared.storage import BucketStore
+from tests.integration.merge_pipeline import BUCKET
 from tests.integration.test_merge_flow import MERGED, by_type, in_upload_order
 from tests.rows import T0, log_file, logged, staff
 
@@ -194,3 +197,49 @@ def test_unchanged_toast_values_with_no_previous_version_are_quarantined(pipelin
     )
     assert "no previous version" in problem["message"]
     assert pipeline.dlq_bodies() == [messages[0]["Body"]]
+
+
+def test_history_and_asof_show_operations_and_deletes(pipeline):
+    pipeline.stage(log_file([logged(staff(1, 1, name="A"), "insert", 1, 1)]))
+    pipeline.deliver()
+    pipeline.stage(
+        log_file([logged(staff(1, 2, name="B"), "update", 2, 2), logged(1, "delete", 3, 3)])
+    )
+    pipeline.deliver()
+    pipeline.stage(log_file([logged(staff(1, 5, name="C"), "insert", 5, 4)]))
+    pipeline.deliver()
+    store, spec = BucketStore(BUCKET, pipeline.s3), pipeline.spec
+    versions = row_history(store, spec, 1)
+    assert [(v.row["first_name"], v.op) for v in versions] == [
+        ("A", "insert"),
+        ("B", "update"),
+        ("C", "insert"),
+    ]
+    deleted = versions[1]
+    assert deleted.deleted_at == T0 + timedelta(minutes=3)
+    assert deleted.valid_to == T0 + timedelta(minutes=3)
+    assert versions[2].valid_to is None
+
+    def names_at(minutes):
+        data = table_as_of(store, spec, T0 + timedelta(minutes=minutes))
+        return [r["first_name"] for r in json.loads(data)]
+
+    assert names_at(2.5) == ["B"]
+    assert names_at(4) == []  # deleted by then
+    assert names_at(6) == ["C"]
+
+
+def test_a_polled_inferred_delete_is_a_tombstone_observed_with_its_file(pipeline):
+    pipeline.upload_baseline([staff(1, 0, name="A"), staff(2, 0, name="Z")], read_at(30))
+    pipeline.deliver()
+    at = (T0 + timedelta(minutes=60)).isoformat(timespec="microseconds")
+    inferred = b'[\n{"staff_id":2,"_op":"delete","_commit_ts":"' + at.encode() + b'"}\n]\n'
+    pipeline.stage(inferred, read_at(60))
+    assert pipeline.deliver().failed == []
+    assert names(pipeline) == {1: "A"}
+    assert history(pipeline) == Counter({("Z", "insert", True): 1})
+    # a polled file read before the delete, delivered after it, does not bring Z back
+    pipeline.stage([staff(2, 0, name="Z"), staff(1, 50, name="A2")], read_at(50))
+    assert pipeline.deliver().failed == []
+    assert names(pipeline) == {1: "A2"}
+    assert history(pipeline) == Counter({("Z", "insert", True): 1, ("A", "insert", False): 1})
