@@ -41,6 +41,16 @@ def table_ddl(table: WarehouseTable) -> str:
     return f"CREATE TABLE IF NOT EXISTS {ident(table.name)} (\n  " + ",\n  ".join(columns) + "\n)"
 
 
+def added_columns_ddl(table: WarehouseTable) -> str:
+    """Nullable columns added since a table was created (e.g. a dimension's deleted stamps)."""
+    added = [
+        f"ADD COLUMN IF NOT EXISTS {ident(c.name)} {SQL_TYPES[c.kind]}"
+        for c in table.columns
+        if c.nullable
+    ]
+    return f"ALTER TABLE {ident(table.name)} " + ", ".join(added) if added else "SELECT 1"
+
+
 def _copy_text(value: Any) -> str:
     if value is None:
         return "\\N"
@@ -90,6 +100,7 @@ class PostgresWarehouse:
     def _ensure(self, table: WarehouseTable) -> None:
         if table.name not in self._created:
             self.conn.run(table_ddl(table))
+            self.conn.run(added_columns_ddl(table))
             self._created.add(table.name)
 
     def _write(self, table: WarehouseTable, rows: Sequence[Row], *, delete_missing: bool) -> None:

@@ -28,12 +28,14 @@ from functools import partial
 from typing import Protocol, TypeVar
 
 from services.transform import parquet
+from services.transform.deletes import deleted_rows
 from services.transform.warehouse import (
     DIM_DATE,
     FACT_BY_SOURCE,
     FACTS,
     SOURCE_DIMENSIONS,
     WAREHOUSE_TABLES,
+    Deleted,
     Row,
     WarehouseTable,
     build_dimension,
@@ -205,7 +207,7 @@ class TransformService:
             # Read the file's ETag before latest: a write based on an older latest than
             # another transform's then fails its condition and is redone.
             found = self.store.get_if_exists(key)
-            rows = build_dimension(table, self._latest(table.sources))
+            rows = build_dimension(table, self._latest(table.sources), self._deleted(table.sources))
             data = parquet.encode(table, rows)
             if found is not None and found.data == data:
                 return rows, True, False
@@ -250,8 +252,9 @@ class TransformService:
             date_rows = dim_date(min(dates), max(dates))
             self._replace_table(DIM_DATE, {warehouse_file_key(DIM_DATE.name): date_rows}, report)
         latest = self._latest(sorted({s for d in SOURCE_DIMENSIONS for s in d.sources}))
+        deleted = self._deleted(sorted({s for d in SOURCE_DIMENSIONS for s in d.sources}))
         for dimension in SOURCE_DIMENSIONS:
-            rows = build_dimension(dimension, latest)
+            rows = build_dimension(dimension, latest, deleted)
             files = {warehouse_file_key(dimension.name): rows} if rows else {}
             self._replace_table(dimension, files, report)
         return report
@@ -310,6 +313,9 @@ class TransformService:
 
     def _latest(self, tables: Iterable[str]) -> dict[str, list[RowModel]]:
         return {t: read_latest(self.store, TABLES[t]).rows for t in tables}
+
+    def _deleted(self, tables: Iterable[str]) -> dict[str, dict[int, Deleted]]:
+        return {t: deleted_rows(self.store, TABLES[t]) for t in tables}
 
     def _update_manifest(self, table: WarehouseTable, counts: Mapping[str, int]) -> None:
         key = warehouse_manifest_key(table.name)

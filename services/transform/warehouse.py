@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -56,6 +56,8 @@ def _cols(spec: str) -> tuple[Column, ...]:
     return tuple(columns)
 
 
+# A source dimension's member whose source row was deleted: when (null: live).
+_DELETED = " deleted_date:date? deleted_time:time?"
 _STAMPS = "created_date:date created_time:time last_updated_date:date last_updated_time:time"
 
 
@@ -132,7 +134,7 @@ DIM_STAFF = WarehouseTable(
     "dim_staff",
     _cols(
         "staff_id:int first_name:text last_name:text department_name:text location:text "
-        "email_address:text"
+        "email_address:text" + _DELETED
     ),
     key="staff_id",
     sources=("staff", "department"),
@@ -141,20 +143,20 @@ DIM_LOCATION = WarehouseTable(
     "dim_location",
     _cols(
         "location_id:int address_line_1:text address_line_2:text? district:text? city:text "
-        "postal_code:text country:text phone:text"
+        "postal_code:text country:text phone:text" + _DELETED
     ),
     key="location_id",
     sources=("address",),
 )
 DIM_DESIGN = WarehouseTable(
     "dim_design",
-    _cols("design_id:int design_name:text file_location:text file_name:text"),
+    _cols("design_id:int design_name:text file_location:text file_name:text" + _DELETED),
     key="design_id",
     sources=("design",),
 )
 DIM_CURRENCY = WarehouseTable(
     "dim_currency",
-    _cols("currency_id:int currency_code:text currency_name:text"),
+    _cols("currency_id:int currency_code:text currency_name:text" + _DELETED),
     key="currency_id",
     sources=("currency",),
 )
@@ -164,20 +166,23 @@ DIM_COUNTERPARTY = WarehouseTable(
         "counterparty_id:int counterparty_legal_name:text counterparty_legal_address_line_1:text "
         "counterparty_legal_address_line_2:text? counterparty_legal_district:text? "
         "counterparty_legal_city:text counterparty_legal_postal_code:text "
-        "counterparty_legal_country:text counterparty_legal_phone_number:text"
+        "counterparty_legal_country:text counterparty_legal_phone_number:text" + _DELETED
     ),
     key="counterparty_id",
     sources=("counterparty", "address"),
 )
 DIM_PAYMENT_TYPE = WarehouseTable(
     "dim_payment_type",
-    _cols("payment_type_id:int payment_type_name:text"),
+    _cols("payment_type_id:int payment_type_name:text" + _DELETED),
     key="payment_type_id",
     sources=("payment_type",),
 )
 DIM_TRANSACTION = WarehouseTable(
     "dim_transaction",
-    _cols("transaction_id:int transaction_type:text sales_order_id:int? purchase_order_id:int?"),
+    _cols(
+        "transaction_id:int transaction_type:text sales_order_id:int? purchase_order_id:int?"
+        + _DELETED
+    ),
     key="transaction_id",
     sources=("transaction",),
 )
@@ -511,9 +516,37 @@ DIMENSION_BUILDERS: Mapping[str, Callable[..., list[Row]]] = {
 }
 
 
-def build_dimension(table: WarehouseTable, latest: Mapping[str, Sequence[RowModel]]) -> list[Row]:
-    """A source dimension from the current rows of its source tables."""
-    return DIMENSION_BUILDERS[table.name](*(latest[s] for s in table.sources))
+@dataclass(frozen=True)
+class Deleted:
+    """A deleted source row: its last version and when the delete committed."""
+
+    row: RowModel
+    at: datetime
+
+
+def build_dimension(
+    table: WarehouseTable,
+    latest: Mapping[str, Sequence[RowModel]],
+    deleted: Mapping[str, Mapping[int, Deleted]] | None = None,
+) -> list[Row]:
+    """A source dimension from the current rows of its source tables, plus the last rows of
+    deleted members (and joined rows), flagged with when their delete committed."""
+    gone = deleted or {}
+    inputs = [[*latest[s], *(d.row for d in gone.get(s, {}).values())] for s in table.sources]
+    members = gone.get(table.sources[0], {})
+    return [
+        _flagged(row, members.get(row[table.key]))
+        for row in DIMENSION_BUILDERS[table.name](*inputs)
+    ]
+
+
+def _flagged(row: Row, deleted: Deleted | None) -> Row:
+    at = deleted.at if deleted is not None else None
+    return {
+        **row,
+        "deleted_date": at.date() if at else None,
+        "deleted_time": at.time() if at else None,
+    }
 
 
 def fact_dates(rows: Iterable[Row], table: WarehouseTable) -> set[date]:
