@@ -7,16 +7,19 @@ import pytest
 
 from services.transform import parquet
 from services.transform.warehouse import (
+    DIM_DESIGN,
     FACT_SALES_ORDER,
     WAREHOUSE_TABLES,
+    Deleted,
     MoneyPrecisionError,
+    build_dimension,
     dim_date,
     fact_rows,
     money,
     partition_month,
     record_id,
 )
-from shared.schemas import SalesOrder
+from shared.schemas import Design, SalesOrder
 
 ORDER = {
     "sales_order_id": 17,
@@ -103,3 +106,26 @@ def test_parquet_round_trip_is_exact_and_deterministic(name):
     data = parquet.encode(table, rows)
     assert parquet.decode(table, data) == rows
     assert parquet.encode(table, rows) == data
+
+
+def test_a_deleted_member_is_kept_flagged_and_live_members_are_not():
+    def design(design_id: int) -> Design:
+        stamp = datetime(2024, 1, 1, 9)
+        return Design(
+            design_id=design_id,
+            created_at=stamp,
+            last_updated=stamp,
+            design_name=f"d{design_id}",
+            file_location="/x",
+            file_name=f"d{design_id}.json",
+        )
+
+    at = datetime(2024, 2, 3, 4, 5, 6, 7)
+    rows = build_dimension(
+        DIM_DESIGN, {"design": [design(1)]}, {"design": {2: Deleted(design(2), at)}}
+    )
+    assert [(r["design_id"], r["deleted_date"], r["deleted_time"]) for r in rows] == [
+        (1, None, None),
+        (2, at.date(), at.time()),
+    ]
+    assert parquet.decode(DIM_DESIGN, parquet.encode(DIM_DESIGN, rows)) == rows
