@@ -21,7 +21,7 @@ from services.ingest.log_ingest import SLOT_HEALTH_KEY
 from services.ingest.logical import SlotHealth
 from shared.commitlog import BATCH_METADATA, SEQ_METADATA, LogEntry, MergeStatus, entry_key
 from shared.events import MergeCounts
-from shared.layout import baseline_key, quarantine_prefix, staging_key
+from shared.layout import baseline_key, batch_of_key, quarantine_prefix, staging_key
 from shared.quarantine import REPORT_SUFFIX, QuarantineReport, report_key_of
 from shared.reader import iter_history, latest_commit_key, read_latest
 from shared.storage import BucketStore
@@ -126,7 +126,7 @@ def quarantine_files(store: BucketStore, table: str) -> list[QuarantinedFile]:
         report_key = report_key_of(key)
         stored = store.get_if_exists(report_key)
         report = None if stored is None else QuarantineReport.model_validate_json(stored.data)
-        batch = report.batch if report else key.removesuffix(".json").rsplit("_", 1)[-1]
+        batch = report.batch if report else batch_of_key(key)
         first = None
         if report is not None:
             first = str(report.problems[0]) if report.problems else report.reason

@@ -69,6 +69,11 @@ def quarantine_report_key(table: str, stamp: str, batch: str) -> str:
     return f"{quarantine_prefix(table)}{table}_{stamp}_{batch}.report.json"
 
 
+def batch_of_key(key: str) -> str:
+    """The batch a history, archive or quarantine object's key names (its last `_` part)."""
+    return key.removesuffix(".json").rsplit("_", 1)[-1]
+
+
 def state_key(*parts: str) -> str:
     return "/".join((Area.STATE, *parts))
 

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from shared.history import HistoryRow, load_history
-from shared.layout import history_prefix, latest_key, latest_manifest_key
+from shared.layout import batch_of_key, history_prefix, latest_key, latest_manifest_key
 from shared.partitions import PartitionManifest
 from shared.schemas import RowModel
 from shared.storage import ObjectStore
 from shared.tables import TableSpec
-from shared.versions import Version, load_versions
+from shared.versions import Tombstone, Version, load_latest, load_versions
 
 
 @dataclass(frozen=True)
@@ -74,26 +74,48 @@ def iter_latest_versions(
     """`iter_latest` with each row's observation: a partition at a time, with the ETag of the
     object that commits it. latest is ours: a row that fails is a bug or a schema change
     (load_versions raises)."""
-    manifest_key = latest_manifest_key(spec.name)
-    found = store.get_if_exists(manifest_key)
+    for data, source, etag in _latest_files(store, spec):
+        yield ([] if data is None else load_versions(spec, data, source)), etag
+
+
+def read_tombstones(store: ObjectStore, spec: TableSpec) -> list[Tombstone]:
+    """latest's tombstone lines (the keys deleted at the source), in either layout, in key
+    order; the other readers here give live rows only."""
+    return [
+        tomb
+        for data, source, _ in _latest_files(store, spec)
+        if data is not None
+        for tomb in load_latest(spec, data, source)[1]
+    ]
+
+
+def _latest_files(store: ObjectStore, spec: TableSpec) -> Iterator[tuple[bytes | None, str, str]]:
+    """Each file of latest (the single file, or each partition by the version its manifest
+    names) with its address and the ETag of the object that commits it; an empty manifest
+    gives one `None`, so readers still learn its ETag."""
+    found = store.get_if_exists(latest_manifest_key(spec.name))
     if found is None:
         key = latest_key(spec.name)
         stored = store.get_if_exists(key)
         if stored is not None:
-            source = f"s3://{store.bucket}/{key}"
-            yield load_versions(spec, stored.data, source), stored.etag
+            yield stored.data, f"s3://{store.bucket}/{key}", stored.etag
         return
     manifest = PartitionManifest.model_validate_json(found.data)
     if not manifest.partitions:
-        yield [], found.etag
+        yield None, "", found.etag
     for part in manifest.partitions:
         data = store.get(part.key, part.version_id).data
-        yield load_versions(spec, data, f"s3://{store.bucket}/{part.key}"), found.etag
+        yield data, f"s3://{store.bucket}/{part.key}", found.etag
 
 
 def history_keys(store: ObjectStore, spec: TableSpec) -> list[str]:
     """The table's history objects, oldest first (their names start with the batch's stamp)."""
     return sorted(store.keys(history_prefix(spec.name)))
+
+
+def batch_history_keys(store: ObjectStore, spec: TableSpec, batches: set[str]) -> list[str]:
+    """The history objects the given batches wrote, oldest first."""
+    return [key for key in history_keys(store, spec) if batch_of_key(key) in batches]
 
 
 def read_history(store: ObjectStore, spec: TableSpec, key: str) -> list[HistoryRow]:

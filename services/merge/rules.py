@@ -247,6 +247,7 @@ class _KeyMerge:
         self.tomb: Staged | None = None  # the delete latest ends with
         self.wrote = False
         self.deletions = 0  # deletes of a live version
+        self.marked = False  # a later step sent a row to history marked deleted
 
     def run(self, current: Held | None, steps: list[Step]) -> None:
         self.current = current
@@ -300,11 +301,13 @@ class _KeyMerge:
         return Operation.UPDATE if isinstance(self.current, Version) else Operation.INSERT
 
     def _delete(self, item: Staged, *, later: bool) -> None:
-        if self.prev is not None:
+        ended = self.prev
+        if ended is not None:
             self.deletions += int(later)
-            self._supersede(self.prev, item.time, deleted_at=item.time)
         elif item.row is not None:  # the old row, the only sign of the version it ended
-            self._supersede(_Link(item.row, item.observed, None), item.time, deleted_at=item.time)
+            ended = _Link(item.row, item.observed, None)
+        if ended is not None and self._supersede(ended, item.time, deleted_at=item.time):
+            self.marked = self.marked or later
         self.prev = None
         if later:
             self.tomb = item
@@ -319,15 +322,17 @@ class _KeyMerge:
         if isinstance(current, Version):
             self.prev = _Link(current.row, current.observed, current.change, in_latest=True)
 
-    def _supersede(self, link: _Link, at: datetime, deleted_at: datetime | None = None) -> None:
+    def _supersede(self, link: _Link, at: datetime, deleted_at: datetime | None = None) -> bool:
+        """Send the version to history unless it is held there (or in latest); True: sent."""
         text = self._text(link.row)
         if not (link.in_latest or link.fresh) and (text in self.taken or text in self.known.texts):
-            return
+            return False
         self.taken.add(text)
         self.wrote = True
         self.result.history.append(
             HistoryRow(link.row, at, self.batch, link.observed, link.change, deleted_at)
         )
+        return True
 
     # ---- unchanged TOAST values -------------------------------------------------------
 
@@ -368,9 +373,19 @@ class _KeyMerge:
         elif self.prev is not None:
             self._write_live()
         elif self.tomb is not None:
-            tomb = self.tomb
-            result.removed[key] = Tombstone(key, tomb.observed, tomb.time, self.batch, tomb.change)
+            result.removed[key] = self._tombstone(self.tomb)
             (result.deleted if self.deletions else result.unchanged).append(key)
+
+    def _tombstone(self, tomb: Staged) -> Tombstone:
+        """latest's line for the key this batch ends deleted. It takes the delete's observation
+        (what is observed before it stays out), and names the batch whose history object holds
+        the key's last row marked deleted: this one when it sent such a row there; else, when
+        latest held a tombstone already (a delete delivered again at a later observation, a
+        repeated inferred delete), that one's batch, with its delete's time and change."""
+        current = self.current
+        if isinstance(current, Tombstone) and not self.marked:
+            return replace(current, observed=tomb.observed)
+        return Tombstone(self.key, tomb.observed, tomb.time, self.batch, tomb.change)
 
     def _write_live(self) -> None:
         link, result, key = self.prev, self.result, self.key

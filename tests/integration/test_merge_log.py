@@ -12,8 +12,10 @@ from datetime import timedelta
 import pytest
 
 from ops.inspection import row_history, table_as_of
+from services.transform.deletes import deleted_rows
 from shared.changes import DELETED_AT_COLUMN, OP_COLUMN
 from shared.observation import observed_at_metadata
+from shared.reader import read_tombstones
 from shared.storage import BucketStore
 from tests.integration.merge_pipeline import BUCKET
 from tests.integration.test_merge_flow import MERGED, by_type, in_upload_order
@@ -243,3 +245,27 @@ def test_a_polled_inferred_delete_is_a_tombstone_observed_with_its_file(pipeline
     assert pipeline.deliver().failed == []
     assert names(pipeline) == {1: "A2"}
     assert history(pipeline) == Counter({("Z", "insert", True): 1, ("A", "insert", False): 1})
+
+
+@pytest.mark.parametrize("again", ["the same delete", "another delete"])
+def test_a_key_deleted_again_keeps_the_tombstone_naming_the_batch_that_holds_its_row(
+    pipeline, again
+):
+    """A delete of a key already deleted writes no history row; latest's tombstone must still
+    name the batch whose history object holds the deleted row (the transform reads only it)."""
+    pipeline.upload_baseline([staff(1, 0, name="A"), staff(2, 0, name="Z")], read_at(30))
+    assert pipeline.deliver().failed == []
+    pipeline.stage(log_file([logged(2, "delete", 42, 3)]), read_at(50))
+    assert pipeline.deliver().failed == []
+    repeat = logged(2, "delete", *((42, 3) if again == "the same delete" else (55, 9)))
+    pipeline.stage(log_file([repeat]), read_at(60))
+    assert pipeline.deliver().failed == []
+
+    store = BucketStore(BUCKET, pipeline.s3)
+    (tomb,) = read_tombstones(store, pipeline.spec)
+    (gone,) = [h for h in pipeline.history() if h.deleted]
+    assert (tomb.key, tomb.batch, tomb.deleted_at) == (2, gone.batch, gone.deleted_at)
+    deleted = deleted_rows(store, pipeline.spec)
+    assert {k: (d.row.model_dump()["first_name"], d.at) for k, d in deleted.items()} == {
+        2: ("Z", T0 + timedelta(minutes=42))
+    }

@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime
 
 import boto3
@@ -5,13 +6,27 @@ import pytest
 from moto import mock_aws
 
 from shared.history import HistoryRow, dump_history
-from shared.layout import history_key, latest_key
+from shared.layout import (
+    batch_of_key,
+    history_key,
+    latest_key,
+    latest_manifest_key,
+    latest_partition_key,
+    quarantine_key,
+)
 from shared.observation import OBSERVED_COLUMN, Observation
-from shared.reader import iter_history, read_history, read_latest
+from shared.partitions import PartitionManifest, PartitionRef
+from shared.reader import (
+    batch_history_keys,
+    iter_history,
+    read_history,
+    read_latest,
+    read_tombstones,
+)
 from shared.rows import FileFormatError, dump_rows, validate_rows
 from shared.storage import BucketStore
 from shared.tables import TABLES
-from shared.versions import Version, dump_versions
+from shared.versions import Tombstone, Version, dump_versions, tombstone_json, version_json
 
 STAFF = TABLES["staff"]
 
@@ -85,3 +100,45 @@ def test_history_rows_keep_their_observation_and_the_row_is_the_tables_own(store
     (found,) = read_history(store, STAFF, key)
     assert found.row == old
     assert (found.superseded_at, found.batch, found.observed) == (new.last_updated, "b1", seen)
+
+
+def latest_file(*lines: str) -> bytes:
+    return ("[" + ",\n".join(lines) + "]").encode()
+
+
+@pytest.mark.parametrize("layout", ["single", "partitioned"])
+def test_tombstones_come_back_from_either_layout_and_rows_without_them(store, layout):
+    one, three = validate_rows(STAFF, [staff(1, 5), staff(3, 6)], "t").rows
+    seen = Observation(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    gone = [Tombstone(k, seen, datetime(2026, 12, 1, 11, 0), f"b{k}") for k in (2, 4)]
+    low = latest_file(version_json(STAFF, Version(one, seen)), tombstone_json(STAFF, gone[0]))
+    high = latest_file(version_json(STAFF, Version(three, seen)), tombstone_json(STAFF, gone[1]))
+    if layout == "single":
+        store.put(latest_key("staff"), latest_file(*json_lines(low), *json_lines(high)))
+    else:
+        parts = []
+        for (lo, hi), data in zip([(0, 2), (3, 9)], [low, high], strict=True):
+            key = latest_partition_key("staff", lo, hi, "b", f"d{lo}")
+            written = store.put(key, data)
+            parts.append(
+                PartitionRef(low=lo, high=hi, key=key, version_id=written.version_id, rows=1)
+            )
+        manifest = PartitionManifest(
+            table="staff", batch="b", rows_per_partition=2, partitions=parts
+        )
+        store.put(latest_manifest_key("staff"), manifest.model_dump_json().encode())
+    assert read_tombstones(store, STAFF) == gone
+    assert read_latest(store, STAFF).rows == [one, three]
+
+
+def json_lines(data: bytes) -> list[str]:
+    return [json.dumps(raw, separators=(",", ":")) for raw in json.loads(data)]
+
+
+def test_batch_history_keys_names_the_objects_those_batches_wrote(store):
+    for stamp, batch in [("20240101T000000000000Z", "b1"), ("20240102T000000000000Z", "b2")]:
+        store.put(history_key("staff", stamp, batch), dump_history(STAFF, []))
+    assert batch_history_keys(store, STAFF, {"b2", "nope"}) == [
+        history_key("staff", "20240102T000000000000Z", "b2")
+    ]
+    assert batch_of_key(quarantine_key("staff", "20240102T000000000000Z", "9f")) == "9f"
