@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
 from typing import Any
 
@@ -16,13 +18,14 @@ import pytest
 from services.ingest.ingest import IngestReport, run_ingest
 from services.ingest.log_ingest import SlotCapture
 from services.ingest.logical import LogicalReader
+from services.ingest.source import connect
 from services.merge import handler as merge_handler
 from services.merge.settings import MergeSettings
 from services.merge.source import ObjectRef
-from shared.changes import OP_COLUMN, lsn_value
+from shared.changes import LSN_COLUMN, OP_COLUMN, XID_COLUMN, lsn_value
 from shared.events import EventPublisher
 from shared.layout import baseline_key, staging_key
-from shared.reader import iter_history, read_latest
+from shared.reader import iter_history, read_latest, read_latest_versions
 from shared.rows import row_json
 from shared.storage import BucketStore
 from shared.tables import TABLES
@@ -205,6 +208,88 @@ def test_a_crash_after_the_baseline_before_its_state_reads_it_again_and_loses_no
     merge_all(store, service, set())
     latest = {r.model_dump()[PK]: row_json(SPEC, r) for r in read_latest(store, SPEC).rows}
     assert latest == source_rows(db)
+
+
+def within(seconds: float, run: Callable[[], IngestReport]) -> IngestReport:
+    """`run` on a thread of its own, failing the test if it takes longer than `seconds`."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(run)
+        try:
+            return future.result(timeout=seconds)
+        except FutureTimeout:
+            pytest.fail(f"the ingest run took over {seconds} s: blocked by the open transaction")
+
+
+def staged_files(store: BucketStore) -> list[list[dict[str, Any]]]:
+    versions = reversed(store.versions(staging_key(TABLE)))  # oldest first
+    return [json.loads(store.get(staging_key(TABLE), v.version_id).data) for v in versions]
+
+
+def test_a_transaction_open_across_a_whole_run_arrives_once_after_its_commit(chain):
+    db, store, service = chain
+    done: set[str] = set()
+    ingest(db, store)  # the slot (made before the transaction opens), then the baseline
+    merge_all(store, service, done)
+    edited, (original,) = (
+        min(source_rows(db)),
+        [r["payment_type_name"] for r in db.rows(TABLE) if r[PK] == min(source_rows(db))],
+    )
+    other = connect(db.credentials)
+    try:
+        other.run("BEGIN")
+        opened = SourceDb(db.server, db.name, other)
+        new_payment_type(opened, 990, "OPEN")  # its xid is older than the commits below
+        opened.update(TABLE, edited, payment_type_name="EDITED-OPEN")
+        new_payment_type(db, 991, "SHUT")  # committed while the other is open
+        db.update(TABLE, 991, payment_type_name="SHUT-EDITED")
+        report = within(30, lambda: ingest_run(db, store))
+        assert report.ok, report
+        (during,) = staged_files(store)  # read before the merge deletes it
+        merge_all(store, service, done)
+        assert [(r[PK], r[OP_COLUMN]) for r in during] == [(991, "insert"), (991, "update")]
+        latest = {r.model_dump()[PK]: row_json(SPEC, r) for r in read_latest(store, SPEC).rows}
+        assert latest == source_rows(db)  # what a new session sees: not the open rows
+        assert 990 not in latest
+        assert original in latest[edited]
+        other.run("COMMIT")
+    finally:
+        other.close()
+    db.update(TABLE, 990, payment_type_name="AFTER")  # after the commit
+    db.update(TABLE, edited, payment_type_name="EDITED-AFTER")
+    assert within(30, lambda: ingest_run(db, store)).ok
+    (after,) = staged_files(store)
+    merge_all(store, service, done)
+    assert [(r[PK], r[OP_COLUMN]) for r in after] == [
+        (990, "insert"),
+        (edited, "update"),
+        (990, "update"),
+        (edited, "update"),
+    ]  # the open transaction's rows, once, at its commit: after 991's, before what followed
+    assert after[0][XID_COLUMN] < during[0][XID_COLUMN]  # begun first, committed later
+    assert lsn_value(after[0][LSN_COLUMN]) > lsn_value(during[-1][LSN_COLUMN])
+    assert ingest_run(db, store).tables[0].rows_written == 0
+
+    latest = {r.model_dump()[PK]: row_json(SPEC, r) for r in read_latest(store, SPEC).rows}
+    assert latest == source_rows(db)
+    history = [row for _, rows in iter_history(store, SPEC) for row in rows]
+
+    def versions(key: int) -> list[tuple[str, str | None]]:
+        held = [(h.row, h.change) for h in history if getattr(h.row, PK) == key]
+        held += [(v.row, v.change) for v in read_latest_versions(store, SPEC)]
+        mine = [(row, change) for row, change in held if getattr(row, PK) == key]
+        mine.sort(key=lambda rc: lsn_value(rc[1].lsn) if rc[1] and rc[1].lsn else -1)
+        return [
+            (row.model_dump()["payment_type_name"], c.op.value if c and c.lsn else None)
+            for row, c in mine
+        ]
+
+    assert versions(990) == [("OPEN", "insert"), ("AFTER", "update")]
+    assert versions(edited) == [
+        (original, None),
+        ("EDITED-OPEN", "update"),
+        ("EDITED-AFTER", "update"),
+    ]
+    assert versions(991) == [("SHUT", "insert"), ("SHUT-EDITED", "update")]
 
 
 def poll(db: SourceDb, store: BucketStore) -> None:
