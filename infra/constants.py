@@ -47,13 +47,9 @@ PAUSE_TIMEOUT = Duration.seconds(30)
 # ingest interval.
 QUEUE_AGE_ALARM_SECONDS = 20 * 60
 
-# A staging version the merge has not deleted yet may still be needed by a message waiting in
-# the queue (QUEUE_RETENTION_DAYS) and then in the DLQ (DLQ_RETENTION_DAYS); keep noncurrent
-# versions until both have passed, plus a margin for the operator's redrive.
-NONCURRENT_TRIGGER_VERSION_DAYS = naming.QUEUE_RETENTION_DAYS + naming.DLQ_RETENTION_DAYS + 2
-# Old versions of latest/ and _state/ are only a safety net: history/ is the audit trail.
-NONCURRENT_LATEST_VERSION_DAYS = 30
-NONCURRENT_LATEST_VERSIONS_KEPT = 10
+# How long noncurrent versions are kept, per area: shared/retention.py (the local runtime's
+# lifecycle player reads the same rules).
+
 ARCHIVE_TO_INFREQUENT_ACCESS = Duration.days(30)
 ACCESS_LOG_EXPIRY = Duration.days(365)
 EVENT_ARCHIVE_RETENTION = Duration.days(90)

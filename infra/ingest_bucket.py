@@ -7,7 +7,8 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra import constants
-from shared.layout import TRIGGER_AREAS, Area
+from shared.layout import Area
+from shared.retention import NONCURRENT_RULES
 
 
 class IngestBucket(Construct):
@@ -49,29 +50,15 @@ class IngestBucket(Construct):
 
     @staticmethod
     def _lifecycle_rules() -> list[s3.LifecycleRule]:
+        # What the protocol still reads, per area (shared/retention.py); prefixes disjoint.
         rules = [
-            # A trigger version is deleted by its merge; an overwritten one that was never
-            # merged must outlive every message that may still name it (queue, then DLQ).
             s3.LifecycleRule(
-                id=f"expire-noncurrent-{area}",
-                prefix=f"{area}/",
-                noncurrent_version_expiration=Duration.days(
-                    constants.NONCURRENT_TRIGGER_VERSION_DAYS
-                ),
+                id=rule.rule_id,
+                prefix=rule.prefix,
+                noncurrent_version_expiration=Duration.days(rule.days),
                 expired_object_delete_marker=True,
             )
-            for area in TRIGGER_AREAS
-        ]
-        rules += [
-            s3.LifecycleRule(
-                id=f"expire-noncurrent-{area}",
-                prefix=f"{area}/",
-                noncurrent_version_expiration=Duration.days(
-                    constants.NONCURRENT_LATEST_VERSION_DAYS
-                ),
-                noncurrent_versions_to_retain=constants.NONCURRENT_LATEST_VERSIONS_KEPT,
-            )
-            for area in (Area.LATEST, Area.STATE)
+            for rule in NONCURRENT_RULES
         ]
         rules += [
             s3.LifecycleRule(

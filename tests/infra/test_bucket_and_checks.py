@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from shared import naming
+from shared.layout import TRIGGER_AREAS, Area
+from shared.retention import DAY_SECONDS, NONCURRENT_RULES
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
@@ -58,19 +59,70 @@ def test_buckets_refuse_plain_http(synth, which):
     )
 
 
-def test_lifecycle_keeps_unmerged_staging_versions_past_the_dlq_retention(synth):
+def lifecycle_rules(synth):
     _, bucket = ingest_bucket(synth)
-    rules = {r["Id"]: r for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]}
-    staging = rules["expire-noncurrent-staging"]
-    assert staging["Prefix"] == "staging/"
-    days = staging["NoncurrentVersionExpiration"]["NoncurrentDays"]
-    assert days > naming.DLQ_RETENTION_DAYS + naming.QUEUE_RETENTION_DAYS
-    assert "ExpirationInDays" not in staging  # current versions are never expired
+    return {r["Id"]: r for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]}
+
+
+def noncurrent_days_by_prefix(synth):
+    return {
+        r["Prefix"]: r["NoncurrentVersionExpiration"]["NoncurrentDays"]
+        for r in lifecycle_rules(synth).values()
+        if "NoncurrentVersionExpiration" in r
+    }
+
+
+def longest_message_life_seconds(synth):
+    """A message's first life in the template's queues: a standard queue's DLQ keeps the
+    original enqueue time, so queue and DLQ together last the longer retention."""
+    return max(
+        int(props["MessageRetentionPeriod"])
+        for props in (p.get("Properties", {}) for p in synth.of_type("AWS::SQS::Queue").values())
+        if "MessageRetentionPeriod" in props
+    )
+
+
+def test_unmerged_trigger_versions_outlive_a_message_and_one_redrive(synth):
+    days = noncurrent_days_by_prefix(synth)
+    life = longest_message_life_seconds(synth)
+    for area in TRIGGER_AREAS:
+        # a redrive sends a new message: the version must outlive two lives, not one
+        assert days[f"{area}/"] * DAY_SECONDS >= 2 * life
+        assert days[f"{area}/"] * DAY_SECONDS < 2 * life + DAY_SECONDS  # and no more
+
+
+def test_other_areas_keep_noncurrent_versions_only_while_a_reader_may_hold_them(synth):
+    """Partitions replaced by a merge are read by version while a reader of the older
+    manifest runs (at most the longest function timeout); nothing else reads an old version.
+    One day is the shortest S3 expiry."""
+    days = noncurrent_days_by_prefix(synth)
+    longest_run = max(
+        int(p["Properties"]["Timeout"]) for p in synth.of_type("AWS::Lambda::Function").values()
+    )
+    for area in set(Area) - set(TRIGGER_AREAS):
+        assert days[f"{area}/"] == 1
+        assert days[f"{area}/"] * DAY_SECONDS >= longest_run
+
+
+def test_lifecycle_rules_cover_every_area_once_and_never_expire_a_current_object(synth):
+    rules = lifecycle_rules(synth)
+    expiring = [r for r in rules.values() if "NoncurrentVersionExpiration" in r]
+    prefixes = sorted(r["Prefix"] for r in expiring)
+    # disjoint prefixes: where S3 rules overlap, the shorter expiry wins
+    assert prefixes == sorted(f"{area}/" for area in Area)
+    assert all(not a.startswith(b) for a in prefixes for b in prefixes if a != b)
+    for rule in expiring:
+        assert rule["ExpiredObjectDeleteMarker"] is True
+        assert "NewerNoncurrentVersions" not in rule["NoncurrentVersionExpiration"]
+    assert not any("ExpirationInDays" in r for r in rules.values())
     archive = rules["archive-to-infrequent-access"]
     assert archive["Prefix"] == "archive/"
     assert archive["Transitions"] == [{"StorageClass": "STANDARD_IA", "TransitionInDays": 30}]
-    # No rule ever expires a current object of the ingest bucket.
-    assert not any("ExpirationInDays" in r for r in rules.values())
+
+
+def test_the_stack_and_the_local_player_read_one_rule_set(synth):
+    days = noncurrent_days_by_prefix(synth)
+    assert days == {rule.prefix: rule.days for rule in NONCURRENT_RULES}
 
 
 def test_bucket_name_parameter_is_optional(synth):
