@@ -1,4 +1,4 @@
-"""`history` and `asof`: ops.timeline (pure) over the rows shared.reader reads from the bucket."""
+"""`history` and `asof`: ops.timeline (pure) over latest (shared.reader) and history (its index)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 from ops.timeline import RowVersion, as_of, timelines
 from shared.history import history_row_json
-from shared.reader import iter_history, read_latest_versions
+from shared.history_lookup import committed_history
+from shared.reader import read_latest_versions
 from shared.rows import dump_rows, validate_rows
 from shared.storage import BucketStore
 from shared.tables import TableSpec
@@ -16,22 +17,25 @@ from shared.versions import version_json
 
 
 def table_versions(
-    store: BucketStore, spec: TableSpec
+    store: BucketStore, spec: TableSpec, keys: set[int] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """latest's rows and every history row as they are stored: canonical dicts with their
-    audit columns (`_observed`, which orders them; ops.timeline sets the others aside)."""
-    latest = [json.loads(version_json(spec, v)) for v in read_latest_versions(store, spec)]
+    """latest's rows and every history row (of `keys`; None: all) as they are stored:
+    canonical dicts with their audit columns (`_observed`, which orders them; ops.timeline
+    sets the others aside). History comes from its index (shared/history_lookup.py)."""
+    latest = [
+        json.loads(version_json(spec, v))
+        for v in read_latest_versions(store, spec)
+        if keys is None or getattr(v.row, spec.primary_key) in keys
+    ]
     history = [
-        json.loads(history_row_json(spec, item))
-        for _, items in iter_history(store, spec)
-        for item in items
+        json.loads(history_row_json(spec, item)) for item in committed_history(store, spec, keys)
     ]
     return latest, history
 
 
 def row_history(store: BucketStore, spec: TableSpec, key: int) -> list[RowVersion]:
     """Every version of one row, oldest first; empty when the key was never seen."""
-    latest, history = table_versions(store, spec)
+    latest, history = table_versions(store, spec, {key})
     return timelines(latest, history, spec.primary_key).get(key, [])
 
 

@@ -6,7 +6,8 @@ Sources: latest (rows, and its `merge-seq` metadata = the commit log entry it re
 entry under `_state/log/<t>/` (batch, source time, counts), the staging and baseline versions
 still waiting, the DLQ depth, the quarantine (its `.report.json` for the first error; batches
 dismissed by an operator are listed but not counted), history objects, the schedule rule and
-the pause record.
+the pause record. History is counted from its index (a checkpoint and the entries after it:
+shared/history_lookup.py), not by reading every history object.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from services.ingest.log_ingest import SLOT_HEALTH_KEY
 from services.ingest.logical import SlotHealth
 from shared.commitlog import BATCH_METADATA, SEQ_METADATA, LogEntry, MergeStatus, entry_key
 from shared.events import MergeCounts
+from shared.history_lookup import history_totals
 from shared.layout import baseline_key, batch_of_key, quarantine_prefix, staging_key
 from shared.quarantine import REPORT_SUFFIX, QuarantineReport, report_key_of
-from shared.reader import iter_history, latest_commit_key, read_latest
+from shared.reader import latest_commit_key, read_latest
 from shared.storage import BucketStore
 from shared.tables import get_table
 
@@ -144,10 +146,7 @@ def quarantine_files(store: BucketStore, table: str) -> list[QuarantinedFile]:
 
 def table_status(operator: Operator, table: str, dlq_messages: int) -> TableStatus:
     store, spec = operator.store, get_table(table)
-    history_objects = history_rows = 0
-    for _, rows in iter_history(store, spec):
-        history_objects += 1
-        history_rows += len(rows)
+    history_objects, history_rows = history_totals(store, spec)
     merge = last_merge(store, table)
     quarantine = quarantine_files(store, table)
     return TableStatus(

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from shared.events import MergeCounts
 from shared.layout import Area, state_key
 from shared.partitions import PartitionManifest
+
+if TYPE_CHECKING:
+    from shared.storage import ObjectStore
 
 # User metadata on latest (and on an archive object): the log entry it reflects, its batch.
 SEQ_METADATA = "merge-seq"
@@ -96,6 +100,26 @@ class LogEntry(BaseModel):
     keys_written: list[int]
     keys_deleted: list[int] = []  # the keys whose row left latest (a delete)
     committed_at: datetime
+
+
+def read_entry(store: ObjectStore, table: str, seq: int) -> LogEntry | None:
+    """Entry `seq` of the table's log; None when no batch committed there (yet)."""
+    found = store.get_if_exists(entry_key(table, seq))
+    return None if found is None else LogEntry.model_validate_json(found.data)
+
+
+def entries_after(
+    store: ObjectStore, table: str, seq: int, upto: int | None = None
+) -> list[LogEntry]:
+    """Entries seq+1, seq+2, ... through `upto` (None: until one is missing)."""
+    found: list[LogEntry] = []
+    while upto is None or seq < upto:
+        entry = read_entry(store, table, seq + 1)
+        if entry is None:
+            break
+        found.append(entry)
+        seq += 1
+    return found
 
 
 class MergeStatus(StrEnum):

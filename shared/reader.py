@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from shared.commitlog import SEQ_METADATA
 from shared.history import HistoryRow, load_history
 from shared.layout import batch_of_key, history_prefix, latest_key, latest_manifest_key
 from shared.partitions import PartitionManifest
@@ -127,3 +128,13 @@ def iter_history(store: ObjectStore, spec: TableSpec) -> Iterator[tuple[str, lis
     """Each history object of the table with its rows, oldest first, one object in memory."""
     for key in history_keys(store, spec):
         yield key, read_history(store, spec, key)
+
+
+def latest_seq(store: ObjectStore, spec: TableSpec) -> int:
+    """The commit log entry latest reflects (its `merge-seq`); 0 before the first merge or
+    for a latest written before the log."""
+    commit_key = latest_commit_key(store, spec)
+    if commit_key is None:
+        return 0
+    seq = store.metadata(commit_key).get(SEQ_METADATA, "")
+    return int(seq) if seq.isdigit() else 0

@@ -16,9 +16,17 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from services.merge.indexer import Indexer
 from services.merge.once import create_once
 from services.merge.state import TableState, state_from
-from shared.commitlog import BATCH_METADATA, SEQ_METADATA, Layout, LogEntry, entry_key
+from shared.commitlog import (
+    BATCH_METADATA,
+    SEQ_METADATA,
+    Layout,
+    LogEntry,
+    entry_key,
+    read_entry,
+)
 from shared.layout import latest_key, latest_manifest_key
 from shared.rows import dump_lines
 from shared.storage import PreconditionFailedError, StoredObject
@@ -43,6 +51,7 @@ class CommitLog:
         self.store = store
         self.spec = spec
         self.retries = retries
+        self.indexer = Indexer(store, spec, self.entry)
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -54,8 +63,7 @@ class CommitLog:
         return state_from(self.spec, found)
 
     def entry(self, seq: int) -> LogEntry | None:
-        found = self.store.get_if_exists(entry_key(self.spec.name, seq))
-        return None if found is None else LogEntry.model_validate_json(found.data)
+        return read_entry(self.store, self.spec.name, seq)
 
     def roll_forward(self, state: TableState) -> TableState:
         """The state after every entry committed so far (reads until an entry is missing)."""
@@ -93,6 +101,7 @@ class CommitLog:
                 return state
             for entry in state.pending:
                 self._write_history(entry)
+            self.indexer.write_through(state)  # before latest: L4
             written = self._write_latest(state)
             if written is None:  # latest moved: start again from what it holds
                 reread = self.read_state()

@@ -1,8 +1,11 @@
 """Which versions committed history already holds, for the few keys a plan asks about.
 
-Committed history is the history objects (each copied from its entry before the latest that
-reflects the entry, so every entry up to the state's head has one) plus the entries the state
-applied since (not copied yet). No object of an uncommitted merge is ever there to be trusted.
+Committed history is what latest's entry had copied (every history object of entries up to
+the state's head exists, and so does the history index's checkpoint at or below it) plus the
+entries the state applied since (not copied yet). It is read from that checkpoint's leaves
+for these keys and the entries after it (shared/history_lookup.py), or, before a table's
+first checkpoint, from every history object (at most a checkpoint's worth). No object of an
+uncommitted merge is ever there to be trusted.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from services.merge.rules import Known, primary_key
 from services.merge.state import TableState
 from shared.commitlog import entry_key
 from shared.history import HistoryRow, load_history
-from shared.layout import history_prefix
+from shared.history_lookup import open_view
+from shared.reader import iter_history
 from shared.rows import dump_lines, row_json
 from shared.versions import Version
 
@@ -33,8 +37,13 @@ def known_history(store: ObjectStore, state: TableState, keys: set[int]) -> Know
                 known.texts.add(row_json(spec, h.row))
                 known.versions.setdefault(key, []).append(Version(h.row, h.observed, h.change))
 
-    for key in store.keys(history_prefix(spec.name)):
-        take(load_history(spec, store.get(key).data, key))
+    head = state.seq - len(state.pending)
+    view = open_view(store, spec, head, through=head)
+    if view is not None:
+        take(view.rows(keys))
+    else:
+        for _, items in iter_history(store, spec):
+            take(items)
     for entry in state.pending:
         if entry.history:
             source = entry_key(spec.name, entry.seq)

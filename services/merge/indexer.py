@@ -1,0 +1,136 @@
+"""Writes the history index's checkpoints (shared/history_index.py) as entries are copied.
+
+`CommitLog.materialize` calls `write_through` after the entries' history objects and before
+the latest that reflects them, so every checkpoint at or below latest's entry exists. Each
+checkpoint is built from the one before it and the entries between (the first from the
+history objects older than the log), every object create-only and named by its content or
+position: a repeat after a crash, or a second copier, writes nothing new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from services.merge.once import create_once
+from services.merge.state import TableState
+from shared.commitlog import LogEntry
+from shared.history import history_row_json
+from shared.history_index import (
+    INDEX_EVERY,
+    IndexCheckpoint,
+    LeafRef,
+    Line,
+    checkpoint_at,
+    checkpoint_key,
+    dump_leaf,
+    entry_lines,
+    leaf_key,
+    parse_leaf,
+    split_leaf,
+)
+from shared.history_lookup import read_checkpoint
+from shared.reader import history_keys, read_history
+from shared.tables import TableSpec
+
+if TYPE_CHECKING:
+    from shared.storage import ObjectStore
+
+
+class Indexer:
+    """Builds and writes the checkpoints of one table's history index."""
+
+    def __init__(
+        self, store: ObjectStore, spec: TableSpec, entry: Callable[[int], LogEntry | None]
+    ) -> None:
+        self.store = store
+        self.spec = spec
+        self.entry = entry
+        self.known: dict[int, LogEntry] = {}
+
+    def write_through(self, state: TableState) -> None:
+        """Every checkpoint past the entry latest reflects, up to the state's own."""
+        self.known.update((entry.seq, entry) for entry in state.pending)
+        head = state.seq - len(state.pending)
+        for seq in range(checkpoint_at(head) + INDEX_EVERY, state.seq + 1, INDEX_EVERY):
+            self.ensure(seq)
+
+    def ensure(self, seq: int) -> IndexCheckpoint:
+        """Checkpoint `seq`, written unless it exists (and any missing before it)."""
+        checkpoint = self._newest_at_or_below(seq) or self._before_the_log()
+        while checkpoint.seq < seq:
+            checkpoint = self._next(checkpoint)
+        return checkpoint
+
+    def _newest_at_or_below(self, seq: int) -> IndexCheckpoint | None:
+        for at in range(seq, 0, -INDEX_EVERY):
+            found = read_checkpoint(self.store, self.spec.name, at)
+            if found is not None:
+                return found
+        return None
+
+    def _entry(self, seq: int) -> LogEntry | None:
+        if seq not in self.known and (entry := self.entry(seq)) is not None:
+            self.known[seq] = entry
+        return self.known.get(seq)
+
+    def _next(self, before: IndexCheckpoint) -> IndexCheckpoint:
+        """The checkpoint `INDEX_EVERY` entries after `before` (all committed: the caller
+        copies entries up to it)."""
+        entries = [self._entry(seq) for seq in range(before.seq + 1, before.seq + INDEX_EVERY + 1)]
+        if any(entry is None for entry in entries):
+            raise ValueError(
+                f"{self.spec.name}: an entry below {before.seq + INDEX_EVERY} is missing"
+            )
+        lines = [line for entry in entries if entry for line in entry_lines(self.spec, entry)]
+        objects = sum(1 for entry in entries if entry and entry.history_key)
+        checkpoint = self._with(before, lines, before.seq + INDEX_EVERY, objects)
+        data = checkpoint.model_dump_json(indent=1).encode()
+        create_once(self.store, checkpoint_key(self.spec.name, checkpoint.seq), data)
+        return checkpoint
+
+    def _with(
+        self, before: IndexCheckpoint, lines: list[Line], seq: int, objects: int
+    ) -> IndexCheckpoint:
+        """`before` with `lines` (from `objects` history objects) added: each leaf they fall
+        in rewritten (split if it grew)."""
+        groups: dict[int, list[Line]] = {}
+        for line in lines:
+            groups.setdefault(before.leaf_of(line.key), []).append(line)
+        leaves: list[LeafRef] = []
+        for i, ref in enumerate(before.leaves):
+            if i not in groups:
+                leaves.append(ref)
+                continue
+            old = parse_leaf(self.store.get(ref.key).data) if ref.key else []
+            for low, high, part in split_leaf(sorted(old + groups[i]), ref.low, ref.high):
+                data = dump_leaf(part)
+                key = leaf_key(self.spec.name, low, high, data)
+                create_once(self.store, key, data, content_type="application/x-ndjson")
+                leaves.append(LeafRef(low=low, high=high, key=key, rows=len(part)))
+        return IndexCheckpoint(
+            table=self.spec.name,
+            seq=seq,
+            history_objects=before.history_objects + objects,
+            history_rows=before.history_rows + len(lines),
+            leaves=leaves,
+        )
+
+    def _before_the_log(self) -> IndexCheckpoint:
+        """Checkpoint 0 (never written): the history objects no entry names, from before the
+        commit log. Listed first, then entries read until every listed object is named or the
+        log ends (an object is written after its entry, so its entry is found)."""
+        empty = IndexCheckpoint.empty(self.spec.name)
+        unnamed = set(history_keys(self.store, self.spec))
+        seq = 1
+        while unnamed and (entry := self._entry(seq)) is not None:
+            unnamed.discard(entry.history_key or "")
+            seq += 1
+        lines = [
+            Line(
+                getattr(item.row, self.spec.primary_key), key, i, history_row_json(self.spec, item)
+            )
+            for key in sorted(unnamed)
+            for i, item in enumerate(read_history(self.store, self.spec, key))
+        ]
+        return self._with(empty, lines, 0, len(unnamed)) if unnamed else empty
