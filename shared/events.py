@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import boto3
 from pydantic import BaseModel, ConfigDict
@@ -103,6 +103,15 @@ class StagingRejected(BatchEvent):
     report_key: str
     problems: int
     reason: str
+
+
+class SchemaDrift(BatchEvent):
+    """A batch's rows hold columns the table's model does not name: under the table's policy
+    they were added (nullable) before its commit, or the batch was stopped (quarantined)."""
+
+    columns: list[str]
+    policy: Literal["stop", "add_nullable"]
+    action: Literal["added", "stopped"]
 
 
 class BaselinePromoted(BatchEvent):

@@ -37,6 +37,9 @@ class QuarantineReport(BaseModel):
     quarantine_key: str
     reason: str
     problems: list[RowProblem]
+    # columns the rows hold that the table's model does not name (schema drift), first seen
+    # first; the table's policy stopped the batch (shared.tables.TableSpec.schema_policy)
+    drift: list[str] = []
 
 
 class QuarantineRecord(BaseModel):

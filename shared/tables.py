@@ -35,6 +35,11 @@ class TableSpec:
     # Polling: stage a key gone from the source as a delete (Fivetran's "inferred delete");
     # None: on where the table is reconciled (the only polled tables whose deletes are seen).
     infer_deletes: bool | None = None
+    # A column the source gained (a row holding a column the model does not name): "stop"
+    # quarantines the batch, the table waits for a registry change and a redrive; "add_nullable"
+    # lets it join the table's model as nullable (shared/schema_state.py), rows from before it
+    # reading null. Either way the drift is named in an event (SchemaDrift).
+    schema_policy: Literal["stop", "add_nullable"] = "stop"
 
     @property
     def infers_deletes(self) -> bool:

@@ -35,6 +35,8 @@ def quarantine(
     message_body: str,
     reason: str,
     problems: list[RowProblem],
+    *,
+    drift: list[str] | None = None,
 ) -> Outcome:
     table = source.key.split("/", 1)[1].removesuffix(".json")
     stamp = source.ref.stamp
@@ -49,6 +51,7 @@ def quarantine(
         quarantine_key=copy_key,
         reason=reason,
         problems=problems,
+        drift=drift or [],
     )
     create_once(store, report_key, report.model_dump_json(indent=2).encode())
     record = QuarantineRecord(

@@ -9,12 +9,14 @@ batch id and the source object's own stamp, never the clock.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from services.merge.commit import CommitLog
+from services.merge.drift import apply_policy
 from services.merge.finish import Finisher
 from services.merge.known import known_history
 from services.merge.observability import logger, metrics
@@ -24,7 +26,7 @@ from services.merge.quarantine import quarantine, read_record
 from services.merge.rules import MergeResult
 from services.merge.settings import MergeSettings
 from services.merge.source import ObjectRef, SourceVersion, locate
-from services.merge.staged import Staged, load_staged
+from services.merge.staged import load_staged
 from services.merge.state import TableState
 from shared.commitlog import SEQ_METADATA, LogEntry, MergeStatus
 from shared.events import EventSink
@@ -38,6 +40,7 @@ from shared.layout import (
 )
 from shared.queues import MessageSink
 from shared.rows import FileFormatError, RowProblem
+from shared.schema_state import effective_spec
 from shared.storage import ObjectMissingError
 from shared.tables import TableSpec, get_table
 
@@ -71,13 +74,14 @@ class MergeService:
 
     @property
     def spec(self) -> TableSpec:
-        """The registry's entry, read per use: one spec for a whole batch, even after a
-        deploy (or a test) changed the registry."""
+        """The registry's entry, read per use (a deploy or a test may change the registry);
+        for the row model, a batch reads the bucket's schema state once (`_batch_spec`)."""
         return get_table(self.settings.table_name)
 
-    @property
-    def log(self) -> CommitLog:
-        return CommitLog(self.store, self.spec, self.settings.conflict_retries)
+    def _batch_spec(self) -> TableSpec:
+        """The spec one batch is validated and merged with, from start to end: the registry's
+        with the columns the schema state adds (shared/schema_state.py)."""
+        return effective_spec(self.store, self.spec)
 
     @property
     def finisher(self) -> Finisher:
@@ -98,13 +102,20 @@ class MergeService:
 
     def apply(self, source: SourceVersion, message_body: str | None) -> Outcome:
         """Validate, then merge (or quarantine) one version."""
-        problems, reason, rows = self._validate(source)
-        if problems or reason:
-            return self._reject(source, message_body, reason, problems)
-        if not rows:
+        spec = self._batch_spec()
+        try:
+            report = load_staged(spec, source.data, source.key, source.observed)
+        except FileFormatError as exc:
+            return self._reject(source, message_body, str(exc), [])
+        if report.new_columns:
+            drifted = apply_policy(self.store, self.publisher, spec, source, report)
+            spec, report = drifted.spec, drifted.report
+        if report.problems:
+            return self._reject(source, message_body, None, report.problems, report.new_columns)
+        if not report.items:
             logger.info("checked and found empty", extra=self._fields(source))
             return Outcome(MergeStatus.EMPTY, source)
-        return self._merge(Batch(source, rows), message_body)
+        return self._merge(spec, Batch(source, report.items), message_body)
 
     def _reject(
         self,
@@ -112,6 +123,7 @@ class MergeService:
         message_body: str | None,
         reason: str | None,
         problems: list[RowProblem],
+        drift: Sequence[str] = (),
     ) -> Outcome:
         if message_body is None:  # a quarantined copy still bad: it stays there
             raise FileFormatError(source.key, reason or f"{len(problems)} row problem(s)")
@@ -122,12 +134,13 @@ class MergeService:
             message_body,
             reason or f"{len(problems)} row problem(s)",
             problems,
+            drift=list(drift),
         )
 
     # ---- the commit loop ----------------------------------------------------------------
 
-    def _merge(self, batch: Batch, message_body: str | None) -> Outcome:
-        log = self.log  # one spec for the whole batch
+    def _merge(self, spec: TableSpec, batch: Batch, message_body: str | None) -> Outcome:
+        log = CommitLog(self.store, spec, self.settings.conflict_retries)
         state = log.read_state()
         for attempt in range(self.settings.conflict_retries + 1):
             plan = self.planner.plan(state, batch)
@@ -214,13 +227,6 @@ class MergeService:
             return Outcome(MergeStatus.QUARANTINED, source, quarantine=record)
 
     # ---- helpers ------------------------------------------------------------------------
-
-    def _validate(self, source: SourceVersion) -> tuple[list[RowProblem], str | None, list[Staged]]:
-        try:
-            report = load_staged(self.spec, source.data, source.key, source.observed)
-        except FileFormatError as exc:
-            return [], str(exc), []
-        return report.problems, None, report.items
 
     def _check_target(self, ref: ObjectRef) -> Area:
         if ref.bucket != self.settings.bucket_name:

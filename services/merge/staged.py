@@ -28,7 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from shared.changes import Change, Operation, lsn_value, naive_utc
 from shared.observation import Observation
-from shared.rows import RowProblem, decode_rows, row_json, validate_row
+from shared.rows import DUPLICATES, RowProblem, decode_rows, row_json, validate_row
 from shared.schemas import RowModel
 from shared.tables import TableSpec
 from shared.types import INT64_MAX, INT64_MIN
@@ -112,6 +112,9 @@ class StagedReport:
     rows_read: int
     items: list[Staged]
     problems: list[RowProblem]
+    # columns the rows hold that the table's model does not name, in the order first seen:
+    # schema drift, for the table's policy (their rows' problems say "unknown column")
+    new_columns: tuple[str, ...] = ()
 
 
 def load_staged(spec: TableSpec, data: bytes, source: str, observed: Observation) -> StagedReport:
@@ -119,12 +122,21 @@ def load_staged(spec: TableSpec, data: bytes, source: str, observed: Observation
     raws = decode_rows(data, source)
     items: list[Staged] = []
     problems: list[RowProblem] = []
+    known = frozenset(spec.columns)
+    new: dict[str, None] = {}
     for index, raw in enumerate(raws):
+        if isinstance(raw, dict) and not raw.keys() <= known:
+            new.update(dict.fromkeys(c for c in raw if c not in known and _is_column(c)))
         item, found = _staged(spec, raw, source, index, observed)
         problems += found
         if item is not None and not found:
             items.append(item)
-    return StagedReport(len(raws), items, problems)
+    return StagedReport(len(raws), items, problems, tuple(new))
+
+
+def _is_column(name: object) -> bool:
+    """A source column (not an audit column, not the decoder's duplicates marker)."""
+    return isinstance(name, str) and not name.startswith("_") and name != DUPLICATES
 
 
 def _staged(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -44,6 +44,7 @@ from shared.naming import EVENT_SOURCE, event_bus_name, merge_dlq_name, merge_qu
 from shared.queues import MessageQueue
 from shared.reader import read_latest
 from shared.rows import dump_rows, row_json
+from shared.schema_state import effective_spec
 from shared.storage import BucketStore
 from shared.tables import TABLES
 
@@ -57,15 +58,21 @@ LAYOUTS = {"single": None, "partitioned": 2}
 
 
 @contextmanager
-def table_partitions(table: str, rows_per_partition: int | None) -> Iterator[None]:
-    """The registry with `table` partitioned (None: one file) for the duration."""
+def registry_entry(table: str, **changes: Any) -> Iterator[None]:
+    """The registry with `table`'s entry changed (e.g. `schema_policy=...`) for the duration,
+    as a deploy of a changed registry would."""
     registry = cast(dict[str, Any], TABLES)
     spec = registry[table]
-    registry[table] = replace(spec, rows_per_partition=rows_per_partition)
+    registry[table] = replace(spec, **changes)
     try:
         yield
     finally:
         registry[table] = spec
+
+
+def table_partitions(table: str, rows_per_partition: int | None) -> AbstractContextManager[None]:
+    """The registry with `table` partitioned (None: one file) for the duration."""
+    return registry_entry(table, rows_per_partition=rows_per_partition)
 
 
 @dataclass
@@ -485,8 +492,13 @@ class Pipeline:
         partitioned = TABLES[self.table].rows_per_partition is not None
         return latest_manifest_key(self.table) if partitioned else latest_key(self.table)
 
+    @property
+    def read_spec(self):
+        """The spec readers read with: the registry's plus the columns the bucket added."""
+        return effective_spec(BucketStore(BUCKET, self.s3), TABLES[self.table])
+
     def latest_rows(self):
-        return read_latest(BucketStore(BUCKET, self.s3), TABLES[self.table]).rows
+        return read_latest(BucketStore(BUCKET, self.s3), self.read_spec).rows
 
     def latest_bytes(self):
         """latest's rows in canonical form, whichever layout holds them."""
@@ -496,9 +508,9 @@ class Pipeline:
         return [row_json(self.spec, r) for r in self.latest_rows()]
 
     def history(self):
-        rows = []
+        rows, spec = [], self.read_spec
         for key in self.keys(history_prefix(self.table)):
-            rows += load_history(self.spec, self.get(key), key)
+            rows += load_history(spec, self.get(key), key)
         return rows
 
     def history_texts(self):

@@ -176,7 +176,7 @@ def test_a_partition_that_is_not_canonical_is_validated_and_a_bad_one_stops_the_
         assert pipeline.get(latest_manifest_key("staff")) == before
 
 
-def test_a_typical_merge_makes_eight_requests_and_a_read_and_write_per_partition(aws):
+def test_a_typical_merge_makes_nine_requests_and_a_read_and_write_per_partition(aws):
     with table_partitions("staff", 10):
         pipeline = Pipeline("staff")
         pipeline.upload_baseline([staff(k, 0) for k in range(1, 60)])
@@ -188,6 +188,7 @@ def test_a_typical_merge_makes_eight_requests_and_a_read_and_write_per_partition
         partitions = ["GetObject", "PutObject", "PutObject"]  # 50..59 rewritten, 60..69 new
         assert [call.split(" ")[0] for call in hooks.calls] == [
             "GetObject",  # the staging version
+            "GetObject",  # the table's schema state (absent: nothing added)
             "GetObject",  # latest's partition manifest
             *partitions,
             "PutObject",  # the log entry: the commit
@@ -197,10 +198,10 @@ def test_a_typical_merge_makes_eight_requests_and_a_read_and_write_per_partition
             "PutObject",  # archive
             "DeleteObject",  # the staging version
         ]
-        assert len(hooks.calls) == 8 + len(partitions)
+        assert len(hooks.calls) == 9 + len(partitions)
 
 
-def test_a_typical_merge_of_a_one_file_latest_makes_eight_requests(aws):
+def test_a_typical_merge_of_a_one_file_latest_makes_nine_requests(aws):
     with table_partitions("staff", None):
         pipeline = Pipeline("staff")
         pipeline.upload_baseline([staff(k, 0) for k in range(1, 60)])
@@ -211,6 +212,7 @@ def test_a_typical_merge_of_a_one_file_latest_makes_eight_requests(aws):
         service.process(pipeline.ref(message))
         expected = [
             "GetObject staging/staff.json",
+            "GetObject _state/schema/staff.json",  # the schema state (absent: nothing added)
             "GetObject latest/staff.json",
             "PutObject _state/log/staff/000000000002.json",  # the commit
             "PutObject history/staff/",  # copied from the entry
