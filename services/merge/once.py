@@ -25,3 +25,13 @@ def create_once(
     except PreconditionFailedError:
         return False
     return True
+
+
+def create_or_find(store: ObjectStore, key: str, data: bytes) -> str | None:
+    """The version of `key` holding `data`, written now unless it exists: a name fixed by its
+    content keeps one version, so a twin's repeat cannot leave the version a manifest names
+    noncurrent (the lifecycle expires noncurrent versions, shared/retention.py)."""
+    try:
+        return store.put(key, data, create_only=True).version_id
+    except PreconditionFailedError:
+        return store.get(key).version_id

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from services.merge.once import create_or_find
 from services.merge.rowsfile import RowsFile
 from services.merge.rules import Known, MergeResult, keys_needing_history, merge, primary_key
 from services.merge.source import SourceVersion
@@ -135,10 +136,8 @@ class Planner:
             data = new.dump()
             digest = hashlib.blake2b(data, digest_size=6).hexdigest()
             key = latest_partition_key(spec.name, low, high, batch.source.batch, digest)
-            written = self.store.put(key, data)
-            refs[low] = PartitionRef(
-                low=low, high=high, key=key, version_id=written.version_id, rows=new.rows
-            )
+            version = create_or_find(self.store, key, data)
+            refs[low] = PartitionRef(low=low, high=high, key=key, version_id=version, rows=new.rows)
             if low in listed:
                 replaced.append(listed[low].key)
         combined.history.sort(key=lambda h: (primary_key(spec, h.row), h.row.last_updated))
