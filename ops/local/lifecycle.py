@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import groupby
+from itertools import groupby, pairwise
 from typing import TYPE_CHECKING, Any
 
 from shared.retention import DAY_SECONDS, LONGEST_READ_SECONDS, NONCURRENT_RULES, NoncurrentRule
@@ -113,7 +113,7 @@ def expired_entries(entries: list[_Entry], noncurrent_before: datetime) -> list[
     marker that is all that is left expires too (ExpiredObjectDeleteMarker)."""
     expired = [
         older
-        for newer, older in zip(entries, entries[1:], strict=False)
+        for newer, older in pairwise(entries)
         if newer.last_modified <= noncurrent_before
     ]
     left = [e for e in entries if e not in expired]

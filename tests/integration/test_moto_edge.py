@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import urllib.request
 
 import boto3
@@ -121,6 +122,46 @@ def test_unpatched_moto_lets_concurrent_create_only_puts_through(aws_env, monkey
     with mock_aws():
         s3, _, _ = notifying_bucket()
         assert create_only_race(s3, monkeypatch).count("written") > 1
+
+
+def listing_peak_bytes(s3):
+    """Peak Python memory of one version listing of a bucket holding 20 x 2 MB, and its
+    answer (versions and delete markers as (key, IsLatest))."""
+    body = b"x" * (2 * 2**20)
+    for _ in range(10):
+        s3.put_object(Bucket=BUCKET, Key="latest/a.json", Body=body)
+        s3.put_object(Bucket=BUCKET, Key="latest/b.json", Body=body)
+    s3.delete_object(Bucket=BUCKET, Key="latest/b.json")
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        listed = s3.list_object_versions(Bucket=BUCKET, Prefix="latest/")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    answer = (
+        sorted((v["Key"], v["IsLatest"]) for v in listed["Versions"]),
+        sorted((m["Key"], m["IsLatest"]) for m in listed["DeleteMarkers"]),
+    )
+    return peak, answer
+
+
+def test_a_version_listing_copies_no_object_bytes(aws):
+    s3, _, _ = notifying_bucket()
+    peak, (versions, markers) = listing_peak_bytes(s3)
+    assert peak < 4 * 2**20  # the bucket holds 40 MB
+    assert versions == sorted(
+        [("latest/a.json", True)] + [("latest/a.json", False)] * 9 + [("latest/b.json", False)] * 10
+    )
+    assert markers == [("latest/b.json", True)]
+
+
+def test_unpatched_moto_copies_the_whole_bucket_per_version_listing(aws_env):
+    """Why the patch exists: moto deep-copies every version, bytes included."""
+    with mock_aws():
+        s3, _, _ = notifying_bucket()
+        peak, _ = listing_peak_bytes(s3)
+        assert peak > 40 * 2**20
 
 
 def test_moto_is_restored_after_the_block_and_only_after_the_outermost(aws_env):
