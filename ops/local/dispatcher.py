@@ -12,6 +12,8 @@
 - The `transform` consumer queue is polled like a table queue and invokes the transform
   function (when a `transform` handler is configured); every other consumer queue is drained
   and its events reported.
+- One lifecycle thread plays the bucket's lifecycle rules (`ops/local/lifecycle.py`): noncurrent
+  versions expire as the stack's rules say, in compressed time (`lifecycle_day_seconds`).
 Every outcome goes to one callback, so `ingestctl local up` prints lines and the demo draws.
 """
 
@@ -36,10 +38,14 @@ from ops.local.functions import (
     preload,
     resolve_handler,
 )
+from ops.local.lifecycle import LifecyclePlayer, LifecycleRun
 from ops.local.resources import LOCAL_ACCOUNT, Clients, Deployment, QueueRef, TableResources
 from shared import naming
+from shared.retention import LONGEST_READ_SECONDS
 
 PAUSE_FUNCTION_TIMEOUT_SECONDS = 60.0
+# A local lifecycle day: the shortest the rules allow (shared/retention.py LONGEST_READ_SECONDS).
+LOCAL_LIFECYCLE_DAY_SECONDS = float(LONGEST_READ_SECONDS)
 INGEST_FUNCTION_TIMEOUT_SECONDS = 600.0
 
 
@@ -58,6 +64,11 @@ class DispatcherConfig:
     ingest_overlap_seconds: int = 300
     # Tables the ingest captures from the source's log (LOG_CAPTURE_TABLES); () polls all.
     ingest_log_tables: tuple[str, ...] = ()
+    # How long one day of the bucket's lifecycle rules lasts here (compressed: a local run
+    # merges far faster than every 20 minutes), at least the longest read the rules protect;
+    # the player passes `lifecycle_passes_per_day` times a day. None: no lifecycle.
+    lifecycle_day_seconds: float | None = LOCAL_LIFECYCLE_DAY_SECONDS
+    lifecycle_passes_per_day: int = 10
 
 
 @dataclass(frozen=True)
@@ -108,7 +119,7 @@ class DispatcherError:
     error: str
 
 
-Outcome = Invocation | AlarmChange | BusEvent | IngestRun | DispatcherError
+Outcome = Invocation | AlarmChange | BusEvent | IngestRun | DispatcherError | LifecycleRun
 
 
 def function_environment(
@@ -315,6 +326,9 @@ class Dispatcher:
             self._add_function(self.transform_function_name, self.handlers["transform"], env)
         for function in self.functions.values():  # they start side by side; wait for all
             function.wait_ready()
+        self._start_threads()
+
+    def _start_threads(self) -> None:
         for res in self.deployment.tables.values():
             self._spawn(f"poll-{res.table}", self._poll_table, res)
         self._spawn("dlq-alarms", self._watch_dlqs)
@@ -325,6 +339,13 @@ class Dispatcher:
                 self._spawn(f"consumer-{consumer}", self._drain_consumer, consumer, queue)
         if self.config.ingest_source and self.config.ingest_every_seconds is not None:
             self._spawn("ingest-schedule", self._run_schedule, self.config.ingest_every_seconds)
+        if self.config.lifecycle_day_seconds is not None:
+            player = LifecyclePlayer(
+                self.clients.s3,
+                self.deployment.bucket,
+                day_seconds=self.config.lifecycle_day_seconds,
+            )
+            self._spawn("lifecycle", self._play_lifecycle, player)
 
     @property
     def pause_function_name(self) -> str:
@@ -497,6 +518,13 @@ class Dispatcher:
                 self.clients.sqs.delete_message(
                     QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"]
                 )
+
+    def _play_lifecycle(self, player: LifecyclePlayer) -> None:
+        every = player.day_seconds / max(self.config.lifecycle_passes_per_day, 1)
+        while not self._stop.wait(every):
+            run = player.run_once()
+            if run.versions or run.delete_markers:
+                self._report(run)
 
     def run_ingest_now(self) -> IngestRun:
         """Fire the schedule rule once, as EventBridge would: nothing when it is disabled."""

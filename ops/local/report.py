@@ -10,6 +10,7 @@ from ops.local.dispatcher import (
     Invocation,
     Outcome,
 )
+from ops.local.lifecycle import LifecycleRun
 
 
 def outcome_lines(outcome: Outcome) -> list[str]:
@@ -28,6 +29,11 @@ def outcome_lines(outcome: Outcome) -> list[str]:
         if not outcome.result.ok:
             return [f"ingest failed error={_last_line(outcome.result.error)}"]
         return [f"ingest ok {_ingest_summary(outcome.result.response)}"]
+    if isinstance(outcome, LifecycleRun):
+        return [
+            f"lifecycle expired versions={outcome.versions} "
+            f"delete_markers={outcome.delete_markers} bytes={outcome.bytes}"
+        ]
     if isinstance(outcome, AlarmChange):
         line = (
             f"alarm table={outcome.table} name={outcome.alarm_name} state={outcome.state} "
