@@ -7,7 +7,8 @@ from services.merge.commit import CommitLog
 from tests.reliability.faults import run_faults
 from tests.reliability.hostile import run_hostile
 from tests.reliability.load import run_load
-from tests.reliability.suite import Params, quiet
+from tests.reliability.soak import run_soak
+from tests.reliability.suite import MEMORY_LIMIT_BYTES, Params, quiet
 
 QUICK = Params.quick_form(seed=1)
 
@@ -71,3 +72,19 @@ def test_load_through_the_local_runtime_merges_everything_and_leaves_the_dlq_emp
     assert (tally.comparison.lost, tally.comparison.duplicated, tally.dlq_messages) == (0, 0, 0)
     assert tally.comparison.not_newest == 0
     assert tally.files_per_second > 0
+    assert 0 < tally.peak_bytes < MEMORY_LIMIT_BYTES
+
+
+def test_a_soak_of_the_local_runtime_keeps_latest_right_and_memory_within_its_bound():
+    with quiet():
+        tally = run_soak(rows=QUICK.soak_rows, merges=QUICK.soak_merges, sample_every=1)
+    assert tally.failures == []
+    assert tally.within_bound
+    assert [s.merges for s in tally.samples] == list(range(1, QUICK.soak_merges + 1))
+    last = tally.last
+    assert last is not None
+    assert last.bucket_bytes > 0
+    # a lifecycle day later the old copies of latest are gone, the current objects stay
+    assert tally.expired is not None
+    assert tally.expired.versions >= QUICK.soak_merges
+    assert 0 < tally.bucket_after_a_day < last.bucket_bytes

@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--load-versions", type=int, default=None, help="staging versions per table"
     )
+    parser.add_argument("--soak-rows", type=int, default=None, help="rows of the soak's table")
+    parser.add_argument("--soak-merges", type=int, default=None, help="files the soak merges")
     parser.add_argument(
         "--only", default=None, help="comma-separated fault scenario numbers to run alone"
     )
@@ -28,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         params.scenarios = args.scenarios
     if args.load_versions is not None:
         params.load_versions = args.load_versions
+    if args.soak_rows is not None:
+        params.soak_rows = args.soak_rows
+    if args.soak_merges is not None:
+        params.soak_merges = args.soak_merges
     if args.only:
         params.only = frozenset(int(n) for n in args.only.split(","))
     summary = run_suite(params, progress=True)

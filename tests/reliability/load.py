@@ -26,6 +26,7 @@ from ops.sample_data import SampleDatabase
 from shared.layout import staging_key
 from shared.rows import dump_rows, validate_rows
 from shared.tables import TABLES
+from tests.reliability.memory import PeakMemory
 from tests.reliability.oracle import Comparison, compare, expect, read_table
 
 
@@ -38,6 +39,7 @@ class LoadTally:
     dlq_messages: int = 0
     failed_records: int = 0
     finished: bool = False
+    peak_bytes: int = 0  # every process of the runtime, at its highest
     comparison: Comparison = field(default_factory=Comparison)
     failures: list[str] = field(default_factory=list)
 
@@ -104,7 +106,7 @@ def run_load(
     tally = LoadTally(tables=len(names))
     staged = {t: load_files(seed, t, versions, rows_per_file) for t in names}
     outcomes = _Outcomes()
-    with tempfile.TemporaryDirectory(prefix="reliability-load-") as logs:
+    with tempfile.TemporaryDirectory(prefix="reliability-load-") as logs, PeakMemory() as peak:
         runtime = LocalRuntime(outcomes, tables=names, log_dir=Path(logs))
         runtime.start()
         try:
@@ -143,6 +145,7 @@ def run_load(
                 tally.failures += [f"{table}: {d}" for d in rows.details[:3]]
         finally:
             runtime.stop()
+    tally.peak_bytes = peak.total
     tally.failed_records = outcomes.failed_records
     if tally.dlq_messages:
         tally.failures.append(f"{tally.dlq_messages} message(s) in the DLQs")

@@ -15,6 +15,8 @@ from shared.tables import TABLES
 from tests.reliability.faults import CRASH_POINTS, FaultTally, run_faults
 from tests.reliability.hostile import HostileTally, merge_log_to, run_hostile
 from tests.reliability.load import LoadTally, run_load
+from tests.reliability.memory import PeakMemory, mb
+from tests.reliability.soak import BOUND_EXTRA, BOUND_FACTOR, SoakTally, run_soak
 
 # moto in-process needs credentials and a region; nothing reaches AWS.
 AWS_ENV = {
@@ -32,10 +34,18 @@ class Params:
     quick: bool = False
     load_versions: int = 200
     only: frozenset[int] | None = None  # rerun just these fault scenarios (of `scenarios`)
+    soak_rows: int = 20_000
+    soak_merges: int = 500
 
     @classmethod
     def quick_form(cls, seed: int = 1) -> Params:
-        return cls(scenarios=10, seed=seed, quick=True, load_versions=3)
+        return cls(
+            scenarios=10, seed=seed, quick=True, load_versions=3, soak_rows=500, soak_merges=3
+        )
+
+
+# The whole run's memory (every process it starts), at most.
+MEMORY_LIMIT_BYTES = 4 * 2**30
 
 
 @dataclass
@@ -44,7 +54,9 @@ class Summary:
     faults: FaultTally
     hostile: HostileTally
     load: LoadTally
+    soak: SoakTally
     seconds: float
+    peak_bytes: int  # every process of the run, at its highest
 
     @property
     def lost(self) -> int:
@@ -64,7 +76,13 @@ class Summary:
 
     @property
     def failures(self) -> list[str]:
-        return [*self.faults.failures, *self.hostile.failures, *self.load.failures]
+        memory = (
+            [f"the run held {mb(self.peak_bytes)}, past {mb(MEMORY_LIMIT_BYTES)}"]
+            if self.peak_bytes > MEMORY_LIMIT_BYTES
+            else []
+        )
+        failures = self.faults.failures + self.hostile.failures + self.load.failures
+        return [*failures, *self.soak.failures, *memory]
 
     @property
     def ok(self) -> bool:
@@ -117,6 +135,9 @@ class Summary:
                 f"{ld.files_per_second:.1f} files/s, {ld.rows_per_second:.0f} rows/s",
             ),
             ("  DLQ messages", f"{ld.dlq_messages}"),
+            ("  peak memory (runtime, all processes)", mb(ld.peak_bytes)),
+            *self._soak_lines(),
+            ("peak memory, whole run (all processes)", mb(self.peak_bytes)),
             ("rows lost", f"{self.lost}"),
             ("rows duplicated", f"{self.duplicated}"),
             ("objects changed by a replay", f"{self.changed_by_replay}"),
@@ -139,6 +160,34 @@ class Summary:
         rule = "-" * (width + 40)
         body = [f"| {name:<{width}} | {value}" for name, value in lines]
         return "\n".join([header, rule, *body, rule])
+
+    def _soak_lines(self) -> list[tuple[str, str]]:
+        sk, last = self.soak, self.soak.last
+        if last is None:
+            return [("soak", "not run")]
+        expired = sk.expired.versions if sk.expired else 0
+        return [
+            (
+                "soak: rows x merges (rows changed each)",
+                f"{sk.rows:,} x {sk.merges} ({sk.changed_per_merge}) in {sk.seconds:.0f}s",
+            ),
+            (
+                "  peak memory (runtime / server process)",
+                f"{mb(sk.peak_runtime_bytes)} / {mb(sk.peak_server_bytes)}",
+            ),
+            (
+                "  at the end: memory / bucket (versions)",
+                f"{mb(last.runtime_bytes)} / {mb(last.bucket_bytes)} ({last.versions:,})",
+            ),
+            (
+                f"  bound {BOUND_FACTOR}x bucket + {mb(BOUND_EXTRA)}, at every sample",
+                f"{'held' if sk.within_bound else 'EXCEEDED'} ({len(sk.samples)} samples)",
+            ),
+            (
+                "  a lifecycle day later: bucket (versions expired)",
+                f"{mb(sk.bucket_after_a_day)} ({expired:,})",
+            ),
+        ]
 
     @property
     def faults_injected(self) -> int:
@@ -195,14 +244,17 @@ def _warnings_off() -> Iterator[None]:
 
 def run_suite(params: Params, progress: bool = False) -> Summary:
     started = time.monotonic()
-    with quiet():
+    with quiet(), PeakMemory() as peak:
         only = None if params.only is None else params.only.__contains__
         faults = run_faults(params.scenarios, params.seed, progress=progress, only=only)
         _say(progress, "hostile inputs")
         hostile = run_hostile(params.quick)
         _say(progress, f"load: {len(TABLES)} tables x {params.load_versions} versions")
         load = run_load(params.seed, versions=params.load_versions)
-    return Summary(params, faults, hostile, load, time.monotonic() - started)
+        _say(progress, f"soak: {params.soak_rows:,} rows x {params.soak_merges} merges")
+        soak = run_soak(rows=params.soak_rows, merges=params.soak_merges)
+    seconds = time.monotonic() - started
+    return Summary(params, faults, hostile, load, soak, seconds, peak.total)
 
 
 def _say(progress: bool, text: str) -> None:
