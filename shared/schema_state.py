@@ -12,10 +12,12 @@ unknown column) and succeeds when it runs again: it never drops a column.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -27,6 +29,26 @@ from shared.schemas import RowModel
 from shared.storage import ObjectStore, PreconditionFailedError
 from shared.tables import TableSpec
 from shared.types import INT64_MAX, INT64_MIN, check_text
+
+
+def added_value_of(value: Any) -> Any:
+    """A source value (as pg8000 or the wal2json reader gives it) as an added column holds
+    it: text, number, boolean or null. Timestamps, dates, times, UUIDs and intervals become
+    their ISO / text form, JSON its text as PostgreSQL writes jsonb, bytes PostgreSQL's hex
+    form. What the log gives as text for a type it has no converter for stays that text."""
+    if value is None or isinstance(value, bool | int | Decimal | str):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value)) if math.isfinite(value) else repr(value)
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, dict | list):  # as PostgreSQL writes jsonb (wal2json's text)
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    return str(value)
 
 
 def _added_value(value: Any) -> Any:

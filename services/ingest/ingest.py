@@ -50,6 +50,7 @@ from shared.rows import (
     row_json,
     validate_rows,
 )
+from shared.schema_state import effective_spec, with_columns
 from shared.schemas import RowModel
 from shared.storage import PART_BYTES, BucketStore
 from shared.tables import TABLES, TableSpec
@@ -167,6 +168,13 @@ def capped_watermark(
     """The watermark after a read: the greatest `last_updated` seen, not past the clock."""
     seen = [t for t in (previous, greatest) if t is not None]
     return min(max(seen), clock) if seen else None
+
+
+class SourceRows(NamedTuple):
+    """Rows read whole, and the spec they were validated with (the table's columns)."""
+
+    spec: TableSpec
+    rows: list[RowModel]
 
 
 class Entry(NamedTuple):
@@ -330,13 +338,14 @@ class Ingest:
         self.page_rows = page_rows
         self.part_bytes = part_bytes
 
-    def _read(self, spec: TableSpec, since: datetime | None) -> tuple[list[RowModel], datetime]:
+    def _read(self, spec: TableSpec, since: datetime | None) -> tuple[SourceRows, datetime]:
         """The table's rows (validated), whole, and the database's time of the read."""
         read = self.source.read(spec, since)
+        spec = with_columns(spec, read.extra_columns)
         report = validate_rows(spec, read.rows, f"postgresql:{spec.name}")
         if report.problems:
             raise TableDataError(spec.name, report.problems)
-        return report.rows, read.read_at
+        return SourceRows(spec, report.rows), read.read_at
 
     def _load_state(self, spec: TableSpec) -> TableState | None:
         stored = self.store.get_if_exists(watermark_key(spec.name))
@@ -358,6 +367,7 @@ class Ingest:
         return self._load_state(spec) is not None
 
     def table(self, spec: TableSpec) -> TableResult:
+        spec = effective_spec(self.store, spec)  # latest's rows may hold added columns
         state = self._load_state(spec)
         if state is None:
             return self._baseline(spec)
@@ -368,6 +378,7 @@ class Ingest:
     def _baseline(self, spec: TableSpec) -> TableResult:
         key = baseline_key(spec.name)
         with self.source.pages(spec, None, page_rows=self.page_rows) as read:
+            spec = with_columns(spec, read.extra_columns)
             scan = Scan(spec, WindowTracker(spec, None, read.read_at, self.overlap))
             self._write(key, (e.line for e in scan.entries(read.pages)), read.read_at)
         state = scan.tracker.state()
@@ -382,6 +393,7 @@ class Ingest:
         key = staging_key(spec.name)
         staged = Counted()
         with self.source.pages(spec, window_start, page_rows=self.page_rows) as read:
+            spec = with_columns(spec, read.extra_columns)
             scan = Scan(spec, WindowTracker(spec, state.watermark, read.read_at, self.overlap))
             changed = (e for e in scan.entries(read.pages) if state.recent.get(e.key) != e.digest)
             self._write(key, staged.lines(changed), read.read_at)
@@ -394,7 +406,7 @@ class Ingest:
     def _reconciled_staging(self, spec: TableSpec, state: TableState) -> TableResult:
         """A reconcile table: read whole and compared with latest (small, so in memory)."""
         window_start = None if state.watermark is None else state.watermark - self.overlap
-        rows, read_at = self._read(spec, None)
+        (spec, rows), read_at = self._read(spec, None)
         changed: dict[int, RowModel] = {}
         for row in rows:
             in_window = window_start is None or row.last_updated >= window_start

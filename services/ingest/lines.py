@@ -11,6 +11,7 @@ from typing import Any
 
 from shared.changes import COMMIT_TS_COLUMN, OP_COLUMN, Operation
 from shared.rows import row_json
+from shared.schema_state import added_value_of
 from shared.tables import TableSpec
 from shared.types import format_money, format_timestamp
 
@@ -26,8 +27,8 @@ def _encode(value: Any) -> Any:
 def change_line(spec: TableSpec, row: Mapping[str, Any]) -> str:
     """The staged text of one change: the canonical row text (`row_json`) where the change
     holds a whole valid row, else its columns as they came (a tombstone's key or old row, an
-    update without its unchanged TOASTed values: the merge validates and fills those); then
-    the change metadata columns."""
+    update without its unchanged TOASTed values: the merge validates and fills those; a row
+    with columns the model does not name); then the change metadata columns."""
     columns = {k: v for k, v in row.items() if not k.startswith("_")}
     metadata = {k: v for k, v in row.items() if k.startswith("_")}
     text = _row_text(spec, columns, whole=row.get(OP_COLUMN) != Operation.DELETE.value)
@@ -45,6 +46,9 @@ def _row_text(spec: TableSpec, columns: Mapping[str, Any], *, whole: bool) -> st
         except ValueError:
             pass  # staged as it came: the merge quarantines it, naming the field
     ordered = {c: columns[c] for c in spec.columns if c in columns}
+    # columns the model does not name (the source added them): kept, after the model's, for
+    # the merge's schema policy to decide on
+    ordered |= {c: added_value_of(v) for c, v in columns.items() if c not in ordered}
     return json.dumps(ordered, default=_encode, ensure_ascii=False, separators=(",", ":"))
 
 

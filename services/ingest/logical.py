@@ -285,11 +285,20 @@ def convert(table: str, column: str, declared: str, value: Any) -> Any:
         raise UnsupportedTypeError(f"{table}.{column} ({declared}): {value!r}: {exc}") from None
 
 
-def _values(table: str, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return {
-        item["name"]: convert(table, item["name"], item["type"], item.get("value"))
-        for item in items
-    }
+def _values(
+    table: str, items: Sequence[Mapping[str, Any]], known: Sequence[str]
+) -> dict[str, Any]:
+    """A change's columns as pg8000 would give them. A column the registry does not name (the
+    source added it) and of a type with no converter keeps wal2json's value (its text, or a
+    JSON number or boolean): the merge's schema policy decides on it."""
+    values = {}
+    for item in items:
+        name, declared, value = item["name"], item["type"], item.get("value")
+        if name not in known and type_name(declared) not in CONVERTERS:
+            values[name] = value
+        else:
+            values[name] = convert(table, name, declared, value)
+    return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,8 +317,8 @@ def decode(data: str) -> dict[str, Any]:
 def _change(message: Mapping[str, Any], commit: Mapping[str, Any], known: Sequence[str]) -> Change:
     table = message["table"]
     action = ACTIONS[message["action"]]
-    columns = _values(table, message.get("columns", ()))
-    identity = _values(table, message.get("identity", ()))
+    columns = _values(table, message.get("columns", ()), known)
+    identity = _values(table, message.get("identity", ()), known)
     unchanged: tuple[str, ...] = ()
     if action is Operation.UPDATE:
         # Unchanged TOASTed values: the old row has them under REPLICA IDENTITY FULL.

@@ -1,11 +1,13 @@
 """The source database: credentials, and the one adapter that reads PostgreSQL.
 
-Only tables of the registry are ever read, and only the registry's columns, named one by one:
-the real database's physical column order differs from the ERD, and it holds tables of its
-own (Prisma's `_prisma_migrations`) that are none of our business. Identifiers are quoted by
-pg8000's own `identifier()`, values go as parameters. Rows come through a server-side cursor
-(`DECLARE ... NO SCROLL CURSOR`, `FETCH FORWARD n`) in the read's own transaction, a page at
-a time, so no read holds a whole table.
+Only tables of the registry are ever read, their columns named one by one: the real
+database's physical column order differs from the ERD, and it holds tables of its own
+(Prisma's `_prisma_migrations`) that are none of our business. Each read lists the table's
+columns in its own transaction: the registry's come first, in the registry's order, and any
+the source added since follow (schema drift, for the merge's policy to decide on).
+Identifiers are quoted by pg8000's own `identifier()`, values go as parameters. Rows come
+through a server-side cursor (`DECLARE ... NO SCROLL CURSOR`, `FETCH FORWARD n`) in the read's
+own transaction, a page at a time, so no read holds a whole table.
 
 TLS follows libpq's `sslmode` meanings (docs/decisions.md): `disable` never encrypts,
 `prefer` (the default where nothing says otherwise) tries TLS without verifying and falls back
@@ -19,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +41,7 @@ from pydantic import (
     field_validator,
 )
 
+from shared.schema_state import added_columns, added_value_of
 from shared.tables import TableSpec
 
 if TYPE_CHECKING:
@@ -327,6 +330,7 @@ class SourceRead:
 
     rows: list[Row]
     read_at: datetime
+    extra_columns: tuple[str, ...] = ()  # as `SourcePages.extra_columns`
 
 
 @dataclass(frozen=True)
@@ -336,6 +340,10 @@ class SourcePages:
 
     read_at: datetime
     pages: Iterator[list[Row]]
+    # the table's columns the registry's model does not name, in the table's order: the rows
+    # hold them after the model's (as `shared.schema_state.added_value_of` writes them), for
+    # the merge's schema policy (`TableSpec.schema_policy`)
+    extra_columns: tuple[str, ...] = ()
 
 
 # Rows per FETCH of a streamed read: memory follows a page, not the table.
@@ -353,13 +361,31 @@ class TableSource(Protocol):
     ) -> AbstractContextManager[SourcePages]: ...
 
 
-def select_sql(spec: TableSpec, *, since: bool) -> str:
-    """The SELECT of a registry table: its columns named, filtered on `last_updated` (from
-    `since` on, inclusive: a row stamped exactly at the window's start is read)."""
+def select_sql(spec: TableSpec, *, since: bool, columns: Sequence[str] = ()) -> str:
+    """The SELECT of a registry table: its columns (`columns`, else the model's) named,
+    filtered on `last_updated` (from `since` on, inclusive: a row stamped exactly at the
+    window's start is read)."""
     ident = pg8000.native.identifier
-    columns = ", ".join(ident(c) for c in spec.columns)
+    columns = ", ".join(ident(c) for c in columns or spec.columns)
     where = f" WHERE {ident('last_updated')} >= :since" if since else ""
     return f"SELECT {columns} FROM {ident(spec.name)}{where} ORDER BY {ident(spec.primary_key)}"
+
+
+# The table's columns, in their order, resolved as the SELECT resolves the table's name.
+COLUMNS_SQL = (
+    "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass(:table) "
+    "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+)
+
+
+def read_columns(spec: TableSpec, actual: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The columns to select, and which of them the model does not name: the model's that the
+    table has (one it lacks is its rows' problem, named by validation), then the table's
+    others. No columns found (no such table): the model's, for the SELECT to fail on."""
+    if not actual:
+        return spec.columns, ()
+    extras = tuple(c for c in actual if c not in spec.columns)
+    return (*(c for c in spec.columns if c in actual), *extras), extras
 
 
 # One snapshot per table read: the rows and the clock come from the same read-only transaction,
@@ -370,8 +396,9 @@ CLOCK_SQL = "SELECT clock_timestamp()"
 CURSOR = "ingest_rows"
 
 
-def declare_sql(spec: TableSpec, *, since: bool) -> str:
-    return f"DECLARE {CURSOR} NO SCROLL CURSOR FOR {select_sql(spec, since=since)}"
+def declare_sql(spec: TableSpec, *, since: bool, columns: Sequence[str] = ()) -> str:
+    select = select_sql(spec, since=since, columns=columns)
+    return f"DECLARE {CURSOR} NO SCROLL CURSOR FOR {select}"
 
 
 def fetch_sql(page_rows: int) -> str:
@@ -405,7 +432,7 @@ class PostgresSource:
         """The whole table (or its rows since a time) in memory: for the small tables only."""
         with self.pages(spec, since) as read:
             rows = [row for page in read.pages for row in page]
-        return SourceRead(rows=rows, read_at=read.read_at)
+        return SourceRead(rows=rows, read_at=read.read_at, extra_columns=read.extra_columns)
 
     @contextlib.contextmanager
     def pages(
@@ -418,9 +445,14 @@ class PostgresSource:
             conn.run(BEGIN_READ)
             try:
                 ((read_at,),) = conn.run(CLOCK_SQL)
+                table = pg8000.native.identifier(spec.name)
+                actual = [name for (name,) in conn.run(COLUMNS_SQL, table=table)]
+                columns, extras = read_columns(spec, actual)
                 params = {} if since is None else {"since": since}
-                conn.run(declare_sql(spec, since=since is not None), **params)
-                yield SourcePages(read_at=read_at, pages=_fetch(conn, spec, page_rows))
+                conn.run(declare_sql(spec, since=since is not None, columns=columns), **params)
+                added = (*added_columns(spec), *extras)  # held as text, number or boolean
+                pages = _fetch(conn, columns, added, page_rows)
+                yield SourcePages(read_at=read_at, pages=pages, extra_columns=extras)
                 conn.run("COMMIT")
             except BaseException:
                 self._roll_back(conn)  # the next table starts a transaction of its own
@@ -448,12 +480,17 @@ class PostgresSource:
         self.close()
 
 
-def _fetch(conn: pg8000.native.Connection, spec: TableSpec, page_rows: int) -> Iterator[list[Row]]:
+def _fetch(
+    conn: pg8000.native.Connection, columns: Sequence[str], added: Sequence[str], page_rows: int
+) -> Iterator[list[Row]]:
     fetch = fetch_sql(page_rows)
     while True:
         values = conn.run(fetch)
         if not values:
             return
-        yield [dict(zip(spec.columns, row, strict=True)) for row in values]
+        rows = [dict(zip(columns, row, strict=True)) for row in values]
+        for row in rows if added else ():
+            row.update((name, added_value_of(row[name])) for name in added)
+        yield rows
         if len(values) < page_rows:
             return

@@ -193,3 +193,23 @@ def test_consume_does_not_advance_past_a_page_that_failed():
     with pytest.raises(TimeoutError):
         consume(log, "0/90", 10, fail)
     assert log.advanced == ["0/30"]
+
+
+def test_a_column_the_registry_does_not_name_keeps_the_logs_value_where_no_converter_has_it():
+    change = {
+        "action": "I",
+        "lsn": "0/10",
+        "table": "t",
+        "columns": [
+            col("id", "integer", 1),
+            col("meta", "jsonb", '{"a": 1}'),  # added at the source: no converter, kept
+            col("seen", "timestamp without time zone", "2022-11-03 14:20:51.563"),
+        ],
+    }
+    ((inserted,),) = [
+        t.changes for t in parse_transactions(txn(7, "0/20", "0/28", change), {"t": ("id",)})
+    ]
+    assert inserted.columns == {"id": 1, "meta": '{"a": 1}', "seen": NAIVE}
+    named = {**change, "columns": [col("id", "integer", 1), col("meta", "jsonb", "{}")]}
+    with pytest.raises(UnsupportedTypeError, match=r"t\.meta: type 'jsonb'"):
+        parse_transactions(txn(7, "0/20", "0/28", named), {"t": ("id", "meta")})

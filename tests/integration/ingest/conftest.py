@@ -17,6 +17,7 @@ import pytest
 from moto import mock_aws
 
 from ops.pg import (
+    WAL2JSON_PACKAGE,
     LocalPostgres,
     create_database,
     insert_rows,
@@ -31,6 +32,8 @@ from services.ingest.source import (
     SourceRead,
     connect,
 )
+from services.merge import handler as merge_handler
+from services.merge.settings import MergeSettings
 from shared.events import EventPublisher
 from shared.naming import EVENT_SOURCE
 from shared.storage import BucketStore
@@ -225,3 +228,37 @@ def events(aws: None) -> EventCapture:
 
 
 OVERLAP = timedelta(seconds=300)
+
+
+def need_wal2json(server: LocalPostgres) -> None:
+    """Skip where the server has no wal2json (log-mode tests need it)."""
+    if not server.has_wal2json:
+        pytest.skip(
+            f"the wal2json plugin is not installed for the PostgreSQL in {server.bindir} "
+            f"(Debian: apt-get install {WAL2JSON_PACKAGE}; .ci/run does it)"
+        )
+
+
+def drop_slots(conn: pg8000.native.Connection) -> None:
+    conn.run(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+        "WHERE database = current_database()"
+    )
+
+
+CHAIN_TABLE = "payment_type"
+CHAIN_BUS = "e2e-bus"
+
+
+@pytest.fixture
+def chain(source_db: SourceDb, store: BucketStore) -> Iterator[tuple[SourceDb, BucketStore, Any]]:
+    """The source, the bucket, and the real merge service of `CHAIN_TABLE` (events to
+    `CHAIN_BUS`); the test's replication slots are dropped afterwards."""
+    need_wal2json(source_db.server)
+    boto3.client("events").create_event_bus(Name=CHAIN_BUS)
+    dlq = boto3.client("sqs").create_queue(QueueName="e2e-dlq")["QueueUrl"]
+    settings = MergeSettings(
+        bucket_name=BUCKET, table_name=CHAIN_TABLE, event_bus_name=CHAIN_BUS, dlq_url=dlq
+    )
+    yield source_db, store, merge_handler.build_service(settings)
+    drop_slots(source_db.conn)

@@ -6,21 +6,18 @@ with its operation; deletes leave latest and reach history marked deleted."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
 from typing import Any
 
-import boto3
 import pytest
 
 from services.ingest.ingest import IngestReport, run_ingest
 from services.ingest.log_ingest import SlotCapture
 from services.ingest.logical import LogicalReader
 from services.ingest.source import connect
-from services.merge import handler as merge_handler
-from services.merge.settings import MergeSettings
 from services.merge.source import ObjectRef
 from shared.changes import LSN_COLUMN, OP_COLUMN, XID_COLUMN, lsn_value
 from shared.events import EventPublisher
@@ -29,26 +26,16 @@ from shared.reader import iter_history, read_latest, read_latest_versions
 from shared.rows import row_json
 from shared.storage import BucketStore
 from shared.tables import TABLES
-from tests.integration.ingest.conftest import BUCKET, SourceDb
-from tests.integration.ingest.test_logical import _drop_slots, _need_wal2json, new_payment_type
+from tests.integration.ingest.conftest import BUCKET, CHAIN_BUS, CHAIN_TABLE, SourceDb
+from tests.integration.ingest.test_logical import new_payment_type
 
 pytestmark = pytest.mark.xdist_group("postgres")
 
 SLOT = "ingest_e2e_test"
-TABLE = "payment_type"
+TABLE = CHAIN_TABLE
 SPEC = TABLES[TABLE]
 PK = SPEC.primary_key
-BUS = "e2e-bus"
-
-
-@pytest.fixture
-def chain(source_db: SourceDb, store: BucketStore) -> Iterator[tuple[SourceDb, BucketStore, Any]]:
-    _need_wal2json(source_db.server)
-    boto3.client("events").create_event_bus(Name=BUS)
-    dlq = boto3.client("sqs").create_queue(QueueName="e2e-dlq")["QueueUrl"]
-    settings = MergeSettings(bucket_name=BUCKET, table_name=TABLE, event_bus_name=BUS, dlq_url=dlq)
-    yield source_db, store, merge_handler.build_service(settings)
-    _drop_slots(source_db.conn)
+BUS = CHAIN_BUS
 
 
 def ingest_run(

@@ -19,8 +19,8 @@ from shared.events import EventPublisher
 from shared.layout import baseline_key, staging_key
 from shared.storage import BucketStore
 from shared.tables import TABLES
-from tests.integration.ingest.conftest import SourceDb
-from tests.integration.ingest.test_logical import _drop_slots, _need_wal2json, new_payment_type
+from tests.integration.ingest.conftest import SourceDb, drop_slots, need_wal2json
+from tests.integration.ingest.test_logical import new_payment_type
 
 pytestmark = pytest.mark.xdist_group("postgres")
 
@@ -31,9 +31,9 @@ PK = TABLES[TABLE].primary_key
 
 @pytest.fixture
 def log_db(source_db: SourceDb) -> Iterator[SourceDb]:
-    _need_wal2json(source_db.server)
+    need_wal2json(source_db.server)
     yield source_db
-    _drop_slots(source_db.conn)
+    drop_slots(source_db.conn)
 
 
 def run(db: SourceDb, store: BucketStore, *, max_changes: int = 1000) -> IngestReport:

@@ -42,7 +42,7 @@ from shared.layout import staging_key
 from shared.reader import iter_history, read_latest, read_latest_versions
 from shared.rows import row_json
 from shared.storage import BucketStore
-from tests.integration.ingest.conftest import BUCKET, SourceDb
+from tests.integration.ingest.conftest import BUCKET, SourceDb, drop_slots, need_wal2json
 from tests.integration.ingest.test_log_end_to_end import (
     BUS,
     PK,
@@ -54,7 +54,6 @@ from tests.integration.ingest.test_log_end_to_end import (
     merge_all,
     source_rows,
 )
-from tests.integration.ingest.test_logical import _drop_slots, _need_wal2json
 
 pytestmark = pytest.mark.xdist_group("postgres")
 
@@ -75,7 +74,7 @@ def own_server() -> Iterator[LocalPostgres]:
     except PostgresUnavailableError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(str(exc))
-    _need_wal2json(server)
+    need_wal2json(server)
     server.start()
     try:
         yield server
@@ -163,7 +162,7 @@ def restart_chain(own_server: LocalPostgres, store: BucketStore) -> Iterator[Cha
         with contextlib.suppress(OSError, pg8000.native.InterfaceError):
             db.conn.close()  # a restart may have broken it
         cleanup = connect(own_server.credentials(name))
-        _drop_slots(cleanup)
+        drop_slots(cleanup)
         cleanup.close()
         admin = connect(own_server.credentials())
         admin.run(f"DROP DATABASE {pg8000.native.identifier(name)} WITH (FORCE)")

@@ -15,7 +15,7 @@ from typing import Any
 import pg8000.native
 import pytest
 
-from ops.pg import WAL2JSON_PACKAGE, LocalPostgres, connect, create_database, load_snapshot
+from ops.pg import LocalPostgres, connect, create_database, load_snapshot
 from ops.sample_data import SampleDatabase
 from services.ingest.logical import (
     TOAST_UNCHANGED_COLUMN,
@@ -31,7 +31,7 @@ from services.ingest.logical import (
 from services.ingest.source import PostgresSource, SourceCredentials, SourceUnavailableError
 from shared.changes import COMMIT_TS_COLUMN, LSN_COLUMN, OP_COLUMN, XID_COLUMN, lsn_value
 from shared.tables import TABLES
-from tests.integration.ingest.conftest import SourceDb
+from tests.integration.ingest.conftest import SourceDb, drop_slots, need_wal2json
 
 pytestmark = pytest.mark.xdist_group("postgres")
 
@@ -39,28 +39,13 @@ SLOT = "ingest_test"
 PAGE = 1000
 
 
-def _need_wal2json(server: LocalPostgres) -> None:
-    if not server.has_wal2json:
-        pytest.skip(
-            f"the wal2json plugin is not installed for the PostgreSQL in {server.bindir} "
-            f"(Debian: apt-get install {WAL2JSON_PACKAGE}; .ci/run does it)"
-        )
-
-
 @pytest.fixture
 def log_db(source_db: SourceDb) -> Iterator[SourceDb]:
     """A test database (the small totesys template) with a wal2json slot; the slot is dropped
     before the database is."""
-    _need_wal2json(source_db.server)
+    need_wal2json(source_db.server)
     yield source_db
-    _drop_slots(source_db.conn)
-
-
-def _drop_slots(conn: pg8000.native.Connection) -> None:
-    conn.run(
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-        "WHERE database = current_database()"
-    )
+    drop_slots(source_db.conn)
 
 
 def reader_for(db: SourceDb, *tables: str) -> LogicalReader:
@@ -391,7 +376,7 @@ def test_every_totesys_column_reads_as_polling_reads_it(reader, log_db):
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[LocalPostgres]:
     server = LocalPostgres(Path(tempfile.mkdtemp(prefix="ingest-pg-logical-")))
-    _need_wal2json(server)
+    need_wal2json(server)
     server.start()
     try:
         yield server
@@ -416,7 +401,7 @@ def restartable(own_server: LocalPostgres) -> Iterator[SourceDb]:
         with contextlib.suppress(OSError, pg8000.native.InterfaceError):
             db.conn.close()  # the test may have closed it (a restart) already
         cleanup = connect(own_server.credentials(name))
-        _drop_slots(cleanup)
+        drop_slots(cleanup)
         cleanup.close()
         admin = connect(own_server.credentials())
         admin.run(f"DROP DATABASE {pg8000.native.identifier(name)} WITH (FORCE)")
