@@ -17,6 +17,7 @@ from ops.local.functions import DEFAULT_HANDLERS
 from ops.sample_data import SampleDatabase
 from shared import naming
 from shared.rows import FileFormatError, decode_rows, dump_rows, validate_rows
+from shared.schema_state import effective_spec
 from shared.tables import TABLES, get_table
 
 if TYPE_CHECKING:
@@ -505,7 +506,9 @@ def history(
     from ops.inspection import row_history
 
     with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:
-        versions = row_history(operator.store, get_table(table), key)
+        versions = row_history(
+            operator.store, effective_spec(operator.store, get_table(table)), key
+        )
     if not versions:
         err_console.print(f"{table} has no row with key {key}", highlight=False)
         raise typer.Exit(EXIT_FAILURE)
@@ -543,7 +546,7 @@ def asof(
     from ops.inspection import table_as_of
 
     with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:
-        data = table_as_of(operator.store, get_table(table), at)
+        data = table_as_of(operator.store, effective_spec(operator.store, get_table(table)), at)
     if out is None:
         sys.stdout.write(data.decode())
     else:

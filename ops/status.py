@@ -26,6 +26,7 @@ from shared.history_lookup import history_totals
 from shared.layout import baseline_key, batch_of_key, quarantine_prefix, staging_key
 from shared.quarantine import REPORT_SUFFIX, QuarantineReport, report_key_of
 from shared.reader import latest_commit_key, read_latest
+from shared.schema_state import added_columns, effective_spec
 from shared.storage import BucketStore
 from shared.tables import get_table
 
@@ -61,6 +62,8 @@ class TableStatus(_Model):
     last_batch: str | None
     last_merge: LastMerge | None
     quarantine: list[QuarantinedFile]
+    # columns the source added that the table's policy let in (shared/schema_state.py)
+    added_columns: list[str] = []
 
 
 class StatusReport(_Model):
@@ -145,7 +148,8 @@ def quarantine_files(store: BucketStore, table: str) -> list[QuarantinedFile]:
 
 
 def table_status(operator: Operator, table: str, dlq_messages: int) -> TableStatus:
-    store, spec = operator.store, get_table(table)
+    store = operator.store
+    spec = effective_spec(store, get_table(table))
     history_objects, history_rows = history_totals(store, spec)
     merge = last_merge(store, table)
     quarantine = quarantine_files(store, table)
@@ -159,6 +163,7 @@ def table_status(operator: Operator, table: str, dlq_messages: int) -> TableStat
         last_batch=merge.batch if merge else None,
         last_merge=merge,
         quarantine=quarantine,
+        added_columns=list(added_columns(spec)),
     )
 
 

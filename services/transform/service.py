@@ -49,9 +49,10 @@ from services.transform.warehouse import (
 from shared.events import BaselinePromoted, HistoryAppended, WarehouseUpdated, event_id
 from shared.layout import warehouse_file_key, warehouse_manifest_key, warehouse_prefix
 from shared.reader import iter_history, read_history, read_latest
+from shared.schema_state import effective_spec
 from shared.schemas import RowModel
 from shared.storage import BucketStore, PreconditionFailedError
-from shared.tables import TABLES, get_table
+from shared.tables import TableSpec, get_table
 
 T = TypeVar("T")
 
@@ -116,7 +117,7 @@ class TransformService:
     # ---- incremental -------------------------------------------------------------------
 
     def apply(self, change: SourceChange) -> TransformReport:
-        spec = get_table(change.table)
+        spec = self._spec(change.table)
         report = TransformReport()
         fact = FACT_BY_SOURCE.get(spec.name)
         if fact is not None:
@@ -234,7 +235,7 @@ class TransformService:
         dates: set[date] = set()
         for fact in FACTS:
             assert fact.fact_of is not None
-            spec = get_table(fact.fact_of)
+            spec = self._spec(fact.fact_of)
             versions: list[RowModel] = list(read_latest(self.store, spec).rows)
             for _, history in iter_history(self.store, spec):
                 versions += [h.row for h in history]
@@ -311,11 +312,16 @@ class TransformService:
 
     # ---- helpers -----------------------------------------------------------------------
 
+    def _spec(self, table: str) -> TableSpec:
+        """The source table's spec as the bucket's rows hold it (columns the source added
+        included: shared/schema_state.py); the warehouse's columns stay the registry's."""
+        return effective_spec(self.store, get_table(table))
+
     def _latest(self, tables: Iterable[str]) -> dict[str, list[RowModel]]:
-        return {t: read_latest(self.store, TABLES[t]).rows for t in tables}
+        return {t: read_latest(self.store, self._spec(t)).rows for t in tables}
 
     def _deleted(self, tables: Iterable[str]) -> dict[str, dict[int, Deleted]]:
-        return {t: deleted_rows(self.store, TABLES[t]) for t in tables}
+        return {t: deleted_rows(self.store, self._spec(t)) for t in tables}
 
     def _update_manifest(self, table: WarehouseTable, counts: Mapping[str, int]) -> None:
         key = warehouse_manifest_key(table.name)

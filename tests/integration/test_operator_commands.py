@@ -289,6 +289,30 @@ def test_schema_drift_quarantined_then_merged_by_redrive_once_the_schema_knows_t
     assert status(env)[1]["tables"][TABLE]["dlq_messages"] == 0
 
 
+def test_under_add_nullable_status_names_the_added_column_and_history_shows_it(aws, monkeypatch):
+    env = aws
+    base = staff_rows()
+    put(env, "baseline/staff.json", dump_rows(SPEC, base))
+    deliver(env)
+    monkeypatch.setitem(TABLES, TABLE, dataclasses.replace(SPEC, schema_policy="add_nullable"))
+    raw = json.loads(dump_rows(SPEC, base[:1]))
+    raw[0] |= {"nickname": "Jo", "last_updated": "2025-12-09 10:00:00.000000"}
+    put(env, staging_key(TABLE), json.dumps(raw).encode())
+    deliver(env)
+
+    _, report = status(env)
+    table = report["tables"][TABLE]
+    assert (table["added_columns"], table["quarantined"], table["dlq_messages"]) == (
+        ["nickname"],
+        0,
+        0,
+    )
+    key = getattr(base[0], PK)
+    shown = cli("history", TABLE, str(key), "--json")
+    assert shown.exit_code == 0, shown.output
+    assert [v["row"]["nickname"] for v in json.loads(shown.stdout)] == [None, "Jo"]
+
+
 def test_dismiss_keeps_the_evidence_records_why_and_empties_the_dlq(aws):
     env = aws
     base = staff_rows()
