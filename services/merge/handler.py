@@ -81,6 +81,7 @@ def record_handler(record: SQSRecord) -> None:
             message_body=text,
             event_time=s3_record.eventTime,
             sequencer=s3_record.s3.object.sequencer,
+            receive_count=int(record.attributes.approximate_receive_count or 1),
         )
         try:
             service.process(ref)

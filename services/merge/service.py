@@ -38,6 +38,7 @@ from shared.layout import (
     latest_manifest_key,
     parse_trigger_key,
 )
+from shared.naming import MAX_RECEIVE_COUNT
 from shared.queues import MessageSink
 from shared.rows import FileFormatError, RowProblem
 from shared.schema_state import effective_spec
@@ -54,6 +55,12 @@ class WrongTargetError(ValueError):
 
 class MergeConflictError(Exception):
     """The log kept moving under this merge past the retry budget; SQS will redeliver."""
+
+
+class PreviousVersionMissingError(Exception):
+    """Rows need a version of their key that no committed batch holds yet (an update without
+    its unchanged TOAST values, whose earlier file is still on its way): SQS redelivers it,
+    and on its last delivery the batch is quarantined instead."""
 
 
 class MergeService:
@@ -92,7 +99,11 @@ class MergeService:
         try:
             area = self._check_target(ref)
             source = locate(self.store, ref, area)
-            outcome = self._redrive(ref) if source is None else self.apply(source, ref.message_body)
+            outcome = (
+                self._redrive(ref)
+                if source is None
+                else self.apply(source, ref.message_body, last_try=self._last_try(ref))
+            )
             if outcome is not None:
                 self.finisher.finish(outcome)
             return outcome
@@ -100,8 +111,11 @@ class MergeService:
             elapsed = round((time.monotonic() - started) * 1000, 3)
             metrics.add_metric("MergeDuration", MetricUnit.Milliseconds, elapsed)
 
-    def apply(self, source: SourceVersion, message_body: str | None) -> Outcome:
-        """Validate, then merge (or quarantine) one version."""
+    def apply(
+        self, source: SourceVersion, message_body: str | None, *, last_try: bool = True
+    ) -> Outcome:
+        """Validate, then merge (or quarantine) one version; `last_try` False: rows waiting for
+        an earlier batch raise PreviousVersionMissingError (for SQS to retry) instead."""
         spec = self._batch_spec()
         try:
             report = load_staged(spec, source.data, source.key, source.observed)
@@ -115,7 +129,7 @@ class MergeService:
         if not report.items:
             logger.info("checked and found empty", extra=self._fields(source))
             return Outcome(MergeStatus.EMPTY, source)
-        return self._merge(spec, Batch(source, report.items), message_body)
+        return self._merge(spec, Batch(source, report.items), message_body, last_try)
 
     def _reject(
         self,
@@ -139,12 +153,19 @@ class MergeService:
 
     # ---- the commit loop ----------------------------------------------------------------
 
-    def _merge(self, spec: TableSpec, batch: Batch, message_body: str | None) -> Outcome:
+    def _merge(
+        self, spec: TableSpec, batch: Batch, message_body: str | None, last_try: bool
+    ) -> Outcome:
         log = CommitLog(self.store, spec, self.settings.conflict_retries)
         state = log.read_state()
         for attempt in range(self.settings.conflict_retries + 1):
             plan = self.planner.plan(state, batch)
             if plan.result.problems:  # rows that cannot be merged on this state (TOAST)
+                if not last_try:
+                    raise PreviousVersionMissingError(
+                        f"{batch.source.key} batch {batch.source.batch}: "
+                        f"{plan.result.problems[0]}; retried until an earlier batch holds it"
+                    )
                 return self._reject(batch.source, message_body, None, plan.result.problems)
             if plan.entry is None:  # nothing to commit, if the state is the log's head
                 ahead = log.roll_forward(state)
@@ -227,6 +248,11 @@ class MergeService:
             return Outcome(MergeStatus.QUARANTINED, source, quarantine=record)
 
     # ---- helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _last_try(ref: ObjectRef) -> bool:
+        """This delivery is the message's last before the DLQ (the redrive policy's count)."""
+        return ref.receive_count >= MAX_RECEIVE_COUNT
 
     def _check_target(self, ref: ObjectRef) -> Area:
         if ref.bucket != self.settings.bucket_name:

@@ -30,6 +30,7 @@ class ObjectRef:
     message_body: str
     event_time: str | None = None
     sequencer: str | None = None
+    receive_count: int = 1  # SQS's ApproximateReceiveCount: this is its n-th delivery
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pytest
 from ops.inspection import row_history, table_as_of
 from services.transform.deletes import deleted_rows
 from shared.changes import DELETED_AT_COLUMN, OP_COLUMN
+from shared.naming import MAX_RECEIVE_COUNT
 from shared.observation import observed_at_metadata
 from shared.reader import read_tombstones
 from shared.storage import BucketStore
@@ -185,10 +186,15 @@ def test_unchanged_toast_values_are_filled_from_latest(pipeline):
     assert pipeline.latest_rows() == [edited]
 
 
-def test_unchanged_toast_values_with_no_previous_version_are_quarantined(pipeline):
+def test_unchanged_toast_values_with_no_previous_version_are_retried_then_quarantined(pipeline):
     pipeline.stage(log_file([logged(staff(9, 40), "update", 40, 1, toast=("email_address",))]))
+    for _ in range(MAX_RECEIVE_COUNT - 1):  # an earlier file may still be on its way: retried
+        messages = pipeline.receive_records()
+        assert pipeline.invoke(messages).failed == [messages[0]["MessageId"]]
+        assert pipeline.quarantined() == []
     messages = pipeline.receive_records()
-    assert pipeline.invoke(messages).failed == []
+    assert messages[0]["Attributes"]["ApproximateReceiveCount"] == str(MAX_RECEIVE_COUNT)
+    assert pipeline.invoke(messages).failed == []  # its last delivery: quarantined
     assert pipeline.latest_rows() == []
     _, report_key = pipeline.quarantined()
     (problem,) = json.loads(pipeline.get(report_key))["problems"]
@@ -199,6 +205,23 @@ def test_unchanged_toast_values_with_no_previous_version_are_quarantined(pipelin
     )
     assert "no previous version" in problem["message"]
     assert pipeline.dlq_bodies() == [messages[0]["Body"]]
+
+
+def test_a_toast_update_delivered_before_the_file_it_needs_merges_when_retried(pipeline):
+    earlier = pipeline.stage(log_file([logged(staff(9, 30, name="A"), "insert", 30, 1)]))
+    pipeline.stage(
+        log_file([logged(staff(9, 40, name="B"), "update", 40, 2, toast=("email_address",))])
+    )
+    messages = pipeline.receive_records()
+    first, second = sorted(messages, key=lambda m: earlier["VersionId"] in m["Body"])
+    assert pipeline.invoke([first]).failed == [first["MessageId"]]  # the later file first
+    assert pipeline.invoke([second]).failed == []
+    assert pipeline.deliver().failed == []  # the retry: the earlier version is there now
+    (row,) = pipeline.latest_rows()
+    assert (row.first_name, row.email_address) == ("B", staff(9, 30).email_address)
+    assert [h.row.first_name for h in pipeline.history()] == ["A"]
+    assert pipeline.quarantined() == []
+    assert pipeline.dlq_bodies() == []
 
 
 def test_history_and_asof_show_operations_and_deletes(pipeline):
