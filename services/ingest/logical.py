@@ -285,9 +285,7 @@ def convert(table: str, column: str, declared: str, value: Any) -> Any:
         raise UnsupportedTypeError(f"{table}.{column} ({declared}): {value!r}: {exc}") from None
 
 
-def _values(
-    table: str, items: Sequence[Mapping[str, Any]], known: Sequence[str]
-) -> dict[str, Any]:
+def _values(table: str, items: Sequence[Mapping[str, Any]], known: Sequence[str]) -> dict[str, Any]:
     """A change's columns as pg8000 would give them. A column the registry does not name (the
     source added it) and of a type with no converter keeps wal2json's value (its text, or a
     JSON number or boolean): the merge's schema policy decides on it."""
