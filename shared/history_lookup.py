@@ -4,17 +4,17 @@ A view is a checkpoint of the history index (shared/history_index.py) plus the l
 after it: what it gives is exactly what reading every history object of those entries would
 give, in the same order, but it reads the leaves of the keys asked for and at most
 `INDEX_EVERY` entries (more only while copies lag the log). A table with no checkpoint yet
-(fewer entries than that, or a latest written before the index) is read by a full scan, which
-is then as small.
+(fewer entries than that, or a latest written before the index) is read from every entry and
+the history objects older than the log, which is then as small as a checkpoint's worth.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from shared.commitlog import LogEntry, entries_after
-from shared.history import HistoryRow, load_history
+from shared.commitlog import LogEntry, entries_after, read_entry
+from shared.history import HistoryRow, history_row_json, load_history
 from shared.history_index import (
     IndexCheckpoint,
     Line,
@@ -23,7 +23,7 @@ from shared.history_index import (
     entry_lines,
     parse_leaf,
 )
-from shared.reader import iter_history, latest_seq
+from shared.reader import history_keys, latest_seq, read_history
 from shared.rows import dump_lines
 from shared.storage import ObjectStore
 from shared.tables import TableSpec
@@ -31,12 +31,14 @@ from shared.tables import TableSpec
 
 @dataclass(frozen=True)
 class HistoryView:
-    """Committed history as of a checkpoint and the entries read after it."""
+    """Committed history as of a checkpoint (or, with none, the history objects older than
+    the log: `base`) and the entries read after it."""
 
     store: ObjectStore
     spec: TableSpec
     checkpoint: IndexCheckpoint
     entries: tuple[LogEntry, ...]
+    base: tuple[Line, ...] = ()
 
     def lines(self, keys: set[int] | None = None) -> list[Line]:
         """The index lines of `keys` (None: every key), in full-scan order."""
@@ -47,10 +49,11 @@ class HistoryView:
             for i in sorted(wanted)
             if (ref := leaves[i].key) is not None
             for line in parse_leaf(self.store.get(ref).data)
-            if keys is None or line.key in keys
         ]
-        found += [line for line in self._entry_lines() if keys is None or line.key in keys]
-        return sorted(found, key=lambda line: (line.origin, line.position))
+        found += self.base
+        found += [line for entry in self.entries for line in entry_lines(self.spec, entry)]
+        chosen = found if keys is None else [line for line in found if line.key in keys]
+        return sorted(chosen, key=lambda line: (line.origin, line.position))
 
     def rows(self, keys: set[int] | None = None) -> list[HistoryRow]:
         return history_rows(self.spec, self.lines(keys), f"index of {self.spec.name}")
@@ -60,9 +63,6 @@ class HistoryView:
         objects = self.checkpoint.history_objects + sum(1 for e in self.entries if e.history_key)
         rows = self.checkpoint.history_rows + sum(len(e.history) for e in self.entries)
         return objects, rows
-
-    def _entry_lines(self) -> list[Line]:
-        return [line for entry in self.entries for line in entry_lines(self.spec, entry)]
 
 
 def history_rows(spec: TableSpec, lines: Iterable[Line], source: str) -> list[HistoryRow]:
@@ -74,38 +74,54 @@ def read_checkpoint(store: ObjectStore, table: str, seq: int) -> IndexCheckpoint
     return None if found is None else IndexCheckpoint.model_validate_json(found.data)
 
 
+def before_the_log(
+    store: ObjectStore, spec: TableSpec, entry: Callable[[int], LogEntry | None]
+) -> tuple[list[Line], int]:
+    """The history objects no entry names (written before the commit log) as index lines,
+    and how many there are. Listed first, then entries read from 1 until every listed
+    object is named or the log ends: an object is written after its entry, so it is found."""
+    unnamed = set(history_keys(store, spec))
+    seq = 1
+    while unnamed and (found := entry(seq)) is not None:
+        unnamed.discard(found.history_key or "")
+        seq += 1
+    lines = [
+        Line(getattr(item.row, spec.primary_key), key, i, history_row_json(spec, item))
+        for key in sorted(unnamed)
+        for i, item in enumerate(read_history(store, spec, key))
+    ]
+    return lines, len(unnamed)
+
+
 def open_view(
     store: ObjectStore, spec: TableSpec, head: int, *, through: int | None = None
-) -> HistoryView | None:
+) -> HistoryView:
     """The view of a state that reflects entry `head`: its checkpoint and the entries after it
-    through `through` (None: every entry committed). None: no checkpoint to start from."""
+    through `through` (None: every entry committed). With no checkpoint (fewer entries than
+    one, or a latest written before the index), the objects older than the log and every
+    entry."""
     start = checkpoint_at(head)
     checkpoint = read_checkpoint(store, spec.name, start) if start else None
-    if checkpoint is None:
-        return None
-    entries = entries_after(store, spec.name, start, through)
-    return HistoryView(store, spec, checkpoint, tuple(entries))
+    if checkpoint is not None:
+        entries = entries_after(store, spec.name, start, through)
+        return HistoryView(store, spec, checkpoint, tuple(entries))
+    entries = entries_after(store, spec.name, 0, through)
+    given = {entry.seq: entry for entry in entries}
+    base, objects = before_the_log(
+        store, spec, lambda seq: given.get(seq) or read_entry(store, spec.name, seq)
+    )
+    empty = IndexCheckpoint.empty(spec.name)
+    counted = empty.model_copy(update={"history_objects": objects, "history_rows": len(base)})
+    return HistoryView(store, spec, counted, tuple(entries), tuple(base))
 
 
 def committed_history(
     store: ObjectStore, spec: TableSpec, keys: set[int] | None = None
 ) -> list[HistoryRow]:
     """Every committed history row of `keys` (None: all), in the order a full scan gives."""
-    view = open_view(store, spec, latest_seq(store, spec))
-    if view is not None:
-        return view.rows(keys)
-    return [
-        item
-        for _, items in iter_history(store, spec)
-        for item in items
-        if keys is None or getattr(item.row, spec.primary_key) in keys
-    ]
+    return open_view(store, spec, latest_seq(store, spec)).rows(keys)
 
 
 def history_totals(store: ObjectStore, spec: TableSpec) -> tuple[int, int]:
     """How many history objects and rows the table has (what `status` shows)."""
-    view = open_view(store, spec, latest_seq(store, spec))
-    if view is not None:
-        return view.totals()
-    counts = [len(items) for _, items in iter_history(store, spec)]
-    return len(counts), sum(counts)
+    return open_view(store, spec, latest_seq(store, spec)).totals()

@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING
 
 from services.merge.once import create_once
 from services.merge.state import TableState
+from shared import history_index
 from shared.commitlog import LogEntry
-from shared.history import history_row_json
 from shared.history_index import (
-    INDEX_EVERY,
     IndexCheckpoint,
     LeafRef,
     Line,
@@ -29,8 +28,7 @@ from shared.history_index import (
     parse_leaf,
     split_leaf,
 )
-from shared.history_lookup import read_checkpoint
-from shared.reader import history_keys, read_history
+from shared.history_lookup import before_the_log, read_checkpoint
 from shared.tables import TableSpec
 
 if TYPE_CHECKING:
@@ -50,9 +48,10 @@ class Indexer:
 
     def write_through(self, state: TableState) -> None:
         """Every checkpoint past the entry latest reflects, up to the state's own."""
+        every = history_index.INDEX_EVERY
         self.known.update((entry.seq, entry) for entry in state.pending)
         head = state.seq - len(state.pending)
-        for seq in range(checkpoint_at(head) + INDEX_EVERY, state.seq + 1, INDEX_EVERY):
+        for seq in range(checkpoint_at(head) + every, state.seq + 1, every):
             self.ensure(seq)
 
     def ensure(self, seq: int) -> IndexCheckpoint:
@@ -63,7 +62,8 @@ class Indexer:
         return checkpoint
 
     def _newest_at_or_below(self, seq: int) -> IndexCheckpoint | None:
-        for at in range(seq, 0, -INDEX_EVERY):
+        every = history_index.INDEX_EVERY
+        for at in range(seq, 0, -every):
             found = read_checkpoint(self.store, self.spec.name, at)
             if found is not None:
                 return found
@@ -77,14 +77,13 @@ class Indexer:
     def _next(self, before: IndexCheckpoint) -> IndexCheckpoint:
         """The checkpoint `INDEX_EVERY` entries after `before` (all committed: the caller
         copies entries up to it)."""
-        entries = [self._entry(seq) for seq in range(before.seq + 1, before.seq + INDEX_EVERY + 1)]
+        every = history_index.INDEX_EVERY
+        entries = [self._entry(seq) for seq in range(before.seq + 1, before.seq + every + 1)]
         if any(entry is None for entry in entries):
-            raise ValueError(
-                f"{self.spec.name}: an entry below {before.seq + INDEX_EVERY} is missing"
-            )
+            raise ValueError(f"{self.spec.name}: an entry below {before.seq + every} is missing")
         lines = [line for entry in entries if entry for line in entry_lines(self.spec, entry)]
         objects = sum(1 for entry in entries if entry and entry.history_key)
-        checkpoint = self._with(before, lines, before.seq + INDEX_EVERY, objects)
+        checkpoint = self._with(before, lines, before.seq + every, objects)
         data = checkpoint.model_dump_json(indent=1).encode()
         create_once(self.store, checkpoint_key(self.spec.name, checkpoint.seq), data)
         return checkpoint
@@ -117,20 +116,7 @@ class Indexer:
         )
 
     def _before_the_log(self) -> IndexCheckpoint:
-        """Checkpoint 0 (never written): the history objects no entry names, from before the
-        commit log. Listed first, then entries read until every listed object is named or the
-        log ends (an object is written after its entry, so its entry is found)."""
+        """Checkpoint 0 (never written): the history objects from before the commit log."""
         empty = IndexCheckpoint.empty(self.spec.name)
-        unnamed = set(history_keys(self.store, self.spec))
-        seq = 1
-        while unnamed and (entry := self._entry(seq)) is not None:
-            unnamed.discard(entry.history_key or "")
-            seq += 1
-        lines = [
-            Line(
-                getattr(item.row, self.spec.primary_key), key, i, history_row_json(self.spec, item)
-            )
-            for key in sorted(unnamed)
-            for i, item in enumerate(read_history(self.store, self.spec, key))
-        ]
-        return self._with(empty, lines, 0, len(unnamed)) if unnamed else empty
+        lines, objects = before_the_log(self.store, self.spec, self._entry)
+        return self._with(empty, lines, 0, objects) if objects else empty

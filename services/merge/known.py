@@ -3,8 +3,8 @@
 Committed history is what latest's entry had copied (every history object of entries up to
 the state's head exists, and so does the history index's checkpoint at or below it) plus the
 entries the state applied since (not copied yet). It is read from that checkpoint's leaves
-for these keys and the entries after it (shared/history_lookup.py), or, before a table's
-first checkpoint, from every history object (at most a checkpoint's worth). No object of an
+for these keys and the entries after it (shared/history_lookup.py); before a table's first
+checkpoint, from its entries and the history objects older than the log. No object of an
 uncommitted merge is ever there to be trusted.
 """
 
@@ -17,7 +17,6 @@ from services.merge.state import TableState
 from shared.commitlog import entry_key
 from shared.history import HistoryRow, load_history
 from shared.history_lookup import open_view
-from shared.reader import iter_history
 from shared.rows import dump_lines, row_json
 from shared.versions import Version
 
@@ -38,12 +37,7 @@ def known_history(store: ObjectStore, state: TableState, keys: set[int]) -> Know
                 known.versions.setdefault(key, []).append(Version(h.row, h.observed, h.change))
 
     head = state.seq - len(state.pending)
-    view = open_view(store, spec, head, through=head)
-    if view is not None:
-        take(view.rows(keys))
-    else:
-        for _, items in iter_history(store, spec):
-            take(items)
+    take(open_view(store, spec, head, through=head).rows(keys))
     for entry in state.pending:
         if entry.history:
             source = entry_key(spec.name, entry.seq)

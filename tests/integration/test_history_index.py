@@ -1,0 +1,221 @@
+"""The history index agrees with the log and with a full scan, through crashes and late rows.
+
+Random histories of staff files (in-file duplicates, files read earlier than others: late
+rows) go through the real merge handler on moto; a delivery may crash before or after its Nth
+S3 call (a botocore event hook on the merge's own client) and is then redelivered. After every
+delivery, crashed or not, the readers that use the index (`status`'s totals, `history` rows,
+the merge's known-history check) must equal what the log's entries say; once everything is
+delivered, they must also equal a full scan of every history object, and `history KEY` /
+`asof` must equal ops.timeline over that scan. Checkpoints come every 2 entries and leaves
+split past 3 rows here, so every path (a checkpoint, entries after it, leaf splits, a
+checkpoint missing while copies lag) is taken.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+
+from ops.inspection import row_history, table_as_of
+from ops.local.moto_edge import aws_like_moto
+from ops.timeline import as_of, timelines
+from services.merge.commit import CommitLog
+from services.merge.known import known_history
+from shared import history_index
+from shared.commitlog import entries_after
+from shared.history import history_row_json, load_history
+from shared.history_index import checkpoint_key
+from shared.history_lookup import committed_history, history_totals
+from shared.observation import observed_at_metadata
+from shared.reader import iter_history, latest_seq, read_latest_versions
+from shared.rows import dump_lines, dump_rows, row_json, validate_rows
+from shared.schemas import RowModel, Staff
+from shared.storage import BucketStore
+from shared.versions import version_json
+from tests import rows
+from tests.integration.merge_pipeline import (
+    BUCKET,
+    LAYOUTS,
+    REGION,
+    Call,
+    Pipeline,
+    S3Hooks,
+    crash,
+    table_partitions,
+)
+
+KEYS = (1, 2, 3, 4)
+S3_OPERATIONS = (
+    "GetObject",
+    "HeadObject",
+    "PutObject",
+    "DeleteObject",
+    "DeleteObjects",
+    "ListObjectsV2",
+    "ListObjectVersions",
+)
+EARLY = datetime(2020, 1, 1, tzinfo=UTC)  # files read "then" are observed before the others
+
+
+@pytest.fixture
+def small_index(monkeypatch):
+    monkeypatch.setattr(history_index, "INDEX_EVERY", 2)
+    monkeypatch.setattr(history_index, "LEAF_ROWS", 3)
+
+
+def staff_id(row: RowModel) -> int:
+    assert isinstance(row, Staff)
+    return row.staff_id
+
+
+def crash_at_call(hooks: S3Hooks, n: int, after: bool) -> None:
+    """The merge dies at its Nth S3 call (before it is sent, or once its answer is in)."""
+    count = itertools.count(1)
+
+    def action(call: Call) -> None:
+        if next(count) == n:
+            crash(call)
+
+    for operation in S3_OPERATIONS:
+        (hooks.after if after else hooks.before)(operation, "", action, times=None)
+
+
+def log_lines(store: BucketStore, pipeline: Pipeline) -> list[str]:
+    """Committed history as the log says it: every entry's rows, in full-scan order."""
+    spec = pipeline.spec
+    lines = [
+        (entry.history_key, i, text)
+        for entry in entries_after(store, spec.name, 0)
+        if entry.history_key
+        for i, text in enumerate(entry.history)
+    ]
+    rows_ = load_history(spec, dump_lines([t for *_, t in sorted(lines)]), "log")
+    return [history_row_json(spec, item) for item in rows_]
+
+
+def scan_lines(store: BucketStore, pipeline: Pipeline) -> list[str]:
+    spec = pipeline.spec
+    return [history_row_json(spec, h) for _, items in iter_history(store, spec) for h in items]
+
+
+def check_known(store: BucketStore, pipeline: Pipeline) -> None:
+    """The merge's known-history check on the state it would plan on: what the log says."""
+    spec = pipeline.spec
+    state = CommitLog(store, spec, 3).roll_forward(CommitLog(store, spec, 3).read_state())
+    known = known_history(store, state, set(KEYS))
+    history = load_history(spec, dump_lines(log_lines(store, pipeline)), "log")
+    assert known.texts == {row_json(spec, h.row) for h in history}
+    for key in KEYS:
+        expected = [(h.row, h.observed, h.change) for h in history if staff_id(h.row) == key]
+        found = [(v.row, v.observed, v.change) for v in known.versions.get(key, [])]
+        assert sorted(found, key=repr) == sorted(expected, key=repr)  # pending ones come last
+
+
+def check(pipeline: Pipeline, *, settled: bool) -> None:
+    store, spec = BucketStore(BUCKET, pipeline.s3), pipeline.spec
+    seq = latest_seq(store, spec)
+    every = history_index.INDEX_EVERY
+    # L4: every checkpoint at or below latest's entry exists
+    assert all(store.exists(checkpoint_key(spec.name, c)) for c in range(every, seq + 1, every))
+    committed = [history_row_json(spec, h) for h in committed_history(store, spec)]
+    entries = entries_after(store, spec.name, 0)
+    assert committed == log_lines(store, pipeline)
+    assert history_totals(store, spec) == (
+        sum(1 for e in entries if e.history_key),
+        sum(len(e.history) for e in entries),
+    )
+    check_known(store, pipeline)
+    if settled:
+        scanned = scan_lines(store, pipeline)
+        assert committed == scanned
+        objects = list(iter_history(store, spec))
+        assert history_totals(store, spec) == (len(objects), len(scanned))
+        check_readers(store, pipeline)
+
+
+def check_readers(store: BucketStore, pipeline: Pipeline) -> None:
+    """`history KEY` and `asof` from the index equal ops.timeline over a full scan."""
+    spec = pipeline.spec
+    latest = [json.loads(version_json(spec, v)) for v in read_latest_versions(store, spec)]
+    history = [json.loads(line) for line in scan_lines(store, pipeline)]
+    expected = timelines(latest, history, spec.primary_key)
+    for key in KEYS:
+        assert row_history(store, spec, key) == expected.get(key, [])
+    for at in (EARLY + timedelta(minutes=3), datetime.now(UTC)):
+        report = validate_rows(spec, as_of(latest, history, spec.primary_key, at), "asof")
+        assert table_as_of(store, spec, at) == dump_rows(spec, report.rows)
+
+
+names = st.sampled_from(["Ann", "Bo", "Cy"])
+a_row = st.tuples(st.sampled_from(KEYS), names, st.integers(0, 5))
+a_file = st.fixed_dictionaries(
+    {
+        "rows": st.lists(a_row, min_size=1, max_size=4),
+        "early": st.none() | st.integers(0, 6),  # read at EARLY + n minutes: a late file
+        "crash": st.none() | st.tuples(st.integers(1, 30), st.booleans()),
+    }
+)
+
+
+def staged(spec_rows: list[tuple[int, str, int]]) -> list[Staff]:
+    return [rows.staff(key, minutes, name) for key, name, minutes in spec_rows]
+
+
+def run_history(layout: str, files: list[dict[str, Any]]) -> Iterator[Pipeline]:
+    with mock_aws(), aws_like_moto(), table_partitions("staff", LAYOUTS[layout]):
+        pipeline = Pipeline("staff")
+        for file in files:
+            early = file["early"]
+            metadata = (
+                None if early is None else observed_at_metadata(EARLY + timedelta(minutes=early))
+            )
+            pipeline.stage(staged(file["rows"]), metadata=metadata)
+            if file["crash"] is not None:
+                service, hooks = pipeline.hooked_service()
+                crash_at_call(hooks, *file["crash"])
+                pipeline.invoke_with(service, pipeline.receive_records())
+                check(pipeline, settled=False)
+            assert pipeline.deliver(rounds=3).failed == []
+            check(pipeline, settled=True)
+        yield pipeline
+
+
+@pytest.mark.usefixtures("aws_env", "small_index")
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(layout=st.sampled_from(sorted(LAYOUTS)), files=st.lists(a_file, min_size=1, max_size=8))
+def test_the_index_agrees_with_the_log_and_a_full_scan(layout, files):
+    for pipeline in run_history(layout, files):
+        assert pipeline.log_entries()  # something was committed
+
+
+@pytest.mark.usefixtures("aws", "small_index")
+def test_reading_one_key_reads_its_leaf_and_the_entries_after_a_checkpoint():
+    """`history KEY` / the late-row check read a checkpoint, the key's leaf and at most
+    INDEX_EVERY entries: never a history object, never a listing."""
+    pipeline = Pipeline("staff")
+    for minutes in range(9):  # 9 entries, each sending the 4 keys' rows to history
+        pipeline.stage(staged([(key, "Ann" if minutes % 2 else "Bo", minutes) for key in KEYS]))
+        assert pipeline.deliver().failed == []
+    client = boto3.client("s3", region_name=REGION)
+    hooks, store = S3Hooks(client), BucketStore(BUCKET, client)
+    found = committed_history(store, pipeline.spec, {3})
+    assert [staff_id(h.row) for h in found] == [3] * 8
+    gets = [call for call in hooks.calls if call.startswith("GetObject")]
+    assert not [call for call in hooks.calls if "history/" in call or call.startswith("List")]
+    checkpoints = [c for c in gets if "/index/0" in c]
+    leaves = [c for c in gets if "/index/leaves/" in c]
+    entries = [c for c in gets if "_state/log/" in c]
+    assert (len(checkpoints), len(leaves)) == (1, 1)
+    assert len(entries) <= history_index.INDEX_EVERY  # entry 9, and the look for 10
+    assert len(pipeline.keys("history/staff/")) == 8
