@@ -32,7 +32,10 @@ After every case the promise is checked (the numbers are those of the report):
    replayed (`ops.dismissal.replay`) and its notification delivered, leave every version of
    every object under `latest/` and `history/` as it was (and emit no new `detail.event_id`);
 5. a bad file is quarantined (a byte-identical copy under `quarantine/<t>/` and a
-   `.report.json`), its message fails or goes to the DLQ, and `handler()` never raises.
+   `.report.json`), its message fails or goes to the DLQ, and `handler()` never raises;
+6. the history index answers exactly the log's history and totals, equals a full scan once
+   every entry is copied, and has every checkpoint at or below latest's entry
+   (tests/integration/index_oracle.py; a checkpoint every 2 entries here, leaves of 3 rows).
 
 Time: SQS redelivers a failed record after its visibility timeout (6x the function timeout),
 so by then any claim a dead invocation left has expired. Where the merge's settings have a
@@ -79,6 +82,7 @@ from botocore.compat import HTTPHeaders
 from moto import mock_aws
 
 from services.merge import handler as merge_handler
+from shared import history_index
 from shared.changes import COMMIT_TS_COLUMN, LSN_COLUMN, OP_COLUMN, XID_COLUMN, lsn_text, lsn_value
 from shared.naming import MAX_RECEIVE_COUNT, merge_dlq_name, merge_queue_name
 from shared.observation import OBSERVED_METADATA, Observation
@@ -87,6 +91,7 @@ from shared.rows import dump_rows, row_json
 from shared.schemas import RowModel, Staff
 from shared.storage import BucketStore
 from shared.tables import TABLES
+from tests.integration.index_oracle import index_problems
 
 
 def _optional(module: str, name: str) -> Any:
@@ -858,6 +863,7 @@ class World:
         stack.enter_context(_atomic_conditional_puts())
         if self.partitions is not None:
             stack.enter_context(_partitions(self.table, self.partitions))
+        stack.enter_context(_small_index())
         previous_time = getattr(botocore.endpoint, "time")  # noqa: B009
         setattr(botocore.endpoint, "time", _NoSleepTime())  # noqa: B010
         stack.callback(setattr, botocore.endpoint, "time", previous_time)
@@ -1369,6 +1375,8 @@ class World:
                 out.append(Violation("3", f"{key}: {what} left"))
         out += self._check_quarantine()
         out += [Violation("5", f"handler() raised: {r}") for r in self.raised]
+        store = BucketStore(BUCKET, self.s3)
+        out += [Violation("6", problem) for problem in index_problems(store, spec)]
         stuck = [m for m in self.sqs_dead if not self._is_bad(m.body)]
         for m in stuck:
             out.append(Violation("run", f"{m.origin} failed {m.receives} times: dead-lettered"))
@@ -1529,6 +1537,18 @@ def _sessions() -> tuple[Any, Any]:
         events.register_first("before-send", _ROUTER.before_send)
         _SESSIONS.extend([own, hooked])
     return _SESSIONS[0], _SESSIONS[1]
+
+
+@contextlib.contextmanager
+def _small_index() -> Iterator[None]:
+    """Checkpoints of the history index every 2 entries, leaves of 3 rows: every plan
+    writes and reads them."""
+    saved = history_index.INDEX_EVERY, history_index.LEAF_ROWS
+    history_index.INDEX_EVERY, history_index.LEAF_ROWS = 2, 3
+    try:
+        yield
+    finally:
+        history_index.INDEX_EVERY, history_index.LEAF_ROWS = saved
 
 
 def _load_twin_handler() -> ModuleType:

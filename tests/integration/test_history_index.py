@@ -32,16 +32,16 @@ from services.merge.commit import CommitLog
 from services.merge.known import known_history
 from shared import history_index
 from shared.commitlog import entries_after
-from shared.history import history_row_json, load_history
-from shared.history_index import checkpoint_key
-from shared.history_lookup import committed_history, history_totals
+from shared.history import load_history
+from shared.history_lookup import committed_history
 from shared.observation import observed_at_metadata
-from shared.reader import iter_history, latest_seq, read_latest_versions
+from shared.reader import iter_history, read_latest_versions
 from shared.rows import dump_lines, dump_rows, row_json, validate_rows
 from shared.schemas import RowModel, Staff
 from shared.storage import BucketStore
 from shared.versions import version_json
 from tests import rows
+from tests.integration.index_oracle import index_problems, log_history, scanned_history
 from tests.integration.merge_pipeline import (
     BUCKET,
     LAYOUTS,
@@ -89,30 +89,14 @@ def crash_at_call(hooks: S3Hooks, n: int, after: bool) -> None:
         (hooks.after if after else hooks.before)(operation, "", action, times=None)
 
 
-def log_lines(store: BucketStore, pipeline: Pipeline) -> list[str]:
-    """Committed history as the log says it: every entry's rows, in full-scan order."""
-    spec = pipeline.spec
-    lines = [
-        (entry.history_key, i, text)
-        for entry in entries_after(store, spec.name, 0)
-        if entry.history_key
-        for i, text in enumerate(entry.history)
-    ]
-    rows_ = load_history(spec, dump_lines([t for *_, t in sorted(lines)]), "log")
-    return [history_row_json(spec, item) for item in rows_]
-
-
-def scan_lines(store: BucketStore, pipeline: Pipeline) -> list[str]:
-    spec = pipeline.spec
-    return [history_row_json(spec, h) for _, items in iter_history(store, spec) for h in items]
-
-
 def check_known(store: BucketStore, pipeline: Pipeline) -> None:
     """The merge's known-history check on the state it would plan on: what the log says."""
     spec = pipeline.spec
     state = CommitLog(store, spec, 3).roll_forward(CommitLog(store, spec, 3).read_state())
     known = known_history(store, state, set(KEYS))
-    history = load_history(spec, dump_lines(log_lines(store, pipeline)), "log")
+    history = load_history(
+        spec, dump_lines(log_history(spec, entries_after(store, spec.name, 0))), "log"
+    )
     assert known.texts == {row_json(spec, h.row) for h in history}
     for key in KEYS:
         expected = [(h.row, h.observed, h.change) for h in history if staff_id(h.row) == key]
@@ -122,23 +106,13 @@ def check_known(store: BucketStore, pipeline: Pipeline) -> None:
 
 def check(pipeline: Pipeline, *, settled: bool) -> None:
     store, spec = BucketStore(BUCKET, pipeline.s3), pipeline.spec
-    seq = latest_seq(store, spec)
-    every = history_index.INDEX_EVERY
-    # L4: every checkpoint at or below latest's entry exists
-    assert all(store.exists(checkpoint_key(spec.name, c)) for c in range(every, seq + 1, every))
-    committed = [history_row_json(spec, h) for h in committed_history(store, spec)]
-    entries = entries_after(store, spec.name, 0)
-    assert committed == log_lines(store, pipeline)
-    assert history_totals(store, spec) == (
-        sum(1 for e in entries if e.history_key),
-        sum(len(e.history) for e in entries),
-    )
+    assert index_problems(store, spec) == []
     check_known(store, pipeline)
     if settled:
-        scanned = scan_lines(store, pipeline)
-        assert committed == scanned
-        objects = list(iter_history(store, spec))
-        assert history_totals(store, spec) == (len(objects), len(scanned))
+        # every entry copied, so index_problems compared the index with a full scan too
+        assert {e.history_key for e in entries_after(store, spec.name, 0) if e.history_key} == {
+            key for key, _ in iter_history(store, spec)
+        }
         check_readers(store, pipeline)
 
 
@@ -146,7 +120,7 @@ def check_readers(store: BucketStore, pipeline: Pipeline) -> None:
     """`history KEY` and `asof` from the index equal ops.timeline over a full scan."""
     spec = pipeline.spec
     latest = [json.loads(version_json(spec, v)) for v in read_latest_versions(store, spec)]
-    history = [json.loads(line) for line in scan_lines(store, pipeline)]
+    history = [json.loads(line) for line in scanned_history(store, spec)]
     expected = timelines(latest, history, spec.primary_key)
     for key in KEYS:
         assert row_history(store, spec, key) == expected.get(key, [])
