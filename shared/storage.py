@@ -310,6 +310,16 @@ class BucketStore:
         """Remove a key from view (a delete marker in a versioned bucket; versions are kept)."""
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
+    def delete_if_match(self, key: str, etag: str) -> None:
+        """Remove a key from view only if it is still the object read at `etag` (S3's
+        conditional delete); PreconditionFailedError if it changed or went meanwhile."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+        except ClientError as exc:
+            if _code(exc) in {"PreconditionFailed", "412", "NoSuchKey", "404"}:
+                raise PreconditionFailedError(f"s3://{self.bucket}/{key}: {_code(exc)}") from None
+            raise
+
     def delete_keys(self, keys: list[str]) -> None:
         """Bare deletes of many keys, a request per 1000 (each leaves a delete marker)."""
         for start in range(0, len(keys), 1000):

@@ -1,19 +1,28 @@
-"""The PostgreSQL warehouse: the same rows as the Parquet files, kept by idempotent upserts.
+"""The PostgreSQL warehouse: the same rows as the Parquet files, in the order they committed.
 
-Each write copies the rows into a temporary table (COPY, one round trip) and upserts them
-(`INSERT ... ON CONFLICT (key) DO UPDATE`) in one transaction; `replace` also deletes the rows
-the new set lacks (a dimension is current state; a rebuild is the whole table). Tables are
-created on first use from the same column declarations as the Parquet schema.
+The sink is sent whole files: a warehouse file's rows as one version of it committed, with
+that version's generation (services/transform/files.py). In one transaction it locks the
+file's row of `warehouse_generation`, and only if the version is newer than the one applied
+copies the rows into a temporary table (COPY, one round trip), upserts them
+(`INSERT ... ON CONFLICT (key) DO UPDATE`), deletes the rows of the file's scope (a fact's
+month, a dimension's whole table) the version lacks, and records the generation. So two
+transforms at once, a replay, a crash and retry or a rebuild beside the live transform leave
+each file's newest version, whatever order their writes arrive in. A dropped connection is
+reopened and the write retried once. Tables are created on first use from the same column
+declarations as the Parquet schema.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from datetime import date, time
 from decimal import Decimal
 from typing import Any
 
+import pg8000.exceptions
 import pg8000.native
 
 from services.ingest.source import SourceCredentials, connect
@@ -64,24 +73,67 @@ def _copy_text(value: Any) -> str:
     return text
 
 
+GENERATIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS warehouse_generation (file_key varchar PRIMARY KEY, "
+    "generation bigint NOT NULL, removed boolean NOT NULL)"
+)
+_MONTH = re.compile(r"created_month=(\d{4})-(\d{2})/")
+
+
+def file_scope(key: str) -> tuple[str, dict[str, Any]]:
+    """The rows of the table a file holds, as SQL on `t`: a fact's month, or every row."""
+    month = _MONTH.search(key)
+    if month is None:
+        return "TRUE", {}
+    year, number = int(month.group(1)), int(month.group(2))
+    first = date(year, number, 1)
+    following = date(year + number // 12, number % 12 + 1, 1)
+    return "t.created_date >= :first AND t.created_date < :following", {
+        "first": first,
+        "following": following,
+    }
+
+
+def _dropped(exc: Exception) -> bool:
+    """A connection the server or the network ended (terminated backend, closed socket)."""
+    if isinstance(exc, pg8000.exceptions.InterfaceError):
+        return True
+    if isinstance(exc, pg8000.exceptions.DatabaseError) and exc.args:
+        detail = exc.args[0]
+        return isinstance(detail, dict) and str(detail.get("C", "")).startswith("57P")
+    return False
+
+
 class PostgresWarehouse:
-    def __init__(self, conn: pg8000.native.Connection) -> None:
+    def __init__(
+        self,
+        conn: pg8000.native.Connection,
+        reconnect: Callable[[], pg8000.native.Connection] | None = None,
+    ) -> None:
         self.conn = conn
+        self._reconnect = reconnect
         self._created: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str) -> PostgresWarehouse:
-        return cls(connect(SourceCredentials.from_url(url)))
+        credentials = SourceCredentials.from_url(url)
+        return cls(connect(credentials), reconnect=lambda: connect(credentials))
 
-    def create_tables(self) -> None:
-        for table in WAREHOUSE_TABLES.values():
-            self._ensure(table)
+    def write_file(
+        self, table: WarehouseTable, key: str, rows: Sequence[Row], generation: int
+    ) -> None:
+        self._retried(lambda: self._apply(table, key, rows, generation, removed=False))
 
-    def upsert(self, table: WarehouseTable, rows: Sequence[Row]) -> None:
-        self._write(table, rows, delete_missing=False)
+    def remove_file(self, table: WarehouseTable, key: str, generation: int) -> None:
+        self._retried(lambda: self._apply(table, key, (), generation, removed=True))
 
-    def replace(self, table: WarehouseTable, rows: Sequence[Row]) -> None:
-        self._write(table, rows, delete_missing=True)
+    def generation(self, key: str) -> int | None:
+        """The generation of a file applied (None: none yet); tests and operators."""
+        self._ensure_generations()
+        found = self.conn.run(
+            "SELECT generation FROM warehouse_generation WHERE file_key = :k", k=key
+        )
+        return int(found[0][0]) if found else None
 
     def rows(self, name: str) -> list[Row]:
         """A table's rows ordered by key (tests and the demo compare them with the Parquet)."""
@@ -95,37 +147,90 @@ class PostgresWarehouse:
         return [dict(zip(columns, row, strict=True)) for row in result]
 
     def close(self) -> None:
-        self.conn.close()
+        with contextlib.suppress(pg8000.exceptions.InterfaceError, OSError):  # already gone
+            self.conn.close()
+
+    def _retried(self, write: Callable[[], None]) -> None:
+        """The write; once more on a new connection if the connection had dropped."""
+        try:
+            write()
+        except Exception as exc:
+            if self._reconnect is None or not _dropped(exc):
+                raise
+            self.close()
+            self.conn = self._reconnect()
+            write()
 
     def _ensure(self, table: WarehouseTable) -> None:
         if table.name not in self._created:
+            self._ensure_generations()
             self.conn.run(table_ddl(table))
             self.conn.run(added_columns_ddl(table))
             self._created.add(table.name)
 
-    def _write(self, table: WarehouseTable, rows: Sequence[Row], *, delete_missing: bool) -> None:
+    def _ensure_generations(self) -> None:
+        if "warehouse_generation" not in self._created:
+            self.conn.run(GENERATIONS_DDL)
+            self._created.add("warehouse_generation")
+
+    def _apply(
+        self,
+        table: WarehouseTable,
+        key: str,
+        rows: Sequence[Row],
+        generation: int,
+        *,
+        removed: bool,
+    ) -> None:
+        """In one transaction: the file's version if newer than the one applied (a removal
+        after the version it removes), and its generation."""
         self._ensure(table)
+        self.conn.run("BEGIN")
+        try:
+            if self._newer(key, generation, removed):
+                self._replace_scope(table, key, rows)
+                self.conn.run(
+                    "UPDATE warehouse_generation SET generation = :g, removed = :r "
+                    "WHERE file_key = :k",
+                    g=generation,
+                    r=removed,
+                    k=key,
+                )
+            self.conn.run("COMMIT")
+        except Exception as exc:
+            if not _dropped(exc):
+                self.conn.run("ROLLBACK")
+            raise
+
+    def _newer(self, key: str, generation: int, removed: bool) -> bool:
+        self.conn.run(
+            "INSERT INTO warehouse_generation VALUES (:k, -1, false) ON CONFLICT DO NOTHING",
+            k=key,
+        )
+        ((applied, was_removed),) = self.conn.run(
+            "SELECT generation, removed FROM warehouse_generation WHERE file_key = :k FOR UPDATE",
+            k=key,
+        )
+        return bool((generation, removed) > (applied, was_removed))
+
+    def _replace_scope(self, table: WarehouseTable, key: str, rows: Sequence[Row]) -> None:
+        """The file's scope holds exactly `rows` (inside the caller's transaction)."""
         columns = table.column_names
-        target, staged, key = ident(table.name), ident(f"staged_{table.name}"), ident(table.key)
+        target, staged, pk = ident(table.name), ident(f"staged_{table.name}"), ident(table.key)
         column_list = ", ".join(ident(c) for c in columns)
         updates = ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in columns if c != table.key)
         lines = "".join("\t".join(_copy_text(r[c]) for c in columns) + "\n" for r in rows)
-        self.conn.run("BEGIN")
-        try:
-            self.conn.run(f"CREATE TEMP TABLE {staged} (LIKE {target}) ON COMMIT DROP")
-            self.conn.run(
-                f"COPY {staged} ({column_list}) FROM STDIN", stream=io.BytesIO(lines.encode())
-            )
-            self.conn.run(
-                f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {staged} "
-                f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
-            )
-            if delete_missing:
-                self.conn.run(
-                    f"DELETE FROM {target} t WHERE NOT EXISTS "
-                    f"(SELECT 1 FROM {staged} s WHERE s.{key} = t.{key})"
-                )
-            self.conn.run("COMMIT")
-        except Exception:
-            self.conn.run("ROLLBACK")
-            raise
+        self.conn.run(f"CREATE TEMP TABLE {staged} (LIKE {target}) ON COMMIT DROP")
+        self.conn.run(
+            f"COPY {staged} ({column_list}) FROM STDIN", stream=io.BytesIO(lines.encode())
+        )
+        self.conn.run(
+            f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {staged} "
+            f"ON CONFLICT ({pk}) DO UPDATE SET {updates}"
+        )
+        scope, params = file_scope(key)
+        self.conn.run(
+            f"DELETE FROM {target} t WHERE {scope} AND NOT EXISTS "
+            f"(SELECT 1 FROM {staged} s WHERE s.{pk} = t.{pk})",
+            **params,
+        )

@@ -18,22 +18,20 @@ once redo, not lose, an update), and only when its bytes change.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from services.transform import parquet
 from services.transform.deletes import deleted_rows
+from services.transform.files import WarehouseFiles, generation_of
 from services.transform.warehouse import (
     DIM_DATE,
     FACT_BY_SOURCE,
-    FACTS,
-    SOURCE_DIMENSIONS,
     WAREHOUSE_TABLES,
     Deleted,
     Row,
@@ -47,18 +45,12 @@ from services.transform.warehouse import (
     sort_rows,
 )
 from shared.events import BaselinePromoted, HistoryAppended, WarehouseUpdated, event_id
-from shared.layout import warehouse_file_key, warehouse_manifest_key, warehouse_prefix
-from shared.reader import iter_history, read_history, read_latest
+from shared.layout import warehouse_file_key, warehouse_manifest_key
+from shared.reader import read_history, read_latest
 from shared.schema_state import effective_spec
 from shared.schemas import RowModel
-from shared.storage import BucketStore, PreconditionFailedError
+from shared.storage import BucketStore
 from shared.tables import TableSpec, get_table
-
-T = TypeVar("T")
-
-
-class WarehouseConflictError(Exception):
-    """A warehouse file kept changing under this transform past the retry budget."""
 
 
 @dataclass(frozen=True)
@@ -79,12 +71,25 @@ class SourceChange:
         return cls(detail.event_id, detail.table, detail.batch, detail.history_key, keys)
 
 
+@dataclass(frozen=True)
+class FileVersion:
+    """One committed version of a warehouse file: its rows and its generation."""
+
+    key: str
+    rows: list[Row]
+    generation: int
+
+
 class WarehouseSink(Protocol):
-    """Somewhere else the warehouse rows go (a PostgreSQL warehouse), after the Parquet."""
+    """Somewhere else the warehouse rows go (a PostgreSQL warehouse), after the Parquet: each
+    file's rows as one version of it committed, numbered by its generation; the sink keeps
+    the highest generation of each file, so versions arriving late or twice change nothing."""
 
-    def upsert(self, table: WarehouseTable, rows: Sequence[Row]) -> None: ...
+    def write_file(
+        self, table: WarehouseTable, key: str, rows: Sequence[Row], generation: int
+    ) -> None: ...
 
-    def replace(self, table: WarehouseTable, rows: Sequence[Row]) -> None: ...
+    def remove_file(self, table: WarehouseTable, key: str, generation: int) -> None: ...
 
 
 @dataclass
@@ -112,7 +117,7 @@ class TransformService:
     ) -> None:
         self.store = store
         self.sink = sink
-        self.conflict_retries = conflict_retries
+        self.files = WarehouseFiles(store, conflict_retries)
 
     # ---- incremental -------------------------------------------------------------------
 
@@ -143,8 +148,9 @@ class TransformService:
             tables=dict(sorted(report.tables.items())),
         )
 
-    # A retry after a crash finds the Parquet already written; so the manifest and the sink
-    # are brought up to date whether or not this attempt changed a file (both are idempotent).
+    # A retry after a crash finds the Parquet already written; so the sink and the manifest
+    # are brought up to date whether or not this attempt changed a file (both are idempotent:
+    # the sink is sent the file's rows with its generation and skips one it has applied).
 
     def _add_facts(
         self, table: WarehouseTable, rows: Sequence[Row], report: TransformReport
@@ -152,149 +158,91 @@ class TransformService:
         by_partition: dict[str, list[Row]] = defaultdict(list)
         for row in rows:
             by_partition[partition_month(row)].append(row)
-        counts: dict[str, int] = {}
+        keys = []
         for partition, new_rows in sorted(by_partition.items()):
             key = warehouse_file_key(table.name, partition)
-            added, total = self._retry(partial(self._union_file, table, key, new_rows))
-            counts[key] = total
-            report.add(table.name, len(added))
+            added, version = self.files.retry(partial(self._union_file, table, key, new_rows))
+            keys.append(key)
+            report.add(table.name, added)
             if added:
                 report.files_written.append(key)
-            if self.sink is not None:
-                self.sink.upsert(table, new_rows)
-        self._retry(lambda: self._update_manifest(table, counts))
+            self._send(table, version)
+        self.files.retry(lambda: self.files.update_manifest(table, keys))
 
     def _union_file(
         self, table: WarehouseTable, key: str, rows: Sequence[Row]
-    ) -> tuple[list[Row], int]:
-        """Add the rows whose record ids the file lacks; (rows added, rows in the file)."""
+    ) -> tuple[int, FileVersion]:
+        """Add the rows whose record ids the file lacks; (rows added, the file now)."""
         found = self.store.get_if_exists(key)
         existing = parquet.decode(table, found.data) if found else []
         have = {r[table.key] for r in existing}
         added = [r for r in rows if r[table.key] not in have]
-        if added:
-            merged = sort_rows(table, [*existing, *added])
-            self._put(key, parquet.encode(table, merged), found.etag if found else None)
-        return added, len(existing) + len(added)
+        if not added:
+            return 0, FileVersion(key, existing, generation_of(found))
+        merged = sort_rows(table, [*existing, *added])
+        generation = self.files.put(key, parquet.encode(table, merged), len(merged), found)
+        return len(added), FileVersion(key, merged, generation)
 
     def _widen_dates(self, dates: set[date], report: TransformReport) -> None:
         if not dates:
             return
         key = warehouse_file_key(DIM_DATE.name)
 
-        def attempt() -> tuple[list[Row], bool]:
+        def attempt() -> tuple[FileVersion, bool]:
             found = self.store.get_if_exists(key)
             days = [r["date_id"] for r in parquet.decode(DIM_DATE, found.data)] if found else []
             first, last = min([*days, *dates]), max([*days, *dates])
             rows = dim_date(first, last)
-            if days and (first, last) == (days[0], days[-1]):
-                return rows, False
-            self._put(key, parquet.encode(DIM_DATE, rows), found.etag if found else None)
-            return rows, True
+            if found is not None and (first, last) == (days[0], days[-1]):
+                return FileVersion(key, rows, generation_of(found)), False
+            generation = self.files.put(key, parquet.encode(DIM_DATE, rows), len(rows), found)
+            return FileVersion(key, rows, generation), True
 
-        rows, changed = self._retry(attempt)
-        report.add(DIM_DATE.name, len(rows) if changed else 0)
-        if changed:
-            report.files_written.append(key)
-        if self.sink is not None:
-            self.sink.replace(DIM_DATE, rows)
-        self._retry(lambda: self._update_manifest(DIM_DATE, {key: len(rows)}))
+        version, changed = self.files.retry(attempt)
+        self._written(DIM_DATE, version, changed, report)
 
     def _refresh_dimension(self, table: WarehouseTable, report: TransformReport) -> None:
         key = warehouse_file_key(table.name)
 
-        def attempt() -> tuple[list[Row], bool, bool]:
-            """(rows, whether the file exists now, whether this attempt wrote it)."""
+        def attempt() -> tuple[FileVersion | None, bool]:
+            """(the file now (None: none), whether this attempt wrote it)."""
             # Read the file's ETag before latest: a write based on an older latest than
             # another transform's then fails its condition and is redone.
             found = self.store.get_if_exists(key)
             rows = build_dimension(table, self._latest(table.sources), self._deleted(table.sources))
             data = parquet.encode(table, rows)
             if found is not None and found.data == data:
-                return rows, True, False
+                return FileVersion(key, rows, generation_of(found)), False
             if found is None and not rows:
-                return rows, False, False
-            self._put(key, data, found.etag if found else None)
-            return rows, True, True
+                return None, False
+            return FileVersion(key, rows, self.files.put(key, data, len(rows), found)), True
 
-        rows, exists, changed = self._retry(attempt)
-        report.add(table.name, len(rows) if changed else 0)
+        version, changed = self.files.retry(attempt)
+        if version is not None:
+            self._written(table, version, changed, report)
+
+    def _written(
+        self, table: WarehouseTable, version: FileVersion, changed: bool, report: TransformReport
+    ) -> None:
+        """A one-file table's version: reported, sent to the sink, named in the manifest."""
+        report.add(table.name, len(version.rows) if changed else 0)
         if changed:
-            report.files_written.append(key)
-        if not exists:
-            return
+            report.files_written.append(version.key)
+        self._send(table, version)
+        self.files.retry(lambda: self.files.update_manifest(table, [version.key]))
+
+    def _send(self, table: WarehouseTable, version: FileVersion) -> None:
         if self.sink is not None:
-            self.sink.replace(table, rows)
-        self._retry(lambda: self._update_manifest(table, {key: len(rows)}))
+            self.sink.write_file(table, version.key, version.rows, version.generation)
 
     # ---- rebuild -----------------------------------------------------------------------
 
     def rebuild(self) -> TransformReport:
-        """Every warehouse table from latest + history, replacing what is there."""
-        report = TransformReport()
-        dates: set[date] = set()
-        for fact in FACTS:
-            assert fact.fact_of is not None
-            spec = self._spec(fact.fact_of)
-            versions: list[RowModel] = list(read_latest(self.store, spec).rows)
-            for _, history in iter_history(self.store, spec):
-                versions += [h.row for h in history]
-            rows = fact_rows(spec.name, versions)
-            dates |= fact_dates(rows, fact)
-            by_partition: dict[str, list[Row]] = defaultdict(list)
-            for row in rows:
-                by_partition[partition_month(row)].append(row)
-            files = {
-                warehouse_file_key(fact.name, p): sort_rows(fact, r)
-                for p, r in by_partition.items()
-            }
-            self._replace_table(fact, files, report)
-        if dates:
-            date_rows = dim_date(min(dates), max(dates))
-            self._replace_table(DIM_DATE, {warehouse_file_key(DIM_DATE.name): date_rows}, report)
-        latest = self._latest(sorted({s for d in SOURCE_DIMENSIONS for s in d.sources}))
-        deleted = self._deleted(sorted({s for d in SOURCE_DIMENSIONS for s in d.sources}))
-        for dimension in SOURCE_DIMENSIONS:
-            rows = build_dimension(dimension, latest, deleted)
-            files = {warehouse_file_key(dimension.name): rows} if rows else {}
-            self._replace_table(dimension, files, report)
-        return report
+        """Every warehouse table from latest + history, under the live path's discipline
+        (services/transform/rebuild.py)."""
+        from services.transform.rebuild import Rebuild
 
-    def rebuild_event(self, report: TransformReport) -> WarehouseUpdated:
-        digest = hashlib.sha256(json.dumps(sorted(report.tables.items())).encode()).hexdigest()
-        cause = f"rebuild:{digest[:16]}"
-        return WarehouseUpdated(
-            event_id=event_id(WarehouseUpdated.detail_type(), cause),
-            cause=cause,
-            tables=dict(sorted(report.tables.items())),
-        )
-
-    def _replace_table(
-        self, table: WarehouseTable, files: Mapping[str, list[Row]], report: TransformReport
-    ) -> None:
-        for key, rows in sorted(files.items()):
-            data = parquet.encode(table, rows)
-            found = self.store.get_if_exists(key)
-            if found is None or found.data != data:
-                self.store.put(key, data, content_type=PARQUET)
-                report.files_written.append(key)
-            report.add(table.name, len(rows))
-        stale = [
-            k
-            for k in self.store.keys(warehouse_prefix(table.name))
-            if k.endswith(".parquet") and k not in files
-        ]
-        for key in stale:
-            self.store.delete(key)
-        if self.sink is not None:
-            self.sink.replace(table, [r for _, rows in sorted(files.items()) for r in rows])
-        manifest = manifest_bytes(table, {k: len(r) for k, r in files.items()})
-        manifest_key = warehouse_manifest_key(table.name)
-        found = self.store.get_if_exists(manifest_key)
-        if files and (found is None or found.data != manifest):
-            self.store.put(manifest_key, manifest)
-        elif not files and found is not None:
-            self.store.delete(manifest_key)
+        return Rebuild(self).run()
 
     # ---- reading the warehouse ---------------------------------------------------------
 
@@ -322,44 +270,3 @@ class TransformService:
 
     def _deleted(self, tables: Iterable[str]) -> dict[str, dict[int, Deleted]]:
         return {t: deleted_rows(self.store, self._spec(t)) for t in tables}
-
-    def _update_manifest(self, table: WarehouseTable, counts: Mapping[str, int]) -> None:
-        key = warehouse_manifest_key(table.name)
-        found = self.store.get_if_exists(key)
-        files: dict[str, int] = json.loads(found.data)["files"] if found else {}
-        merged = {**files, **counts}
-        if found is not None and merged == files:
-            return
-        self._put(key, manifest_bytes(table, merged), found.etag if found else None)
-
-    def _put(self, key: str, data: bytes, etag: str | None) -> None:
-        """Create (only if absent) or replace (only if unchanged since read at `etag`)."""
-        kind = PARQUET if key.endswith(".parquet") else "application/json"
-        if etag is None:
-            self.store.put(key, data, create_only=True, content_type=kind)
-        else:
-            self.store.put(key, data, if_match=etag, content_type=kind)
-
-    def _retry(self, attempt: Callable[[], T]) -> T:
-        for _ in range(self.conflict_retries):
-            try:
-                return attempt()
-            except PreconditionFailedError:
-                continue
-        raise WarehouseConflictError(
-            f"warehouse files kept changing; gave up after {self.conflict_retries} attempts"
-        )
-
-
-PARQUET = "application/vnd.apache.parquet"
-
-
-def manifest_bytes(table: WarehouseTable, files: Mapping[str, int]) -> bytes:
-    """The manifest of a table's current files: deterministic JSON."""
-    body = {
-        "table": table.name,
-        "kind": "fact" if table.is_fact else "dimension",
-        "files": dict(sorted(files.items())),
-        "rows": sum(files.values()),
-    }
-    return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
