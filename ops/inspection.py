@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from ops.timeline import RowVersion, as_of, timelines
 from shared.history import history_row_json
 from shared.history_lookup import committed_history
-from shared.reader import read_latest_versions
-from shared.rows import dump_rows, validate_rows
+from shared.reader import latest_versions_of, read_latest_versions
+from shared.rows import decode_rows, dump_lines, dump_rows, validate_rows
 from shared.storage import BucketStore
 from shared.tables import TableSpec
 from shared.versions import version_json
@@ -22,15 +21,17 @@ def table_versions(
     """latest's rows and every history row (of `keys`; None: all) as they are stored:
     canonical dicts with their audit columns (`_observed`, which orders them; ops.timeline
     sets the others aside). History comes from its index (shared/history_lookup.py)."""
-    latest = [
-        json.loads(version_json(spec, v))
-        for v in read_latest_versions(store, spec)
-        if keys is None or getattr(v.row, spec.primary_key) in keys
-    ]
-    history = [
-        json.loads(history_row_json(spec, item)) for item in committed_history(store, spec, keys)
-    ]
+    versions = (
+        read_latest_versions(store, spec) if keys is None else latest_versions_of(store, spec, keys)
+    )
+    latest = _stored([version_json(spec, v) for v in versions])
+    history = _stored([history_row_json(spec, h) for h in committed_history(store, spec, keys)])
     return latest, history
+
+
+def _stored(texts: list[str]) -> list[dict[str, Any]]:
+    """Row texts as dicts, numbers read as the row writer wrote them (money stays Decimal)."""
+    return [dict(raw) for raw in decode_rows(dump_lines(texts), "stored rows")]
 
 
 def row_history(store: BucketStore, spec: TableSpec, key: int) -> list[RowVersion]:

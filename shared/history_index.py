@@ -33,7 +33,7 @@ from shared.types import INT64_MAX, INT64_MIN
 # A checkpoint every this many entries: readers read at most this many entries beyond one.
 INDEX_EVERY = 16
 # A leaf holding more rows splits in two at its median key (a leaf of one key never splits).
-LEAF_ROWS = 2_048
+LEAF_ROWS = 512
 
 
 def index_prefix(table: str) -> str:

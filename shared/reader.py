@@ -14,10 +14,18 @@ from shared.commitlog import SEQ_METADATA
 from shared.history import HistoryRow, load_history
 from shared.layout import batch_of_key, history_prefix, latest_key, latest_manifest_key
 from shared.partitions import PartitionManifest
+from shared.rows import decode_rows
 from shared.schemas import RowModel
 from shared.storage import ObjectStore
 from shared.tables import TableSpec
-from shared.versions import Tombstone, Version, load_latest, load_versions
+from shared.versions import (
+    Tombstone,
+    Version,
+    is_tombstone,
+    load_latest,
+    load_versions,
+    versions_of,
+)
 
 
 @dataclass(frozen=True)
@@ -90,10 +98,28 @@ def read_tombstones(store: ObjectStore, spec: TableSpec) -> list[Tombstone]:
     ]
 
 
-def _latest_files(store: ObjectStore, spec: TableSpec) -> Iterator[tuple[bytes | None, str, str]]:
+def latest_versions_of(store: ObjectStore, spec: TableSpec, keys: set[int]) -> list[Version]:
+    """latest's live versions of `keys` alone, in key order: only the partitions holding
+    them are read, and only their rows validated (`history KEY`)."""
+    pk = spec.primary_key
+    return [
+        version
+        for data, source, _ in _latest_files(store, spec, keys)
+        if data is not None
+        for version in versions_of(
+            spec,
+            [r for r in decode_rows(data, source) if not is_tombstone(r) and r.get(pk) in keys],
+            source,
+        )
+    ]
+
+
+def _latest_files(
+    store: ObjectStore, spec: TableSpec, keys: set[int] | None = None
+) -> Iterator[tuple[bytes | None, str, str]]:
     """Each file of latest (the single file, or each partition by the version its manifest
-    names) with its address and the ETag of the object that commits it; an empty manifest
-    gives one `None`, so readers still learn its ETag."""
+    names; with `keys`, only those holding one) with its address and the ETag of the object
+    that commits it; an empty manifest gives one `None`, so readers still learn its ETag."""
     found = store.get_if_exists(latest_manifest_key(spec.name))
     if found is None:
         key = latest_key(spec.name)
@@ -105,6 +131,8 @@ def _latest_files(store: ObjectStore, spec: TableSpec) -> Iterator[tuple[bytes |
     if not manifest.partitions:
         yield None, "", found.etag
     for part in manifest.partitions:
+        if keys is not None and not any(part.low <= key <= part.high for key in keys):
+            continue
         data = store.get(part.key, part.version_id).data
         yield data, f"s3://{store.bucket}/{part.key}", found.etag
 

@@ -135,14 +135,19 @@ def load_latest(spec: TableSpec, data: bytes, source: str) -> tuple[list[Version
     raws = decode_rows(data, source)
     tombstones = [tombstone_of(spec, raw, source) for raw in raws if is_tombstone(raw)]
     live = [raw for raw in raws if not is_tombstone(raw)]
-    report, audits = validate_stripped(spec, live, source)
+    return versions_of(spec, live, source), tombstones
+
+
+def versions_of(spec: TableSpec, raws: Sequence[Any], source: str) -> list[Version]:
+    """Live latest rows as decoded (audit columns included), validated; ours: any invalid row
+    is an error."""
+    report, audits = validate_stripped(spec, raws, source)
     if report.problems:
         raise FileFormatError(source, f"latest rows invalid: {report.problems[0]}")
-    versions = [
+    return [
         Version(row, observed_of(audit), Change.of_audit(audit))
         for row, audit in zip(report.rows, audits, strict=True)
     ]
-    return versions, tombstones
 
 
 def validate_stripped(

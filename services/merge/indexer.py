@@ -81,9 +81,13 @@ class Indexer:
         entries = [self._entry(seq) for seq in range(before.seq + 1, before.seq + every + 1)]
         if any(entry is None for entry in entries):
             raise ValueError(f"{self.spec.name}: an entry below {before.seq + every} is missing")
-        lines = [line for entry in entries if entry for line in entry_lines(self.spec, entry)]
-        objects = sum(1 for entry in entries if entry and entry.history_key)
-        checkpoint = self._with(before, lines, before.seq + every, objects)
+        return self.extend(before, [entry for entry in entries if entry is not None])
+
+    def extend(self, before: IndexCheckpoint, entries: list[LogEntry]) -> IndexCheckpoint:
+        """Write the checkpoint of `before` plus the entries that follow it (create-only)."""
+        lines = [line for entry in entries for line in entry_lines(self.spec, entry)]
+        objects = sum(1 for entry in entries if entry.history_key)
+        checkpoint = self._with(before, lines, before.seq + len(entries), objects)
         data = checkpoint.model_dump_json(indent=1).encode()
         create_once(self.store, checkpoint_key(self.spec.name, checkpoint.seq), data)
         return checkpoint
