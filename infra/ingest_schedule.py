@@ -14,7 +14,7 @@ from constructs import Construct
 from infra import bucket_access, constants
 from infra.service_function import ServiceFunction
 from infra.source_access import SourceAccess
-from shared import layout, naming
+from shared import layout, naming, schema_state
 from shared.tables import TABLES
 
 
@@ -126,6 +126,7 @@ class IngestSchedule(Construct):
         pause = layout.state_key("pause*")
         latest = [layout.latest_key(t) for t in TABLES]
         partitions = [f"{layout.latest_partition_prefix(t)}*" for t in TABLES]
+        schemas = [schema_state.schema_key(t) for t in TABLES]
         fn = self.ingest
         fn.allow_objects("WriteUploads", bucket, bucket_access.WRITE, uploads)
         # Watermarks and run records; the pause record is read so a paused ingest stays idle.
@@ -154,8 +155,18 @@ class IngestSchedule(Construct):
             partitions,
             why_pattern="Read-only: a partitioned table's latest manifest and partitions.",
         )
+        # The columns the source added (the merge writes them): rows are read with them.
+        fn.allow_objects(
+            "ReadSchemaState",
+            bucket,
+            bucket_access.READ,
+            schemas,
+            why_pattern="Read-only: each table's schema state, which the merge writes.",
+        )
         fn.allow(
-            bucket_access.listing("ListOwnKeys", bucket, [state, pause, *latest, *partitions]),
+            bucket_access.listing(
+                "ListOwnKeys", bucket, [state, pause, *latest, *partitions, *schemas]
+            ),
             iam.PolicyStatement(
                 sid="ReadSourceSecret",
                 actions=["secretsmanager:GetSecretValue"],

@@ -15,7 +15,7 @@ from constructs import Construct
 
 from infra import bucket_access, constants
 from infra.service_function import ServiceFunction
-from shared import commitlog, layout, naming
+from shared import commitlog, layout, naming, schema_state
 
 
 class TablePipeline(Construct):
@@ -104,6 +104,7 @@ class TablePipeline(Construct):
         archive = f"{layout.archive_prefix(t)}*"
         quarantine = f"{layout.quarantine_prefix(t)}*"
         state = layout.state_key("merge", t, "*")
+        schema = schema_state.schema_key(t)
         log = f"{commitlog.log_prefix(t)}*"
         fn = self.merge
         own = f"only {t}'s own keys under this prefix"
@@ -145,19 +146,23 @@ class TablePipeline(Construct):
             [quarantine],
             why_pattern=f"Rejected files and reports are named by batch: {own}.",
         )
-        # The commit log (entries are created once, never deleted) and quarantine records.
+        # The commit log (entries are created once, never deleted), quarantine records and
+        # the columns the source added (the merge records them before the commit).
         fn.allow_objects(
             "MergeState",
             bucket,
             bucket_access.READ_WRITE,
-            [log, state],
-            why_pattern=f"The table's commit log and quarantine records: {own}.",
+            [log, state, schema],
+            why_pattern=f"The table's commit log, quarantine records and schema state: {own}.",
         )
         fn.allow(
             bucket_access.listing(
                 "ListOwnKeys",
                 bucket,
-                [staging, baseline, latest, partitions, history, archive, quarantine, log, state],
+                [
+                    *(staging, baseline, latest, partitions, history, archive, quarantine),
+                    *(log, state, schema),
+                ],
                 versions=True,
             )
         )

@@ -20,7 +20,7 @@ from constructs import Construct
 
 from infra import bucket_access, constants
 from infra.service_function import ServiceFunction
-from shared import layout, naming
+from shared import layout, naming, schema_state
 
 
 class Transform(Construct):
@@ -57,6 +57,7 @@ class Transform(Construct):
         latest = f"{layout.Area.LATEST}/*"
         history = f"{layout.Area.HISTORY}/*"
         warehouse = f"{layout.Area.WAREHOUSE}/*"
+        schemas = schema_state.schema_key("*")
         # A partitioned table's latest is read by the versions its manifest names.
         fn.allow_objects(
             "ReadLatest",
@@ -74,6 +75,13 @@ class Transform(Construct):
             why_pattern="The transform reads every table's history objects (read only).",
         )
         fn.allow_objects(
+            "ReadSchemaState",
+            bucket,
+            bucket_access.READ,
+            [schemas],
+            why_pattern="Read-only: every table's schema state (the columns the source added).",
+        )
+        fn.allow_objects(
             "ReadWriteWarehouse",
             bucket,
             bucket_access.READ_WRITE,
@@ -82,7 +90,7 @@ class Transform(Construct):
             "partition: only under warehouse/.",
         )
         fn.allow(
-            bucket_access.listing("ListSources", bucket, [latest, history, warehouse]),
+            bucket_access.listing("ListSources", bucket, [latest, history, warehouse, schemas]),
             # S3 answers a read of a version that is gone with 403: the listing of that key's
             # versions tells gone from refused (shared/storage.py).
             bucket_access.listing("ListLatestVersions", bucket, [latest], versions=True),

@@ -116,6 +116,7 @@ def test_merge_role_reaches_only_its_own_tables_keys(synth, table):
         f"quarantine/{table}/*",
         f"_state/log/{table}/*",
         f"_state/merge/{table}/*",
+        f"_state/schema/{table}.json",
     }
     granted: dict[str, set[str]] = {}
     listed: set[str] = set()

@@ -62,6 +62,7 @@ def test_transform_role_reads_sources_and_writes_only_the_warehouse(synth):
     assert s3_access == {
         "latest/*": {"s3:GetObject", "s3:GetObjectVersion"},  # partitions, by version
         "history/*": {"s3:GetObject"},
+        "_state/schema/*.json": {"s3:GetObject"},  # the columns the source added
         "warehouse/*": {"s3:GetObject", "s3:PutObject"},
     }
     actions = {
