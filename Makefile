@@ -33,8 +33,10 @@ test: lint typecheck
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The merge benchmark at full size (N up to 1M rows: several minutes); prints the table.
+# Then the history cases (status, a late row, history, asof on 100 / 10k / 100k objects).
 bench: $(STAMP)
 	$(BIN)/python -m bench.merge
+	$(BIN)/python -m bench.history
 
 # The reliability suite (faults, hostile input, load, soak); prints the table in README's
 # Reliability section and fails unless rows lost = duplicated = objects changed by a replay = 0,
