@@ -1,8 +1,9 @@
 """`make bench`'s history cases: what reading history costs as a table's history grows.
 
 A sales_order-shaped table of 1,000 keys (one latest file) whose commit log holds one entry
-per merge, each superseding one row (a key drawn uniformly): N = 100, 10,000 and 100,000
-history objects, written straight into a `LocalDirStore` (entries, history objects, latest,
+per merge, each superseding one row (a key drawn uniformly; the key asked about, `ASKED`, has
+the same 10 versions at every size): N = 100, 10,000 and 100,000 history objects, written
+straight into a `LocalDirStore` (entries, history objects, latest,
 and the history index's checkpoint as the merges would have left it: the last one at or below
 latest's entry, the entries after it read by every reader). Timed, median of `--repeat`:
 
@@ -36,6 +37,9 @@ from bench.local_store import LocalDirStore
 from bench.merge import BUCKET, PK, TABLE, _merge_service, _row
 
 KEYS = 1_000
+# The key `history` and the late row ask about: exactly this many versions at every size, so
+# what is asked stays the same while the table ages.
+ASKED, ASKED_VERSIONS = KEYS // 2, 10
 FULL_SIZES = (100, 10_000, 100_000)
 QUICK_SIZES = (100, 1_000)
 SCAN_UP_TO = 10_000
@@ -121,8 +125,10 @@ def generate(root: Path, objects: int) -> LocalDirStore:
     current = {k: (_version(k, 0), Observation(T0)) for k in range(1, KEYS + 1)}
     entries = []
     head = objects + 1 + (LAG - objects - 1) % INDEX_EVERY
+    asked = {2 + i * objects // ASKED_VERSIONS for i in range(ASKED_VERSIONS)}
+    others = [k for k in range(1, KEYS + 1) if k != ASKED]
     for seq in range(2, head + 1):
-        key = rng.randint(1, KEYS) if seq <= objects + 1 else KEYS + seq
+        key = (ASKED if seq in asked else rng.choice(others)) if seq <= objects + 1 else KEYS + seq
         old, old_seen = current.get(key, (None, None))
         new = _version(key, seq)
         entry, seen = _entry(seq, key, old, old_seen, new)
@@ -145,15 +151,16 @@ def _write(root: Path, key: str, data: bytes) -> None:
     (root / key).write_bytes(data)
 
 
-def _late_merge(store: LocalDirStore, key: int) -> Callable[[], None]:
-    """Stage one row of `key` read before every merge (late: history decides) and merge it."""
+def _late_merge(store: LocalDirStore, attempt: int) -> Callable[[], None]:
+    """Stage a row of `ASKED` read before every merge (late: its committed history decides
+    whether it is new; each attempt's content is) and merge it."""
     from services.merge.source import ObjectRef
     from shared.layout import staging_key
     from shared.observation import observed_at_metadata
     from shared.rows import dump_rows
 
     service = _merge_service(store, partitioned=False)
-    row = _spec().row_model.model_construct(**{**_row(key, 0, 1), "units_sold": 99_999})
+    row = _spec().row_model.model_construct(**{**_row(ASKED, 0, 1), "units_sold": 90_000 + attempt})
     put = store.put(
         staging_key(TABLE),
         dump_rows(_spec(), [row]),
@@ -188,7 +195,7 @@ def _reads(store: LocalDirStore) -> dict[str, Callable[[], Any]]:
     spec = _spec()
     return {
         "status": lambda: history_totals(store, spec),
-        "history": lambda: row_history(store, spec, KEYS // 2),
+        "history": lambda: row_history(store, spec, ASKED),
         "asof": lambda: table_as_of(store, spec, T0 + timedelta(days=30)),
     }
 
@@ -227,9 +234,9 @@ def bench_size(objects: int, repeat: int) -> dict[str, Figure]:
         if objects <= SCAN_UP_TO:
             scan = lambda: sum(len(rows) for _, rows in iter_history(store, _spec()))  # noqa: E731
             figures["scan"] = _median([_measure(store, scan) for _ in range(repeat)])
-        _late_merge(store, 9)()  # the same warm-up for the merge
+        _late_merge(store, -1)()  # the same warm-up for the merge
         figures["late row"] = _median(
-            [_measure(store, _late_merge(store, 10 + i)) for i in range(repeat)]
+            [_measure(store, _late_merge(store, i)) for i in range(repeat)]
         )
         figures["checkpoint"] = _measure(store, _checkpoint_write(store))
         return figures
