@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
@@ -237,12 +237,12 @@ class TransformService:
 
     # ---- rebuild -----------------------------------------------------------------------
 
-    def rebuild(self) -> TransformReport:
-        """Every warehouse table from latest + history, under the live path's discipline
-        (services/transform/rebuild.py)."""
+    def rebuild(self, only: Collection[str] | None = None) -> TransformReport:
+        """Every warehouse table (or those named) from latest + history, under the live
+        path's discipline (services/transform/rebuild.py)."""
         from services.transform.rebuild import Rebuild
 
-        return Rebuild(self).run()
+        return Rebuild(self).run(only)
 
     # ---- reading the warehouse ---------------------------------------------------------
 
