@@ -94,8 +94,7 @@ def rebuilt_table_at(calls: list[str]) -> list[str]:
     is its manifest's GET, then the listing of its folder)."""
     tables = []
     current = ""
-    for index, call in enumerate(calls):
-        following = calls[index + 1] if index + 1 < len(calls) else ""
+    for following in [*calls[1:], ""]:
         if following.startswith("ListObjectsV2 warehouse/"):
             current = following.split("/")[1]
         tables.append(current)

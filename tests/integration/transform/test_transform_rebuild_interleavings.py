@@ -9,6 +9,7 @@ while dim_staff is).
 """
 
 from datetime import date, timedelta
+from functools import partial
 
 from ops.sample_data import SampleDatabase
 from services.transform.service import TransformService
@@ -24,6 +25,10 @@ from tests.integration.transform_interleavings import (
 )
 
 
+def run_into(fired, work, *args):
+    fired.append(work(*args))
+
+
 def test_live_events_at_every_step_of_a_rebuild(chain):
     load_baselines(chain, SampleDatabase(seed=41, orders=6))
     store = fresh_store()
@@ -36,7 +41,7 @@ def test_live_events_at_every_step_of_a_rebuild(chain):
         fired = []
         store = fresh_store()
         with logged(store.client) as log:
-            log.pause_at(step, lambda: fired.append(live_step(chain, step, change)))
+            log.pause_at(step, partial(run_into, fired, live_step, chain, step, change))
             TransformService(store).rebuild(TOUCHED)
         assert fired, f"no call {step}: {log.calls[-3:]}"
         assert_rebuilds_to_the_same_bytes(chain)
@@ -56,7 +61,7 @@ def test_a_rebuild_at_every_step_of_a_live_transform(chain):
         fired = []
         with logged(chain.store.client) as live:
             rebuild = TransformService(fresh_store()).rebuild
-            live.pause_at(index, lambda: fired.append(rebuild(TOUCHED)))
+            live.pause_at(index, partial(run_into, fired, rebuild, TOUCHED))
             chain.deliver()
         assert fired, f"no call {index}: {live.calls[-3:]}"
         assert_rebuilds_to_the_same_bytes(chain)
