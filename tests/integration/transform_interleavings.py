@@ -22,25 +22,46 @@ from tests.integration.transform_pipeline import BUCKET, REGION, TransformChain
 
 class CallLog:
     """Every call a client makes, as "<Operation> <key>"; `pause_at` runs an action once,
-    just before the call with that index (0-based) is sent."""
+    just before the call with that index (0-based) is sent, `pause_after` once its answer is
+    in."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.calls: list[str] = []
-        self._pauses: dict[int, Callable[[], None]] = {}
+        self._answered = 0
+        self._before_pauses: dict[int, Callable[[], None]] = {}
+        self._after_pauses: dict[int, Callable[[], None]] = {}
         client.meta.events.register("provide-client-params", self._before)
+        client.meta.events.register("after-call", self._after)
 
     def pause_at(self, index: int, action: Callable[[], None]) -> CallLog:
-        self._pauses[index] = action
+        self._before_pauses[index] = action
         return self
+
+    def pause_after(self, index: int, action: Callable[[], None]) -> CallLog:
+        self._after_pauses[index] = action
+        return self
+
+    @property
+    def pending(self) -> int:
+        """Pauses that have not fired (their call never came)."""
+        return len(self._before_pauses) + len(self._after_pauses)
 
     def close(self) -> None:
         self.client.meta.events.unregister("provide-client-params", self._before)
+        self.client.meta.events.unregister("after-call", self._after)
 
     def _before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
         index = len(self.calls)
         self.calls.append(f"{model.name} {_key_of(params)}".rstrip())
-        action = self._pauses.pop(index, None)
+        action = self._before_pauses.pop(index, None)
+        if action is not None:
+            action()
+
+    def _after(self, **_: Any) -> None:
+        index = self._answered
+        self._answered += 1
+        action = self._after_pauses.pop(index, None)
         if action is not None:
             action()
 
