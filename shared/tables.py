@@ -14,6 +14,14 @@ from typing import Literal
 from shared import schemas
 from shared.schemas import RowModel
 
+# A table kept as one `latest/<table>.json` moves to key-range partitions of
+# AUTO_PARTITION_ROWS keys with the first change after the file passes AUTO_PARTITION_BYTES:
+# every merge reads and rewrites the whole file, so its size is what a merge costs (bytes,
+# not rows: rows differ in width from table to table). At 16 MiB a merge moves at most
+# 32 MiB; a partition of 10,000 sales_order rows is about 3 MB.
+AUTO_PARTITION_BYTES = 16 * 2**20
+AUTO_PARTITION_ROWS = 10_000
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -25,8 +33,10 @@ class TableSpec:
     # Full re-read compared with latest on every ingest run, to catch rows edited without a
     # new `last_updated` (the real `design.file_location` drift). Cheap for small tables.
     reconcile: bool = False
-    # Rows per key-range partition of latest; None keeps one `latest/<table>.json`.
+    # Rows per key-range partition of latest; None keeps one `latest/<table>.json` until it
+    # passes `partition_after_bytes` (None: one file for good). A partitioned table stays so.
     rows_per_partition: int | None = None
+    partition_after_bytes: int | None = AUTO_PARTITION_BYTES
     # How the ingest captures changes: "poll" (rows with a newer `last_updated`) or "log" (every
     # committed change from a logical replication slot: each version and every delete; needs
     # logical decoding on the database, README "Capture modes"). A deployment may turn log
@@ -59,6 +69,8 @@ class TableSpec:
         return (self.primary_key, *rest)
 
 
+_FACT = AUTO_PARTITION_ROWS
+
 _SPECS = (
     TableSpec("address", "address_id", schemas.Address, reconcile=True),
     TableSpec("counterparty", "counterparty_id", schemas.Counterparty, reconcile=True),
@@ -66,11 +78,14 @@ _SPECS = (
     TableSpec("department", "department_id", schemas.Department, reconcile=True),
     TableSpec("design", "design_id", schemas.Design, reconcile=True),
     TableSpec("staff", "staff_id", schemas.Staff, reconcile=True),
-    TableSpec("sales_order", "sales_order_id", schemas.SalesOrder),
-    TableSpec("payment", "payment_id", schemas.Payment),
+    # the fact tables grow without end: partitioned from the start
+    TableSpec("sales_order", "sales_order_id", schemas.SalesOrder, rows_per_partition=_FACT),
+    TableSpec("payment", "payment_id", schemas.Payment, rows_per_partition=_FACT),
     TableSpec("payment_type", "payment_type_id", schemas.PaymentType, reconcile=True),
-    TableSpec("purchase_order", "purchase_order_id", schemas.PurchaseOrder),
-    TableSpec("transaction", "transaction_id", schemas.Transaction),
+    TableSpec(
+        "purchase_order", "purchase_order_id", schemas.PurchaseOrder, rows_per_partition=_FACT
+    ),
+    TableSpec("transaction", "transaction_id", schemas.Transaction, rows_per_partition=_FACT),
 )
 
 TABLES: Mapping[str, TableSpec] = {spec.name: spec for spec in _SPECS}

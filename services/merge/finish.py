@@ -18,6 +18,7 @@ from shared.commitlog import (
     BATCH_METADATA,
     OBSERVED_AT_ARCHIVE,
     SEQ_METADATA,
+    Layout,
     MergeStatus,
 )
 from shared.events import (
@@ -30,7 +31,13 @@ from shared.events import (
     StagingRejected,
     keys_listed,
 )
-from shared.layout import Area, archive_key, quarantine_report_key
+from shared.layout import (
+    Area,
+    archive_key,
+    latest_key,
+    latest_manifest_key,
+    quarantine_report_key,
+)
 
 if TYPE_CHECKING:
     from shared.storage import ObjectStore
@@ -40,10 +47,10 @@ MERGED = (MergeStatus.COMMITTED, MergeStatus.UNCHANGED)
 
 
 class Finisher:
-    def __init__(self, store: ObjectStore, publisher: EventSink, latest_key: str) -> None:
+    def __init__(self, store: ObjectStore, publisher: EventSink, table: str) -> None:
         self.store = store
         self.publisher = publisher
-        self.latest_key = latest_key
+        self.table = table
 
     def finish(self, outcome: Outcome) -> None:
         source = outcome.source
@@ -53,7 +60,7 @@ class Finisher:
             self._archive(outcome)
             if source.ref.read_from:
                 self._leave_quarantine(source.ref.read_from)
-        self.publisher.publish(events(outcome, self.latest_key))
+        self.publisher.publish(events(outcome, self._latest_key(outcome)))
         if not source.ref.read_from:  # a quarantined copy's source version is long gone
             self.store.delete_version(source.key, source.ref.version_id)
             logger.info("deleted the source version", extra=_fields(outcome))
@@ -85,6 +92,12 @@ class Finisher:
             if self.store.exists(key):
                 self.store.delete(key)
                 logger.info("left quarantine", extra={"quarantine_key": key})
+
+    def _latest_key(self, outcome: Outcome) -> str:
+        """The key events name as latest: the manifest of a partitioned table, else the file
+        (the layout the batch's entry, or the state it found unchanged, had)."""
+        partitioned = outcome.layout is Layout.PARTITIONED
+        return latest_manifest_key(self.table) if partitioned else latest_key(self.table)
 
 
 def events(outcome: Outcome, latest_key: str) -> list[EventDetail]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.merge.source import SourceVersion
-from shared.commitlog import LogEntry, MergeStatus
+from shared.commitlog import Layout, LogEntry, MergeStatus
 from shared.events import MergeCounts
 from shared.quarantine import QuarantineRecord
 
@@ -24,6 +24,8 @@ class Outcome:
     retired: list[str] = field(default_factory=list)  # latest objects its entry replaced
     # this invocation just committed it: nothing after the commit has run yet
     fresh: bool = False
+    # latest's form after it (its events name the file or the manifest); None: not read
+    layout: Layout | None = None
 
     @classmethod
     def committed(cls, source: SourceVersion, entry: LogEntry, *, fresh: bool) -> Outcome:
@@ -38,4 +40,5 @@ class Outcome:
             seq=entry.seq,
             retired=entry.replaced,
             fresh=fresh,
+            layout=entry.layout,
         )

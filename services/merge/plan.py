@@ -30,7 +30,7 @@ from shared.events import MergeCounts
 from shared.history import history_row_json
 from shared.layout import history_key, latest_key, latest_partition_key
 from shared.partitions import PartitionManifest, PartitionRef, partition_low
-from shared.tables import TableSpec
+from shared.tables import AUTO_PARTITION_ROWS, TableSpec
 from shared.versions import tombstone_json, version_json
 
 if TYPE_CHECKING:
@@ -76,13 +76,17 @@ class Planner:
             # a no-op (a replay, a twin) moves nothing; a row that cannot be merged nothing
             if not result.changes_anything or result.problems:
                 return Plan(result, None)
-            if spec.rows_per_partition is None:
+            width = partition_width(spec, state.single)
+            if width is None:
                 upserts = {key: version_json(spec, v) for key, v in result.written.items()}
                 removed = {key: tombstone_json(spec, t) for key, t in result.removed.items()}
                 entry = self._entry(state, batch, result, upserts=upserts, removed=removed)
                 return Plan(result, entry)
-            # the registry asks for partitions: this change moves every row into them
-        result, manifest, replaced = self._partitioned(state, batch)
+            # partitions asked for, or the file grew past its size: this change moves every
+            # row into them
+            result, manifest, replaced = self._partitioned(state, batch, width)
+        else:
+            result, manifest, replaced = self._partitioned(state, batch, None)
         if result.problems or (not result.changes_anything and state.layout is Layout.PARTITIONED):
             return Plan(result, None)
         return Plan(result, self._entry(state, batch, result, manifest=manifest, replaced=replaced))
@@ -97,11 +101,12 @@ class Planner:
         return merge(spec, held, staged, None, source.batch, known, source.key)
 
     def _partitioned(
-        self, state: TableState, batch: Batch
+        self, state: TableState, batch: Batch, moving_width: int | None
     ) -> tuple[MergeResult, PartitionManifest, list[str]]:
-        """Each partition the batch touches (every one, when rows move in from one file)."""
+        """Each partition the batch touches (every one, when rows move in from one file, in
+        partitions of `moving_width`)."""
         spec, manifest = state.spec, state.manifest
-        width = manifest.rows_per_partition if manifest else spec.rows_per_partition
+        width = manifest.rows_per_partition if manifest else moving_width or spec.rows_per_partition
         assert width is not None  # a partitioned table has a width
         listed = manifest.by_low() if manifest else {}
         groups: dict[int, list[Staged]] = {}
@@ -182,6 +187,16 @@ class Planner:
             keys_deleted=result.keys_deleted,
             committed_at=datetime.now(UTC),
         )
+
+
+def partition_width(spec: TableSpec, single: RowsFile) -> int | None:
+    """The partitions a one-file latest moves into with its next change: the registry's, or
+    AUTO_PARTITION_ROWS once the file passed the table's `partition_after_bytes`; None: it
+    stays one file."""
+    if spec.rows_per_partition is not None:
+        return spec.rows_per_partition
+    limit = spec.partition_after_bytes
+    return AUTO_PARTITION_ROWS if limit is not None and single.size > limit else None
 
 
 def counts_of(result: MergeResult) -> MergeCounts:

@@ -114,6 +114,11 @@ class RowsFile:
     # ---- reading and replacing rows -----------------------------------------------------
 
     @property
+    def size(self) -> int:
+        """Bytes of the file as stored (what a merge of it reads and writes)."""
+        return len(self.data)
+
+    @property
     def is_empty(self) -> bool:
         """No line at all (not even a tombstone)."""
         return self.data == _EMPTY

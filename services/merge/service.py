@@ -34,8 +34,6 @@ from shared.layout import (
     Area,
     archive_key,
     batch_id,
-    latest_key,
-    latest_manifest_key,
     parse_trigger_key,
 )
 from shared.naming import MAX_RECEIVE_COUNT
@@ -92,7 +90,7 @@ class MergeService:
 
     @property
     def finisher(self) -> Finisher:
-        return Finisher(self.store, self.publisher, self._latest_key())
+        return Finisher(self.store, self.publisher, self.settings.table_name)
 
     def process(self, ref: ObjectRef) -> Outcome | None:
         started = time.monotonic()
@@ -204,7 +202,11 @@ class MergeService:
         if entry is not None:
             return Outcome.committed(batch.source, entry, fresh=False)
         return Outcome(
-            MergeStatus.UNCHANGED, batch.source, rows=len(batch.rows), counts=counts_of(result)
+            MergeStatus.UNCHANGED,
+            batch.source,
+            rows=len(batch.rows),
+            counts=counts_of(result),
+            layout=state.layout,
         )
 
     def _own_entry(
@@ -270,13 +272,6 @@ class MergeService:
                 f"this function merges {self.settings.table_name!r}"
             )
         return trigger.area
-
-    def _latest_key(self) -> str:
-        """The key events name as latest: the file, or the manifest of a partitioned table."""
-        name = self.spec.name
-        return (
-            latest_key(name) if self.spec.rows_per_partition is None else latest_manifest_key(name)
-        )
 
     def _count(self, entry: LogEntry) -> None:
         counts = entry.counts
