@@ -5,6 +5,7 @@ of the bucket as it ends gives the same warehouse bytes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -12,7 +13,10 @@ from typing import Any
 
 import boto3
 
+from services.transform import parquet
 from services.transform.service import TransformService
+from services.transform.warehouse import WAREHOUSE_TABLES
+from shared.layout import warehouse_manifest_key
 from shared.reader import read_latest
 from shared.storage import BucketStore
 from shared.tables import TABLES
@@ -136,3 +140,16 @@ def assert_rebuilds_to_the_same_bytes(
     after = {k: store.get(k).data for k in sorted(store.keys("warehouse/"))}
     assert sorted(after) == sorted(before)
     assert [k for k in after if after[k] != before[k]] == []
+
+
+def assert_manifests_count_their_files(
+    chain: TransformChain, tables: tuple[str, ...] = TOUCHED
+) -> None:
+    """Each manifest's counts are those of the files it names, as committed."""
+    store = fresh_store()
+    for name in tables:
+        manifest = json.loads(store.get(warehouse_manifest_key(name)).data)
+        table = WAREHOUSE_TABLES[name]
+        counts = {k: len(parquet.decode(table, store.get(k).data)) for k in manifest["files"]}
+        assert manifest["files"] == counts, name
+        assert manifest["rows"] == sum(counts.values()), name

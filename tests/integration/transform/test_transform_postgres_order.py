@@ -17,7 +17,12 @@ from services.transform.service import SourceChange, TransformService
 from services.transform.warehouse import WAREHOUSE_TABLES
 from shared.storage import BucketStore
 from tests.integration.transform.test_transform_versions import load_baselines
-from tests.integration.transform_interleavings import TOUCHED, logged, merge_changes
+from tests.integration.transform_interleavings import (
+    TOUCHED,
+    assert_manifests_count_their_files,
+    logged,
+    merge_changes,
+)
 from tests.integration.transform_pipeline import BUCKET, REGION, TransformChain
 
 pytestmark = pytest.mark.xdist_group("postgres")
@@ -105,6 +110,7 @@ def test_two_transforms_at_once_leave_postgres_equal_to_the_parquet(pg_chain, wa
                 first.apply(change)
         assert done, f"{when} {index}: {log.calls[-3:]}"
         assert_postgres_is_the_parquet(pg_chain, first.sink)
+        assert_manifests_count_their_files(pg_chain)
     staff = pg_chain.service.sink.rows("dim_staff")
     assert staff[0]["first_name"] == f"Name{step + 1}"
     first.sink.close()
