@@ -6,8 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from ops.timeline import RowVersion, as_of, timelines
-from shared.history import history_row_json
-from shared.history_lookup import committed_history
+from shared.history_lookup import committed_texts
 from shared.reader import latest_versions_of, read_latest_versions
 from shared.rows import decode_rows, dump_lines, dump_rows, validate_rows
 from shared.storage import BucketStore
@@ -25,7 +24,7 @@ def table_versions(
         read_latest_versions(store, spec) if keys is None else latest_versions_of(store, spec, keys)
     )
     latest = _stored([version_json(spec, v) for v in versions])
-    history = _stored([history_row_json(spec, h) for h in committed_history(store, spec, keys)])
+    history = _stored(committed_texts(store, spec, keys))
     return latest, history
 
 

@@ -122,6 +122,13 @@ def committed_history(
     return open_view(store, spec, latest_seq(store, spec)).rows(keys)
 
 
+def committed_texts(store: ObjectStore, spec: TableSpec, keys: set[int] | None = None) -> list[str]:
+    """`committed_history` as the stored row texts (audit columns included), not validated
+    again: for readers that only order and show them (`history`, `asof`)."""
+    view = open_view(store, spec, latest_seq(store, spec))
+    return [line.text for line in view.lines(keys)]
+
+
 def history_totals(store: ObjectStore, spec: TableSpec) -> tuple[int, int]:
     """How many history objects and rows the table has (what `status` shows)."""
     return open_view(store, spec, latest_seq(store, spec)).totals()
