@@ -46,7 +46,7 @@ from services.transform.warehouse import (
 )
 from shared.events import BaselinePromoted, HistoryAppended, WarehouseUpdated, event_id
 from shared.layout import warehouse_file_key, warehouse_manifest_key
-from shared.reader import read_history, read_latest
+from shared.reader import latest_versions_of, read_history, read_latest
 from shared.schema_state import effective_spec
 from shared.schemas import RowModel
 from shared.storage import BucketStore
@@ -129,9 +129,10 @@ class TransformService:
             versions: list[RowModel] = []
             if change.history_key:
                 versions += [h.row for h in read_history(self.store, spec, change.history_key)]
-            latest = read_latest(self.store, spec).rows
-            key = spec.primary_key
-            versions += [r for r in latest if change.keys is None or getattr(r, key) in change.keys]
+            if change.keys is None:
+                versions += read_latest(self.store, spec).rows
+            else:  # only the partitions of latest that hold the keys the event wrote
+                versions += [v.row for v in latest_versions_of(self.store, spec, set(change.keys))]
             rows = fact_rows(spec.name, versions)
             self._add_facts(fact, rows, report)
             self._widen_dates(fact_dates(rows, fact), report)

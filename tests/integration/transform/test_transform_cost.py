@@ -1,0 +1,31 @@
+"""What one event costs follows the event (issue 18): a one-key change to a partitioned table
+reads the one partition of latest holding the key, not all of latest."""
+
+from ops.sample_data import SampleDatabase
+from services.transform.warehouse import WAREHOUSE_TABLES
+from shared.reader import read_latest
+from shared.tables import TABLES
+from tests.integration.merge_pipeline import table_partitions
+from tests.integration.transform.test_transform_versions import load_baselines
+from tests.integration.transform_interleavings import changed, logged
+
+
+def partition_reads(calls, table):
+    prefix = f"GetObject latest/{table}/"
+    return [c for c in calls if c.startswith(prefix) and not c.endswith("_manifest.json")]
+
+
+def test_a_one_key_event_reads_one_partition_of_latest(chain):
+    with table_partitions("sales_order", 2):
+        load_baselines(chain, SampleDatabase(seed=61, orders=12))
+        orders = read_latest(chain.store, TABLES["sales_order"]).rows
+        assert len(orders) >= 8  # four partitions or more
+        chain.merge("sales_order", [changed("sales_order", 5, 30, units_sold=7)])
+        with logged(chain.store.client) as log:
+            chain.deliver()
+        assert len(partition_reads(log.calls, "sales_order")) == 1, log.calls
+
+        facts = chain.table("fact_sales_order")
+        assert len(facts) == len(orders) + 1
+        key = WAREHOUSE_TABLES["fact_sales_order"].natural_key
+        assert [r["units_sold"] for r in facts if r[key] == orders[5].sales_order_id][-1] == 7
