@@ -1,7 +1,7 @@
 """The warehouse's objects: Parquet files with a generation, and each table's manifest.
 
 Every Parquet write is conditional (create-only, or If-Match the ETag it was based on) and
-carries two metadata entries: `generation`, one more than the version it replaces (so a file's
+carries two metadata entries: `generation`, higher than the version it replaces (so a file's
 versions are numbered in the order they were committed: the PostgreSQL sink applies them in
 that order), and `rows`, its row count. A manifest's counts are read from the files'
 metadata when the manifest is written, never carried from before (docs/decisions.md,
@@ -11,6 +11,7 @@ metadata when the manifest is written, never carried from before (docs/decisions
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
@@ -61,7 +62,7 @@ class WarehouseFiles:
 
     def put(self, key: str, data: bytes, rows: int, found: StoredObject | None) -> int:
         """Create (only if absent) or replace (only if still `found`); the new generation."""
-        generation = self._next_generation(key, found)
+        generation = self._next_generation(found)
         metadata = {GENERATION: str(generation), ROWS: str(rows)}
         if found is None:
             self.store.put(key, data, create_only=True, metadata=metadata, content_type=PARQUET)
@@ -69,15 +70,13 @@ class WarehouseFiles:
             self.store.put(key, data, if_match=found.etag, metadata=metadata, content_type=PARQUET)
         return generation
 
-    def _next_generation(self, key: str, found: StoredObject | None) -> int:
-        """One more than the version replaced; a file created again (after a rebuild removed
-        it, or a wiped warehouse) continues from its newest earlier version, while kept."""
-        if found is not None:
-            return generation_of(found) + 1
-        for version in self.store.iter_versions(key):
-            text = self.store.metadata(key, version.version_id).get(GENERATION, "0")
-            return (int(text) if text.isdigit() else 0) + 1
-        return 1
+    def _next_generation(self, found: StoredObject | None) -> int:
+        """More than the version replaced, and than any earlier version of the key: a hybrid
+        clock, the microseconds since the epoch unless the version replaced is numbered
+        higher. A file created again (after a rebuild removed it, or a wiped warehouse) is so
+        numbered after its earlier versions without reading them (the live transform may not
+        list warehouse versions), within the clocks' skew."""
+        return max(generation_of(found) + 1, time.time_ns() // 1000)
 
     def row_count(self, table: WarehouseTable, key: str) -> int | None:
         """The rows of the file's current version (None: it is gone)."""
@@ -103,8 +102,8 @@ class WarehouseFiles:
                 merged.pop(file_key, None)
             else:
                 merged[file_key] = count
-        if found is not None and merged == files:
-            return
+        if (found is not None and merged == files) or not merged:
+            return  # unchanged; or every file gone (the rebuild that removed them commits)
         self.put_manifest(table, merged, found)
 
     def put_manifest(
