@@ -26,6 +26,7 @@ import pg8000.exceptions
 import pg8000.native
 
 from services.ingest.source import SourceCredentials, connect
+from services.transform.service import FileVersion
 from services.transform.warehouse import WAREHOUSE_TABLES, Kind, Row, WarehouseTable
 
 ident = pg8000.native.identifier
@@ -119,13 +120,11 @@ class PostgresWarehouse:
         credentials = SourceCredentials.from_url(url)
         return cls(connect(credentials), reconnect=lambda: connect(credentials))
 
-    def write_file(
-        self, table: WarehouseTable, key: str, rows: Sequence[Row], generation: int
-    ) -> None:
-        self._retried(lambda: self._apply(table, key, rows, generation, removed=False))
+    def write_file(self, table: WarehouseTable, version: FileVersion) -> None:
+        self._retried(lambda: self._apply(table, version, removed=False))
 
     def remove_file(self, table: WarehouseTable, key: str, generation: int) -> None:
-        self._retried(lambda: self._apply(table, key, (), generation, removed=True))
+        self._retried(lambda: self._apply(table, FileVersion(key, [], generation), removed=True))
 
     def generation(self, key: str) -> int | None:
         """The generation of a file applied (None: none yet); tests and operators."""
@@ -173,26 +172,25 @@ class PostgresWarehouse:
             self.conn.run(GENERATIONS_DDL)
             self._created.add("warehouse_generation")
 
-    def _apply(
-        self,
-        table: WarehouseTable,
-        key: str,
-        rows: Sequence[Row],
-        generation: int,
-        *,
-        removed: bool,
-    ) -> None:
+    def _apply(self, table: WarehouseTable, version: FileVersion, *, removed: bool) -> None:
         """In one transaction: the file's version if newer than the one applied (a removal
-        after the version it removes), and its generation."""
+        after the version it removes): only its delta when the version it replaced is the
+        one applied, else the whole file; and its generation."""
         self._ensure(table)
+        key, delta = version.key, version.delta
         self.conn.run("BEGIN")
         try:
-            if self._newer(key, generation, removed):
-                self._replace_scope(table, key, rows)
+            applied = self._applied(key)
+            if (version.generation, removed) > applied:
+                if delta is not None and applied == (delta.base, False):
+                    self._upsert(table, delta.upserted)
+                    self._delete_keys(table, delta.removed)
+                else:
+                    self._upsert(table, version.rows, replacing=key)
                 self.conn.run(
                     "UPDATE warehouse_generation SET generation = :g, removed = :r "
                     "WHERE file_key = :k",
-                    g=generation,
+                    g=version.generation,
                     r=removed,
                     k=key,
                 )
@@ -202,7 +200,8 @@ class PostgresWarehouse:
                 self.conn.run("ROLLBACK")
             raise
 
-    def _newer(self, key: str, generation: int, removed: bool) -> bool:
+    def _applied(self, key: str) -> tuple[int, bool]:
+        """The (generation, removed) of the file applied, its row locked till the commit."""
         self.conn.run(
             "INSERT INTO warehouse_generation VALUES (:k, -1, false) ON CONFLICT DO NOTHING",
             k=key,
@@ -211,10 +210,22 @@ class PostgresWarehouse:
             "SELECT generation, removed FROM warehouse_generation WHERE file_key = :k FOR UPDATE",
             k=key,
         )
-        return bool((generation, removed) > (applied, was_removed))
+        return int(applied), bool(was_removed)
 
-    def _replace_scope(self, table: WarehouseTable, key: str, rows: Sequence[Row]) -> None:
-        """The file's scope holds exactly `rows` (inside the caller's transaction)."""
+    def _delete_keys(self, table: WarehouseTable, keys: Sequence[Any]) -> None:
+        if keys:
+            self.conn.run(
+                f"DELETE FROM {ident(table.name)} WHERE {ident(table.key)} = ANY(:keys)",
+                keys=list(keys),
+            )
+
+    def _upsert(
+        self, table: WarehouseTable, rows: Sequence[Row], replacing: str | None = None
+    ) -> None:
+        """Upsert `rows` (inside the caller's transaction); `replacing` a file: its scope then
+        holds exactly `rows`."""
+        if not rows and replacing is None:
+            return
         columns = table.column_names
         target, staged, pk = ident(table.name), ident(f"staged_{table.name}"), ident(table.key)
         column_list = ", ".join(ident(c) for c in columns)
@@ -228,7 +239,9 @@ class PostgresWarehouse:
             f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {staged} "
             f"ON CONFLICT ({pk}) DO UPDATE SET {updates}"
         )
-        scope, params = file_scope(key)
+        if replacing is None:
+            return
+        scope, params = file_scope(replacing)
         self.conn.run(
             f"DELETE FROM {target} t WHERE {scope} AND NOT EXISTS "
             f"(SELECT 1 FROM {staged} s WHERE s.{pk} = t.{pk})",

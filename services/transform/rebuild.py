@@ -117,7 +117,7 @@ class Rebuild:
             if written:
                 self.report.files_written.append(version.key)
             if sink is not None:
-                sink.write_file(table, version.key, version.rows, version.generation)
+                sink.write_file(table, version)
         for key, generation in outcome.removed:
             if sink is not None:
                 sink.remove_file(table, key, generation)

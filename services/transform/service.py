@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.transform import parquet
 from services.transform.deletes import deleted_rows
@@ -49,7 +49,7 @@ from shared.layout import warehouse_file_key, warehouse_manifest_key
 from shared.reader import latest_versions_of, read_history, read_latest
 from shared.schema_state import effective_spec
 from shared.schemas import RowModel
-from shared.storage import BucketStore
+from shared.storage import BucketStore, StoredObject
 from shared.tables import TableSpec, get_table
 
 
@@ -72,12 +72,33 @@ class SourceChange:
 
 
 @dataclass(frozen=True)
+class FileDelta:
+    """How a file version differs from the one it replaced (generation `base`): the rows new
+    or changed, and the keys gone. A sink that holds `base` applies this alone."""
+
+    base: int
+    upserted: list[Row]
+    removed: list[Any]
+
+
+def file_delta(
+    table: WarehouseTable, before: Sequence[Row], after: Sequence[Row], base: int
+) -> FileDelta:
+    old = {r[table.key]: r for r in before}
+    kept = {r[table.key] for r in after}
+    changed = [r for r in after if old.get(r[table.key]) != r]
+    return FileDelta(base, changed, [k for k in old if k not in kept])
+
+
+@dataclass(frozen=True)
 class FileVersion:
-    """One committed version of a warehouse file: its rows and its generation."""
+    """One committed version of a warehouse file: its rows, its generation and, when this
+    transform wrote it, how it differs from the version it replaced."""
 
     key: str
     rows: list[Row]
     generation: int
+    delta: FileDelta | None = None
 
 
 class WarehouseSink(Protocol):
@@ -85,9 +106,7 @@ class WarehouseSink(Protocol):
     file's rows as one version of it committed, numbered by its generation; the sink keeps
     the highest generation of each file, so versions arriving late or twice change nothing."""
 
-    def write_file(
-        self, table: WarehouseTable, key: str, rows: Sequence[Row], generation: int
-    ) -> None: ...
+    def write_file(self, table: WarehouseTable, version: FileVersion) -> None: ...
 
     def remove_file(self, table: WarehouseTable, key: str, generation: int) -> None: ...
 
@@ -137,7 +156,7 @@ class TransformService:
             self._add_facts(fact, rows, report)
             self._widen_dates(fact_dates(rows, fact), report)
         for dimension in dimensions_of(spec.name):
-            self._refresh_dimension(dimension, report)
+            self._refresh_dimension(dimension, report, change.keys)
         return report
 
     def updated_event(self, change: SourceChange, report: TransformReport) -> WarehouseUpdated:
@@ -182,7 +201,8 @@ class TransformService:
             return 0, FileVersion(key, existing, generation_of(found))
         merged = sort_rows(table, [*existing, *added])
         generation = self.files.put(key, parquet.encode(table, merged), len(merged), found)
-        return len(added), FileVersion(key, merged, generation)
+        delta = FileDelta(generation_of(found), added, []) if found else None
+        return len(added), FileVersion(key, merged, generation, delta)
 
     def _widen_dates(self, dates: set[date], report: TransformReport) -> None:
         if not dates:
@@ -191,18 +211,27 @@ class TransformService:
 
         def attempt() -> tuple[FileVersion, bool]:
             found = self.store.get_if_exists(key)
-            days = [r["date_id"] for r in parquet.decode(DIM_DATE, found.data)] if found else []
+            before = parquet.decode(DIM_DATE, found.data) if found else []
+            days = [r["date_id"] for r in before]
             first, last = min([*days, *dates]), max([*days, *dates])
             rows = dim_date(first, last)
             if found is not None and (first, last) == (days[0], days[-1]):
                 return FileVersion(key, rows, generation_of(found)), False
-            generation = self.files.put(key, parquet.encode(DIM_DATE, rows), len(rows), found)
-            return FileVersion(key, rows, generation), True
+            return self._replaced(DIM_DATE, key, before, rows, found), True
 
         version, changed = self.files.retry(attempt)
         self._written(DIM_DATE, version, changed, report)
 
-    def _refresh_dimension(self, table: WarehouseTable, report: TransformReport) -> None:
+    def _refresh_dimension(
+        self, table: WarehouseTable, report: TransformReport, keys: frozenset[int] | None
+    ) -> None:
+        if table.by_key and keys is not None:
+            from services.transform.keyed import refresh_by_key
+
+            keyed = self.files.retry(partial(refresh_by_key, self, table, keys))
+            if keyed is not None:
+                self._written(table, *keyed, report)
+                return
         key = warehouse_file_key(table.name)
 
         def attempt() -> tuple[FileVersion | None, bool]:
@@ -216,7 +245,8 @@ class TransformService:
                 return FileVersion(key, rows, generation_of(found)), False
             if found is None and not rows:
                 return None, False
-            return FileVersion(key, rows, self.files.put(key, data, len(rows), found)), True
+            before = parquet.decode(table, found.data) if found else []
+            return self._replaced(table, key, before, rows, found, data), True
 
         version, changed = self.files.retry(attempt)
         if version is not None:
@@ -232,9 +262,24 @@ class TransformService:
         self._send(table, version)
         self.files.retry(lambda: self.files.update_manifest(table, [version.key]))
 
+    def _replaced(
+        self,
+        table: WarehouseTable,
+        key: str,
+        before: list[Row],
+        rows: list[Row],
+        found: StoredObject | None,
+        data: bytes | None = None,
+    ) -> FileVersion:
+        """A one-file table's file replaced by `rows` (conditionally on `found`)."""
+        encoded = data if data is not None else parquet.encode(table, rows)
+        generation = self.files.put(key, encoded, len(rows), found)
+        delta = file_delta(table, before, rows, generation_of(found)) if found else None
+        return FileVersion(key, rows, generation, delta)
+
     def _send(self, table: WarehouseTable, version: FileVersion) -> None:
         if self.sink is not None:
-            self.sink.write_file(table, version.key, version.rows, version.generation)
+            self.sink.write_file(table, version)
 
     # ---- rebuild -----------------------------------------------------------------------
 

@@ -70,6 +70,8 @@ class WarehouseTable:
     sources: tuple[str, ...]
     fact_of: str | None = None  # the source table a fact keeps every version of
     natural_key: str | None = None  # the fact's id of the business object (sales_order_id)
+    # A large dimension an event updates by the keys it names (services/transform/keyed.py).
+    by_key: bool = False
 
     @property
     def is_fact(self) -> bool:
@@ -185,6 +187,7 @@ DIM_TRANSACTION = WarehouseTable(
     ),
     key="transaction_id",
     sources=("transaction",),
+    by_key=True,
 )
 
 FACTS: tuple[WarehouseTable, ...] = (FACT_SALES_ORDER, FACT_PURCHASE_ORDER, FACT_PAYMENT)

@@ -7,7 +7,11 @@ from shared.reader import read_latest
 from shared.tables import TABLES
 from tests.integration.merge_pipeline import table_partitions
 from tests.integration.transform.test_transform_versions import load_baselines
-from tests.integration.transform_interleavings import changed, logged
+from tests.integration.transform_interleavings import (
+    assert_rebuilds_to_the_same_bytes,
+    changed,
+    logged,
+)
 
 
 def partition_reads(calls, table):
@@ -29,3 +33,19 @@ def test_a_one_key_event_reads_one_partition_of_latest(chain):
         assert len(facts) == len(orders) + 1
         key = WAREHOUSE_TABLES["fact_sales_order"].natural_key
         assert [r["units_sold"] for r in facts if r[key] == orders[5].sales_order_id][-1] == 7
+
+
+def test_a_one_key_transaction_event_updates_dim_transaction_by_key(chain):
+    with table_partitions("transaction", 2):
+        load_baselines(chain, SampleDatabase(seed=62, orders=12))
+        transactions = read_latest(chain.store, TABLES["transaction"]).rows
+        index, row = next((i, t) for i, t in enumerate(transactions) if t.sales_order_id)
+        chain.merge("transaction", [changed("transaction", index, 30, sales_order_id=999)])
+        with logged(chain.store.client) as log:
+            chain.deliver()
+        assert len(partition_reads(log.calls, "transaction")) == 1, log.calls
+
+        dim = {r["transaction_id"]: r for r in chain.table("dim_transaction")}
+        assert len(dim) == len(transactions)
+        assert dim[row.transaction_id]["sales_order_id"] == 999
+        assert_rebuilds_to_the_same_bytes(chain, ("dim_transaction",))
