@@ -38,7 +38,7 @@ def test_live_events_at_every_step_of_a_rebuild(chain):
     assert set(sections) == set(TOUCHED)
     for step, table in enumerate(sections):
         change = ("dim_staff",) if table == "dim_staff" else ("fact_sales_order",)
-        fired = []
+        fired: list[object] = []
         store = fresh_store()
         with logged(store.client) as log:
             log.pause_at(step, partial(run_into, fired, live_step, chain, step, change))
@@ -58,7 +58,7 @@ def test_a_rebuild_at_every_step_of_a_live_transform(chain):
     for index in range(len(log.calls)):
         step = index + 1
         merge_changes(chain, step)
-        fired = []
+        fired: list[object] = []
         with logged(chain.store.client) as live:
             rebuild = TransformService(fresh_store()).rebuild
             live.pause_at(index, partial(run_into, fired, rebuild, TOUCHED))
