@@ -9,11 +9,14 @@ Incremental strategy (docs/decisions.md "The transform"):
   (latest plus history is the complete version log and every history object has its event).
 - Source dimensions hold current values: a dimension whose sources (joins included) the event
   touched is rebuilt whole from latest (small tables), so an old event can never bring back
-  an old value.
+  an old value; a large one (dim_transaction) has the event's keys' rows replaced from
+  latest instead (services/transform/keyed.py).
 - dim_date is the calendar from the first to the last date any fact refers to; facts only
   grow, so widening the range by each event's dates equals computing it over every fact.
 Every file is replaced with a conditional write on the ETag it was read at (two transforms at
-once redo, not lose, an update), and only when its bytes change.
+once redo, not lose, an update), only when its bytes change, and numbered by a generation the
+sink applies in order (services/transform/files.py). The rebuild keeps the same discipline
+(services/transform/rebuild.py).
 """
 
 from __future__ import annotations
