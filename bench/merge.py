@@ -143,7 +143,7 @@ def _write_partitions(root: Path, latest: bytes) -> None:
     import hashlib
 
     from shared.layout import latest_manifest_key, latest_partition_key
-    from shared.partitions import PartitionManifest, PartitionRef, partition_low
+    from shared.partitions import PartitionManifest, PartitionRef, pack_partition, partition_low
 
     lines = latest[2:-3].split(b",\n")
     groups: dict[int, list[bytes]] = {}
@@ -153,7 +153,7 @@ def _write_partitions(root: Path, latest: bytes) -> None:
         groups.setdefault(partition_low(key, ROWS_PER_PARTITION), []).append(line)
     refs = []
     for low, rows in sorted(groups.items()):
-        data = b"[\n" + b",\n".join(rows) + b"\n]\n"
+        data = pack_partition(b"[\n" + b",\n".join(rows) + b"\n]\n")  # as the merge stores them
         high = low + ROWS_PER_PARTITION - 1
         digest = hashlib.sha256(data).hexdigest()[:12]
         object_key = latest_partition_key(TABLE, low, high, "benchbase", digest)

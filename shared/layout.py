@@ -146,4 +146,4 @@ def latest_manifest_key(table: str) -> str:
 def latest_partition_key(table: str, low: int, high: int, batch: str, digest: str) -> str:
     """One immutable partition object: its key range, the batch that wrote it and a digest of
     its bytes (so one name never holds two contents, whichever attempt wrote it)."""
-    return f"{latest_partition_prefix(table)}{low:012d}-{high:012d}_{batch}_{digest}.json"
+    return f"{latest_partition_prefix(table)}{low:012d}-{high:012d}_{batch}_{digest}.json.gz"

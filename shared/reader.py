@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from shared.commitlog import SEQ_METADATA
 from shared.history import HistoryRow, load_history
 from shared.layout import batch_of_key, history_prefix, latest_key, latest_manifest_key
-from shared.partitions import PartitionManifest
+from shared.partitions import PartitionManifest, unpack_partition
 from shared.rows import decode_rows
 from shared.schemas import RowModel
 from shared.storage import ObjectStore
@@ -133,7 +133,7 @@ def _latest_files(
     for part in manifest.partitions:
         if keys is not None and not any(part.low <= key <= part.high for key in keys):
             continue
-        data = store.get(part.key, part.version_id).data
+        data = unpack_partition(store.get(part.key, part.version_id).data)
         yield data, f"s3://{store.bucket}/{part.key}", found.etag
 
 

@@ -27,11 +27,13 @@ def create_once(
     return True
 
 
-def create_or_find(store: ObjectStore, key: str, data: bytes) -> str | None:
+def create_or_find(
+    store: ObjectStore, key: str, data: bytes, content_type: str = "application/json"
+) -> str | None:
     """The version of `key` holding `data`, written now unless it exists: a name fixed by its
     content keeps one version, so a twin's repeat cannot leave the version a manifest names
     noncurrent (the lifecycle expires noncurrent versions, shared/retention.py)."""
     try:
-        return store.put(key, data, create_only=True).version_id
+        return store.put(key, data, create_only=True, content_type=content_type).version_id
     except PreconditionFailedError:
         return store.get(key).version_id

@@ -29,7 +29,13 @@ from shared.commitlog import ENTRY_SCHEMA_VERSION, Layout, LogEntry
 from shared.events import MergeCounts
 from shared.history import history_row_json
 from shared.layout import history_key, latest_key, latest_partition_key
-from shared.partitions import PartitionManifest, PartitionRef, partition_low
+from shared.partitions import (
+    PartitionManifest,
+    PartitionRef,
+    pack_partition,
+    partition_low,
+    unpack_partition,
+)
 from shared.tables import AUTO_PARTITION_ROWS, TableSpec
 from shared.versions import tombstone_json, version_json
 
@@ -127,7 +133,7 @@ class Planner:
             elif low in listed:
                 ref = listed[low]
                 stored = self.store.get(ref.key, ref.version_id)
-                current = RowsFile.parse(spec, stored.data, ref.key)
+                current = RowsFile.parse(spec, unpack_partition(stored.data), ref.key)
             else:
                 current = RowsFile.empty(spec, f"{state.key} [{low}-{high}]")
             decided = self._decide(state, current, groups.get(low, []), batch)
@@ -138,10 +144,10 @@ class Planner:
             if not lines and (moving is None or current.is_empty):
                 continue
             new = current.replaced(lines)
-            data = new.dump()
+            data = pack_partition(new.dump())
             digest = hashlib.blake2b(data, digest_size=6).hexdigest()
             key = latest_partition_key(spec.name, low, high, batch.source.batch, digest)
-            version = create_or_find(self.store, key, data)
+            version = create_or_find(self.store, key, data, "application/gzip")
             refs[low] = PartitionRef(low=low, high=high, key=key, version_id=version, rows=new.rows)
             if low in listed:
                 replaced.append(listed[low].key)

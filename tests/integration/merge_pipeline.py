@@ -41,6 +41,7 @@ from shared.layout import (
     staging_key,
 )
 from shared.naming import EVENT_SOURCE, event_bus_name, merge_dlq_name, merge_queue_name
+from shared.partitions import unpack_partition
 from shared.queues import MessageQueue
 from shared.reader import read_latest
 from shared.rows import dump_rows, row_json
@@ -542,8 +543,8 @@ class Pipeline:
         return self.keys(log_prefix(self.table))
 
     def raw_rows(self, key):
-        """The rows of an object as stored, audit columns included."""
-        return json.loads(self.get(key))
+        """The rows of an object as stored (a partition uncompressed), audit columns included."""
+        return json.loads(unpack_partition(self.get(key)))
 
     def dlq_bodies(self):
         return [m["Body"] for m in self.receive(self.dlq_url)]

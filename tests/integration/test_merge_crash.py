@@ -94,7 +94,7 @@ def state(pipeline, batch, names):
     def norm_key(key):
         # a partition is named by a digest of its bytes, whose rows carry their observation
         # (this run's S3 event time and sequencer): the same rows give the same name in a run
-        return re.sub(r"_[0-9a-f]{12}\.json$", "_<digest>.json", norm(key))
+        return re.sub(r"_[0-9a-f]{12}\.json(\.gz)?$", r"_<digest>.json\1", norm(key))
 
     history = Counter(
         (row_json(pipeline.spec, h.row), h.superseded_at, norm(h.batch)) for h in pipeline.history()
