@@ -3,12 +3,16 @@ through the `postgres` xdist group), a fresh database per test, and moto for S3/
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,6 +23,7 @@ from moto import mock_aws
 from ops.pg import (
     WAL2JSON_PACKAGE,
     LocalPostgres,
+    PostgresUnavailableError,
     create_database,
     insert_rows,
     load_snapshot,
@@ -262,3 +267,44 @@ def chain(source_db: SourceDb, store: BucketStore) -> Iterator[tuple[SourceDb, B
     )
     yield source_db, store, merge_handler.build_service(settings)
     drop_slots(source_db.conn)
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[LocalPostgres]:
+    """A server of the module's own, which its tests may stop and start (the session's
+    server is shared by every test of a worker)."""
+    folder = Path(tempfile.mkdtemp(prefix="ingest-pg-own-"))
+    try:
+        server = LocalPostgres(folder)
+    except PostgresUnavailableError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(str(exc))
+    need_wal2json(server)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_database(server: LocalPostgres) -> Iterator[SourceDb]:
+    """An empty database of its own on `server`, with a connection the test may lose to a
+    restart; its slots and the database are dropped afterwards."""
+    name = f"r_{uuid.uuid4().hex[:12]}"
+    admin = connect(server.credentials())
+    create_database(admin, name)
+    admin.close()
+    db = SourceDb(server, name, connect(server.credentials(name)))
+    try:
+        yield db
+    finally:
+        with contextlib.suppress(OSError, pg8000.native.InterfaceError):
+            db.conn.close()  # a restart may have broken it already
+        cleanup = connect(server.credentials(name))
+        drop_slots(cleanup)
+        cleanup.close()
+        admin = connect(server.credentials())
+        admin.run(f"DROP DATABASE {pg8000.native.identifier(name)} WITH (FORCE)")
+        admin.close()

@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -28,9 +24,7 @@ import pytest
 
 from ops.pg import (
     LocalPostgres,
-    PostgresUnavailableError,
     connect,
-    create_database,
     create_schema,
     insert_rows,
 )
@@ -42,7 +36,7 @@ from shared.layout import staging_key
 from shared.reader import iter_history, read_latest, read_latest_versions
 from shared.rows import row_json
 from shared.storage import BucketStore
-from tests.integration.ingest.conftest import BUCKET, SourceDb, drop_slots, need_wal2json
+from tests.integration.ingest.conftest import BUCKET, SourceDb, own_database
 from tests.integration.ingest.test_log_end_to_end import (
     BUS,
     PK,
@@ -63,24 +57,6 @@ FIRST_ROWS = {1: "CARD", 2: "CASH", 3: "CHEQUE"}  # the baseline
 # A key's version as the bucket tells it: its name, the operation that made it (None: the
 # baseline), whether a delete ended it.
 Version = tuple[str, str | None, bool]
-
-
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[LocalPostgres]:
-    """A server these tests may stop and start (the shared session server is not theirs)."""
-    folder = Path(tempfile.mkdtemp(prefix="ingest-pg-restarts-"))
-    try:
-        server = LocalPostgres(folder)
-    except PostgresUnavailableError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(str(exc))
-    need_wal2json(server)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.folder, ignore_errors=True)
 
 
 @dataclass
@@ -141,32 +117,25 @@ class Chain:
 
 @pytest.fixture
 def restart_chain(own_server: LocalPostgres, store: BucketStore) -> Iterator[Chain]:
-    name = f"r_{uuid.uuid4().hex[:12]}"
-    admin = connect(own_server.credentials())
-    create_database(admin, name)
-    admin.close()
-    db = SourceDb(own_server, name, connect(own_server.credentials(name)))
-    create_schema(db.conn, [SPEC])
-    rows = [
-        {"payment_type_id": k, "payment_type_name": n, "created_at": STAMP, "last_updated": STAMP}
-        for k, n in FIRST_ROWS.items()
-    ]
-    insert_rows(db.conn, SPEC, rows)
-    boto3.client("events").create_event_bus(Name=BUS)
-    dlq = boto3.client("sqs").create_queue(QueueName="restart-dlq")["QueueUrl"]
-    settings = MergeSettings(bucket_name=BUCKET, table_name=TABLE, event_bus_name=BUS, dlq_url=dlq)
-    script = Script(db, {k: [(n, None, False)] for k, n in FIRST_ROWS.items()})
-    try:
+    with own_database(own_server) as db:
+        create_schema(db.conn, [SPEC])
+        rows = [
+            {
+                "payment_type_id": k,
+                "payment_type_name": n,
+                "created_at": STAMP,
+                "last_updated": STAMP,
+            }
+            for k, n in FIRST_ROWS.items()
+        ]
+        insert_rows(db.conn, SPEC, rows)
+        boto3.client("events").create_event_bus(Name=BUS)
+        dlq = boto3.client("sqs").create_queue(QueueName="restart-dlq")["QueueUrl"]
+        settings = MergeSettings(
+            bucket_name=BUCKET, table_name=TABLE, event_bus_name=BUS, dlq_url=dlq
+        )
+        script = Script(db, {k: [(n, None, False)] for k, n in FIRST_ROWS.items()})
         yield Chain(script, store, merge_handler.build_service(settings))
-    finally:
-        with contextlib.suppress(OSError, pg8000.native.InterfaceError):
-            db.conn.close()  # a restart may have broken it
-        cleanup = connect(own_server.credentials(name))
-        drop_slots(cleanup)
-        cleanup.close()
-        admin = connect(own_server.credentials())
-        admin.run(f"DROP DATABASE {pg8000.native.identifier(name)} WITH (FORCE)")
-        admin.close()
 
 
 def reconnect(db: SourceDb) -> None:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pg8000.native
 import pytest
 
-from ops.pg import LocalPostgres, connect, create_database, load_snapshot
+from ops.pg import LocalPostgres, connect, load_snapshot
 from ops.sample_data import SampleDatabase
 from services.ingest.logical import (
     TOAST_UNCHANGED_COLUMN,
@@ -31,7 +27,7 @@ from services.ingest.logical import (
 from services.ingest.source import PostgresSource, SourceCredentials, SourceUnavailableError
 from shared.changes import COMMIT_TS_COLUMN, LSN_COLUMN, OP_COLUMN, XID_COLUMN, lsn_value
 from shared.tables import TABLES
-from tests.integration.ingest.conftest import SourceDb, drop_slots, need_wal2json
+from tests.integration.ingest.conftest import SourceDb, drop_slots, need_wal2json, own_database
 
 pytestmark = pytest.mark.xdist_group("postgres")
 
@@ -373,39 +369,11 @@ def test_every_totesys_column_reads_as_polling_reads_it(reader, log_db):
 # --- restarts and a lost slot: a server of their own -----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[LocalPostgres]:
-    server = LocalPostgres(Path(tempfile.mkdtemp(prefix="ingest-pg-logical-")))
-    need_wal2json(server)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.folder, ignore_errors=True)
-
-
 @pytest.fixture
 def restartable(own_server: LocalPostgres) -> Iterator[SourceDb]:
-    name = f"r_{uuid.uuid4().hex[:12]}"
-    admin = connect(own_server.credentials())
-    create_database(admin, name)
-    admin.close()
-    conn = connect(own_server.credentials(name))
-    load_snapshot(conn, SampleDatabase(seed=5, orders=10).snapshot())
-    conn.close()
-    db = SourceDb(own_server, name, connect(own_server.credentials(name)))
-    try:
+    with own_database(own_server) as db:
+        load_snapshot(db.conn, SampleDatabase(seed=5, orders=10).snapshot())
         yield db
-    finally:
-        with contextlib.suppress(OSError, pg8000.native.InterfaceError):
-            db.conn.close()  # the test may have closed it (a restart) already
-        cleanup = connect(own_server.credentials(name))
-        drop_slots(cleanup)
-        cleanup.close()
-        admin = connect(own_server.credentials())
-        admin.run(f"DROP DATABASE {pg8000.native.identifier(name)} WITH (FORCE)")
-        admin.close()
 
 
 def _reconnect(db: SourceDb) -> SourceDb:
