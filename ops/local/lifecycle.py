@@ -112,9 +112,7 @@ def expired_entries(entries: list[_Entry], noncurrent_before: datetime) -> list[
     its successor (the entry just newer) is older than `noncurrent_before`; then a delete
     marker that is all that is left expires too (ExpiredObjectDeleteMarker)."""
     expired = [
-        older
-        for newer, older in pairwise(entries)
-        if newer.last_modified <= noncurrent_before
+        older for newer, older in pairwise(entries) if newer.last_modified <= noncurrent_before
     ]
     left = [e for e in entries if e not in expired]
     if len(left) == 1 and left[0].is_marker:
