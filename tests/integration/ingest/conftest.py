@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,7 +20,6 @@ from moto import mock_aws
 from ops.pg import (
     WAL2JSON_PACKAGE,
     LocalPostgres,
-    PostgresUnavailableError,
     create_database,
     insert_rows,
     load_snapshot,
@@ -43,6 +39,7 @@ from shared.events import EventPublisher
 from shared.naming import EVENT_SOURCE
 from shared.storage import BucketStore
 from shared.tables import TABLES, TableSpec
+from tests.conftest import started_postgres
 from tests.realdata import PARQUET_2024_11_15, read_parquet
 
 BUCKET = "test-ingest-bucket"
@@ -273,19 +270,7 @@ def chain(source_db: SourceDb, store: BucketStore) -> Iterator[tuple[SourceDb, B
 def own_server() -> Iterator[LocalPostgres]:
     """A server of the module's own, which its tests may stop and start (the session's
     server is shared by every test of a worker)."""
-    folder = Path(tempfile.mkdtemp(prefix="ingest-pg-own-"))
-    try:
-        server = LocalPostgres(folder)
-    except PostgresUnavailableError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(str(exc))
-    need_wal2json(server)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.folder, ignore_errors=True)
+    yield from started_postgres("ingest-pg-own-", need_wal2json)
 
 
 @contextlib.contextmanager
