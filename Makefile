@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install demo test lint typecheck unit lock clean bundle synth bench reliability
+.PHONY: install demo test lint typecheck unit integration infra lock clean bundle synth bench reliability
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# One layer of `make test` at a time, for quick loops (no lint or type check).
+unit: $(STAMP)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup tests --ignore=tests/unit --ignore=tests/infra
+
+infra: $(STAMP)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup tests/infra
 
 # The merge benchmark at full size (N up to 1M rows: several minutes); prints the table.
 # Then the history cases (status, a late row, history, asof on 100 / 10k / 100k objects).
