@@ -54,7 +54,7 @@ ARCHIVE_TO_INFREQUENT_ACCESS = Duration.days(30)
 ACCESS_LOG_EXPIRY = Duration.days(365)
 EVENT_ARCHIVE_RETENTION = Duration.days(90)
 
-# The downstream transform consumes these merge events (DESIGN §6).
+# The downstream transform consumes these merge events (README, "Warehouse (transform)").
 TRANSFORM_DETAIL_TYPES = naming.TRANSFORM_DETAIL_TYPES
 # pyarrow and a month of fact rows per partition file: more memory than a merge.
 TRANSFORM_MEMORY_MB = 2048

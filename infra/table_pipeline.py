@@ -138,7 +138,7 @@ class TablePipeline(Construct):
             why_pattern=f"Each merge writes a new object named by its batch: {own}.",
         )
         # A redriven message re-validates its file from quarantine and removes it from there
-        # once it merges (DESIGN §5).
+        # once it merges (docs/merge_protocol.md, "The objects").
         fn.allow_objects(
             "Quarantine",
             bucket,
@@ -166,8 +166,9 @@ class TablePipeline(Construct):
                 versions=True,
             )
         )
-        # Bad input goes straight to the DLQ, without retries (DESIGN §5): the merge sends it
-        # by URL, so SendMessage alone (CDK's grant adds GetQueueAttributes, GetQueueUrl).
+        # Bad input goes straight to the DLQ, without retries (README, "Operator runbook"): the
+        # merge sends it by URL, so SendMessage alone (CDK's grant adds GetQueueAttributes,
+        # GetQueueUrl).
         fn.allow(
             iam.PolicyStatement(
                 sid="SendToDlq", actions=["sqs:SendMessage"], resources=[self.dlq.queue_arn]

@@ -1,4 +1,5 @@
-"""The bucket layout (DESIGN §2): every key the pipeline reads or writes is named here."""
+"""The bucket layout (README, "Architecture"): every key the pipeline reads or writes is named
+here."""
 
 from __future__ import annotations
 
@@ -76,6 +77,10 @@ def batch_of_key(key: str) -> str:
 
 def state_key(*parts: str) -> str:
     return "/".join((Area.STATE, *parts))
+
+
+# The pause record: the pause function writes it, the ingest reads it before every table.
+PAUSE_RECORD_KEY = state_key("pause.json")
 
 
 def warehouse_prefix(table: str) -> str:

@@ -1,1 +1,2 @@
-"""The local runtime: moto's server plays AWS, a dispatcher plays Lambda (DESIGN §7)."""
+"""The local runtime: moto's server plays AWS, a dispatcher plays Lambda (README, "Run it
+locally")."""

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING, Protocol
 import boto3
 from botocore.exceptions import ClientError
 
-from shared.layout import state_key
+from shared.layout import PAUSE_RECORD_KEY
 from shared.storage import BucketStore
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
-
-PAUSE_KEY = state_key("pause.json")
 
 
 class ScheduleState(Protocol):
@@ -50,16 +48,16 @@ class EventBridgeSchedule:
 
 def pause_reason(store: BucketStore, schedule: ScheduleState | None) -> str | None:
     """Why the ingest must not read now, or None when it may."""
-    record = store.get_if_exists(PAUSE_KEY)
+    record = store.get_if_exists(PAUSE_RECORD_KEY)
     if record is not None:
         try:
             body = json.loads(record.data)
         except (json.JSONDecodeError, UnicodeDecodeError):
             # Unreadable, but somebody wrote a pause record: stopping is the safe reading.
-            return f"{PAUSE_KEY} exists but is not JSON; treated as paused"
+            return f"{PAUSE_RECORD_KEY} exists but is not JSON; treated as paused"
         if not isinstance(body, dict) or body.get("paused", True) is not False:
             reason = body.get("reason") if isinstance(body, dict) else None
-            return f"{PAUSE_KEY} says paused" + (f": {reason}" if reason else "")
+            return f"{PAUSE_RECORD_KEY} says paused" + (f": {reason}" if reason else "")
     if schedule is not None and schedule.disabled():
         return "the ingest schedule rule is disabled"
     return None

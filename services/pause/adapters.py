@@ -9,13 +9,11 @@ import boto3
 
 from services.pause.models import PAUSE_EVENT_SOURCE, PauseRecord
 from shared.events import EventPublisher
-from shared.layout import state_key
+from shared.layout import PAUSE_RECORD_KEY
 from shared.storage import BucketStore
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
-
-PAUSE_RECORD_KEY = state_key("pause.json")
 
 
 class BucketPauseState:

@@ -10,7 +10,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 PAUSE_EVENT_SOURCE = "ingest.pause"
-PAUSE_RECORD_PARTS = ("pause.json",)  # under `_state/`: shared.layout.state_key(*parts)
 
 
 class PauseSettings(BaseModel):

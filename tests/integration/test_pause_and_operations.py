@@ -12,9 +12,9 @@ from moto import mock_aws
 from ops.local.moto_edge import aws_like_moto
 from ops.local.resources import Clients, create_resources
 from ops.operations import REDRIVE_ORIGIN_ATTRIBUTE, Operator, ResumeRefusedError
-from services.pause.adapters import PAUSE_RECORD_KEY
 from services.pause.handler import handler
 from shared import naming
+from shared.layout import PAUSE_RECORD_KEY
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 BUCKET = "ingest-test"

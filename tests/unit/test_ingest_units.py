@@ -12,7 +12,7 @@ from moto import mock_aws
 
 from ops.pg import column_sql_type, table_ddl
 from services.ingest.ingest import TableState, next_state
-from services.ingest.pause import PAUSE_KEY, pause_reason
+from services.ingest.pause import pause_reason
 from services.ingest.settings import IngestSettings, SettingsError
 from services.ingest.source import (
     SecretsManagerCredentials,
@@ -27,6 +27,7 @@ from shared.events import (
     EventPublisher,
     RowsMissingAtSource,
 )
+from shared.layout import PAUSE_RECORD_KEY
 from shared.storage import BucketStore
 from shared.tables import TABLES, TableSpec
 
@@ -205,7 +206,7 @@ def test_an_unreadable_pause_record_counts_as_paused(aws):
     )
     store = BucketStore("b-1")
     assert pause_reason(store, None) is None
-    store.put(PAUSE_KEY, b"{not json")
+    store.put(PAUSE_RECORD_KEY, b"{not json")
     assert "treated as paused" in (pause_reason(store, None) or "")
 
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from services.ingest.ingest import IngestReport, TableState, run_ingest, watermark_key
-from services.ingest.pause import PAUSE_KEY, EventBridgeSchedule
+from services.ingest.pause import EventBridgeSchedule
 from shared.changes import COMMIT_TS_COLUMN, OP_COLUMN
 from shared.events import EventDetail, RowsMissingAtSource
-from shared.layout import baseline_key, latest_key, staging_key
+from shared.layout import PAUSE_RECORD_KEY, baseline_key, latest_key, staging_key
 from shared.observation import OBSERVED_METADATA, Observation
 from shared.rows import decode_rows, dump_rows, load_rows, validate_rows
 from shared.schemas import Payment
@@ -292,16 +292,18 @@ def test_a_row_the_schema_rejects_stops_its_table_and_keeps_its_watermark(source
 
 
 def test_a_pause_record_stops_the_ingest_before_it_reads(source_db, store):
-    store.put(PAUSE_KEY, json.dumps({"paused": True, "reason": "DLQ ingest-staff-dlq"}).encode())
+    store.put(
+        PAUSE_RECORD_KEY, json.dumps({"paused": True, "reason": "DLQ ingest-staff-dlq"}).encode()
+    )
 
     report = ingest(source_db, store)
 
     assert report.paused
     assert "DLQ ingest-staff-dlq" in report.paused
     assert source_db.reads == []
-    assert list(store.keys("")) == [PAUSE_KEY]
+    assert list(store.keys("")) == [PAUSE_RECORD_KEY]
 
-    store.put(PAUSE_KEY, json.dumps({"paused": False}).encode())  # resumed
+    store.put(PAUSE_RECORD_KEY, json.dumps({"paused": False}).encode())  # resumed
     assert ingest(source_db, store).ok
     assert store.exists(baseline_key("staff"))
 

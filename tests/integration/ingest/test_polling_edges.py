@@ -15,9 +15,8 @@ import pg8000.native
 import pytest
 
 from services.ingest.ingest import Ingest, run_ingest, watermark_key
-from services.ingest.pause import PAUSE_KEY
 from services.ingest.source import PostgresSource
-from shared.layout import baseline_key, staging_key
+from shared.layout import PAUSE_RECORD_KEY, baseline_key, staging_key
 from shared.observation import OBSERVED_METADATA
 from shared.rows import dump_rows, validate_rows
 from shared.storage import MIN_PART_BYTES, BucketStore, WriteResult
@@ -138,7 +137,7 @@ class PausedAfter(BucketStore):
         written = super().put(key, data, **kwargs)
         if key == watermark_key(self.table):
             record = {"paused": True, "reason": "DLQ ingest-payment-dlq"}
-            super().put(PAUSE_KEY, json.dumps(record).encode())
+            super().put(PAUSE_RECORD_KEY, json.dumps(record).encode())
         return written
 
 
@@ -153,7 +152,7 @@ def test_a_pause_written_during_a_run_stops_the_tables_not_yet_read(source_db, s
     assert not any(store.exists(baseline_key(t)) for t in ORDER[3:])
     assert f"not read: {', '.join(ORDER[3:])}" in report.summary()
 
-    store.put(PAUSE_KEY, json.dumps({"paused": False}).encode())  # resumed
+    store.put(PAUSE_RECORD_KEY, json.dumps({"paused": False}).encode())  # resumed
     resumed = ingest(source_db, store)
     assert resumed.ok
     assert resumed.skipped == []
