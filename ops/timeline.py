@@ -3,10 +3,11 @@
 `latest` plus `history` is a complete version log (docs/merge_protocol.md, "The promise").
 Versions are ordered as the merge orders them, by **observation** (docs/merge_protocol.md,
 "Version order"), never by `last_updated` across files nor by the order they were written:
-each row carries its observation in the audit column `_observed`. A version is valid from its observation until
-the next version's; latest's row is the current one. Versions written before observations
-were kept (no `_observed`) come first, ordered and dated by `last_updated` as before. Times
-are UTC and naive, like the rows' own timestamps (a naive `at` is read as UTC).
+each row carries its observation in the audit column `_observed`. A version is valid from its
+observation until the next version's; latest's row is the current one. Versions written
+before observations were kept (no `_observed`) come first, ordered and dated by
+`last_updated` as before. Times are UTC and naive, like the rows' own timestamps (a naive
+`at` is read as UTC).
 
 Each version shows the change that made it (`_op`) and, when a delete ended it, when
 (`_deleted_at`): a deleted version is valid until its delete, and a key whose last version
