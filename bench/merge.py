@@ -247,7 +247,7 @@ def _latest_objects(case: Case, folder: Path) -> dict[str, bytes]:
     if not case.partitioned:
         return {latest_key(TABLE): (folder / "latest.json").read_bytes()}
     root = folder / "partitioned"
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.json")}
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.json*")}
 
 
 def _process(service: Any, put: Any) -> int:
