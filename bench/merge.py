@@ -221,24 +221,33 @@ def _timed(work: Callable[[], Run | None]) -> Run:
 
 
 def _merge_service(store: Any, partitioned: bool) -> Any:
+    """The merge service on the case's layout (one file for good, or partitions of
+    ROWS_PER_PARTITION), without changing the registry the rest of the process reads."""
     from services.merge.service import MergeService
     from services.merge.settings import MergeSettings
     from shared.events import EventPublisher
     from shared.queues import MessageQueue
-    from shared.tables import TABLES
+    from shared.tables import TABLES, TableSpec
 
     class Discard(EventPublisher):
         def publish(self, details: Any) -> None:  # the bus is not S3: not measured here
             return None
 
-    registry: dict[str, Any] = TABLES  # type: ignore[assignment]
-    registry[TABLE] = replace(
-        registry[TABLE], rows_per_partition=ROWS_PER_PARTITION if partitioned else None
+    layout = replace(
+        TABLES[TABLE],
+        rows_per_partition=ROWS_PER_PARTITION if partitioned else None,
+        partition_after_bytes=None,
     )
+
+    class CaseMerge(MergeService):
+        @property
+        def spec(self) -> TableSpec:
+            return layout
+
     settings = MergeSettings(
         bucket_name=BUCKET, table_name=TABLE, event_bus_name="bench", dlq_url="bench"
     )
-    return MergeService(settings, store, Discard("bench"), MessageQueue("bench"))
+    return CaseMerge(settings, store, Discard("bench"), MessageQueue("bench"))
 
 
 def _latest_objects(case: Case, folder: Path) -> dict[str, bytes]:
