@@ -14,6 +14,7 @@ from shared.layout import archive_prefix, baseline_key, history_prefix, latest_k
 from shared.rows import dump_rows, validate_rows
 from shared.tables import get_table
 from tests.e2e.local_up import INGESTCTL, ROOT, LocalUp, merge_handler_missing
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 needs_merge = pytest.mark.skipif(
@@ -110,15 +111,6 @@ def _read(s3, key):
     return json.loads(s3.get_object(Bucket="ingest-local", Key=key)["Body"].read())
 
 
-def _wait(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 @needs_merge
 def test_up_merges_an_upload_with_the_real_merge(local_up):
     up = local_up("--tables", "staff")
@@ -128,7 +120,7 @@ def test_up_merges_an_upload_with_the_real_merge(local_up):
     baseline = db.rows("staff")
     _upload(s3, baseline_key("staff"), "staff", baseline)
     up.wait_line(r"^merge table=staff key=baseline/staff.json .* ok$", timeout=10)
-    _wait(
+    wait_until(
         lambda: "Contents" in s3.list_objects_v2(Bucket="ingest-local", Prefix=latest_key("staff"))
     )
     assert len(_read(s3, latest_key("staff"))) == len(baseline)
@@ -144,7 +136,7 @@ def test_up_merges_an_upload_with_the_real_merge(local_up):
         versions = s3.list_object_versions(Bucket="ingest-local", Prefix=staging_key("staff"))
         return not versions.get("Versions")
 
-    _wait(staging_gone)
+    wait_until(staging_gone)
     latest = {r["staff_id"]: r for r in _read(s3, latest_key("staff"))}
     assert len(latest) == len(baseline) + 1
     assert latest[changed["staff_id"]]["email_address"] == "changed@terrifictotes.example"

@@ -3,7 +3,6 @@ or a script would run them; the dispatcher plays the DLQ alarm and invokes pause
 
 import json
 import subprocess
-import time
 from datetime import timedelta
 
 import pytest
@@ -16,6 +15,7 @@ from shared.rows import dump_rows, row_json, validate_rows
 from shared.storage import BucketStore
 from shared.tables import get_table
 from tests.e2e.local_up import INGESTCTL, ROOT, LocalUp
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 SPEC = get_table("staff")
@@ -42,15 +42,6 @@ def ingestctl(up, *args):
 def status(up):
     done = ingestctl(up, "status", "--json", "--table", "staff")
     return done.returncode, json.loads(done.stdout)
-
-
-def wait_for(check, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_bad_file_alarm_pause_then_fix_redrive_resume(up):
@@ -88,7 +79,7 @@ def test_bad_file_alarm_pause_then_fix_redrive_resume(up):
     redriven = ingestctl(up, "redrive", "--table", "staff")
     assert redriven.returncode == 0, redriven.stderr
     assert "moved 1 message" in redriven.stdout
-    wait_for(lambda: status(up)[1]["tables"]["staff"]["quarantined"] == 0, "the fixed merge")
+    wait_until(lambda: status(up)[1]["tables"]["staff"]["quarantined"] == 0, "the fixed merge")
     up.wait_line(r"^alarm table=staff .*state=OK", timeout=30)
     resumed = ingestctl(up, "resume", "--table", "staff")
     assert resumed.returncode == 0, resumed.stderr

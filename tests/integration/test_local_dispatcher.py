@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -17,6 +16,7 @@ from ops.local.dispatcher import AlarmChange, DispatcherConfig, Invocation
 from ops.local.runtime import LocalRuntime
 from services.pause.models import AlarmStateChangeEvent
 from shared import naming
+from tests.waiting import wait_until
 
 HANDLERS = "tests.integration.local_handlers"
 
@@ -33,15 +33,6 @@ class Outcomes(list[Any]):
     def of(self, kind):
         with self.lock:
             return [o for o in self if isinstance(o, kind)]
-
-
-def _wait(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def _seen(s3, bucket, function):
@@ -84,7 +75,7 @@ def test_each_table_function_gets_its_own_settings_and_a_real_sqs_event(runtime_
         naming.merge_function_name("staff"),
         naming.merge_function_name("payment"),
     )
-    _wait(lambda: staged(staff_fn) and staged(payment_fn), timeout=10)
+    wait_until(lambda: staged(staff_fn) and staged(payment_fn), timeout=10)
     deployment = runtime.deployment
     for function, table in ((staff_fn, "staff"), (payment_fn, "payment")):
         (seen,) = staged(function)
@@ -120,7 +111,7 @@ def test_partial_failure_deletes_the_good_and_moves_the_bad_to_the_dlq(runtime_f
         ).get("Messages", [])
         return [m["Body"] for m in messages]
 
-    _wait(lambda: dlq_bodies() == ["bad"], timeout=25)
+    wait_until(lambda: dlq_bodies() == ["bad"], timeout=25)
     records = [r for o in outcomes.of(Invocation) for r in o.records if r.subject != "s3:TestEvent"]
     good = [r for r in records if r.ok]
     assert len({r.message_id for r in good}) == 2
@@ -132,7 +123,7 @@ def test_partial_failure_deletes_the_good_and_moves_the_bad_to_the_dlq(runtime_f
     assert depth["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"
 
     # The DLQ alarm went off once and the pause function got the alarm event.
-    _wait(lambda: outcomes.of(AlarmChange), timeout=5)
+    wait_until(lambda: outcomes.of(AlarmChange), timeout=5)
     (alarm,) = outcomes.of(AlarmChange)
     assert (alarm.table, alarm.state, alarm.pause.ok) == ("staff", "ALARM", True)
     s3 = boto3.client("s3")
@@ -150,7 +141,7 @@ def test_a_raising_handler_fails_the_whole_batch(runtime_factory):
     sqs = boto3.client("sqs")
     queue = runtime.deployment.tables["payment"].queue
     sqs.send_message(QueueUrl=queue.url, MessageBody="anything")
-    _wait(lambda: any(o.error for o in outcomes.of(Invocation) if o.table == "payment"))
+    wait_until(lambda: any(o.error for o in outcomes.of(Invocation) if o.table == "payment"))
     failed = next(o for o in outcomes.of(Invocation) if o.error)
     assert "this handler always fails" in failed.error
     assert not any(r.ok for r in failed.records)

@@ -1,7 +1,7 @@
 """`create_resources` makes what the CDK stack declares, named by shared.naming."""
 
 import json
-import time
+from typing import Any
 
 import pytest
 from moto import mock_aws
@@ -10,6 +10,7 @@ from ops.local.moto_edge import aws_like_moto
 from ops.local.resources import Clients, create_resources
 from shared import naming
 from shared.tables import TABLES
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -92,7 +93,11 @@ def test_bus_events_reach_every_consumer_whose_rule_matches(deployment):
             }
         ]
     )
-    time.sleep(0.1)
     for consumer in ("transform", "operator"):
-        messages = clients.sqs.receive_message(QueueUrl=dep.consumers[consumer].url)["Messages"]
+        url = dep.consumers[consumer].url
+
+        def received(url: str = url) -> list[Any]:
+            return list(clients.sqs.receive_message(QueueUrl=url).get("Messages", []))
+
+        messages = wait_until(received, f"the event on the {consumer} queue", timeout=5, every=0.02)
         assert json.loads(messages[0]["Body"])["detail-type"] == "HistoryAppended"

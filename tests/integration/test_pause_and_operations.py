@@ -1,7 +1,6 @@
 """The pause Lambda with a real-shaped alarm event, and the operator's redrive and resume."""
 
 import json
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -48,7 +47,7 @@ def _context():
 
 
 def _operator_events(clients, deployment):
-    time.sleep(0.05)
+    """The events on the operator queue now (moto's bus delivers within PutEvents)."""
     messages = clients.sqs.receive_message(
         QueueUrl=deployment.consumers["operator"].url, MaxNumberOfMessages=10
     ).get("Messages", [])

@@ -6,7 +6,6 @@ the dispatcher hands every upload to the merge; nothing in between is simulated.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -18,6 +17,7 @@ from shared.storage import BucketStore
 from shared.tables import TABLES
 from tests.e2e.local_up import LocalUp, merge_handler_missing
 from tests.integration.ingest.conftest import SourceDb
+from tests.waiting import wait_until
 
 pytestmark = [
     pytest.mark.xdist_group("postgres"),
@@ -42,15 +42,6 @@ def _latest_matches_source(store: BucketStore, source_db: SourceDb) -> Callable[
     return check
 
 
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_the_scheduled_ingest_keeps_latest_equal_to_the_source(source_db, tmp_path):
     url = source_db.server.url(source_db.name)
     up = LocalUp(tmp_path / "logs", "--source", url, "--ingest-every", "2")
@@ -58,7 +49,12 @@ def test_the_scheduled_ingest_keeps_latest_equal_to_the_source(source_db, tmp_pa
         up.wait_line(r"^ready endpoint=", timeout=90)
         store = BucketStore(BUCKET, up.client("s3"))
         up.wait_line(r"^ingest ok ", timeout=60)
-        _wait(_latest_matches_source(store, source_db), 60, "baselines merged into latest")
+        wait_until(
+            _latest_matches_source(store, source_db),
+            "baselines merged into latest",
+            timeout=60,
+            every=0.5,
+        )
 
         # An update (a payment is paid) and an insert, as the business would make them.
         payment = source_db.rows("payment")[0]
@@ -73,7 +69,12 @@ def test_the_scheduled_ingest_keeps_latest_equal_to_the_source(source_db, tmp_pa
             "currency",
             {**currency, "currency_id": currency["currency_id"] + 100, "currency_code": "JPY"},
         )
-        _wait(_latest_matches_source(store, source_db), 60, "the changes merged into latest")
+        wait_until(
+            _latest_matches_source(store, source_db),
+            "the changes merged into latest",
+            timeout=60,
+            every=0.5,
+        )
         history = list(store.keys("history/payment/"))
         assert history, "the replaced payment version went to history"
     finally:
