@@ -9,12 +9,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import boto3
 
+from bench.merge import _row as bench_row
 from ops.local.dispatcher import DispatcherError, Outcome
 from ops.local.lifecycle import LifecyclePlayer, LifecycleRun
 from ops.local.runtime import LocalRuntime
@@ -68,21 +68,8 @@ class SoakTally:
 
 
 def sales_order(key: int, minutes: int) -> dict[str, Any]:
-    """A sales_order row; `minutes` moves its last_updated (and its units) on."""
-    return {
-        "sales_order_id": key,
-        "design_id": key % 300 + 1,
-        "staff_id": key % 20 + 1,
-        "counterparty_id": key % 20 + 1,
-        "units_sold": 1 + (key + minutes) % 97,
-        "unit_price": Decimal(f"{2 + key % 300}.{key % 100:02d}"),
-        "currency_id": key % 3 + 1,
-        "agreed_delivery_date": "2024-02-01",
-        "agreed_payment_date": "2024-02-03",
-        "agreed_delivery_location_id": key % 30 + 1,
-        "created_at": T0 + timedelta(minutes=key // 50),
-        "last_updated": T0 + timedelta(minutes=minutes),
-    }
+    """A sales_order row (the bench's shape); `minutes` moves its last_updated and units on."""
+    return bench_row(key, minutes, 1 + (key + minutes) % 97)
 
 
 def rows_file(rows: list[dict[str, Any]]) -> bytes:
