@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ops.deployment import Target
 from ops.local.functions import DEFAULT_HANDLERS
 from ops.sample_data import SampleDatabase
 from shared import naming
@@ -25,12 +26,83 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="ingestctl",
-    help="Operate the ingest bucket: validate files, run it locally, inspect and repair it.",
     no_args_is_help=True,
     add_completion=False,
 )
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
+
+# Exit codes: 0 ok, 1 failure, 2 usage (or no such deployment), 3 `status`: paused or unhealthy.
+EXIT_FAILURE, EXIT_USAGE, EXIT_UNHEALTHY = 1, 2, 3
+DEPLOYMENT = "Deployment (before the command: ingestctl --stack NAME status)"
+
+
+@app.callback()
+def deployment(
+    ctx: typer.Context,
+    stack: Annotated[
+        str | None,
+        typer.Option(
+            help="CloudFormation stack: resources from its outputs.",
+            envvar="INGEST_STACK",
+            rich_help_panel=DEPLOYMENT,
+        ),
+    ] = None,
+    bucket: Annotated[
+        str | None,
+        typer.Option(
+            help="The ingest bucket (no stack: other names from the prefix).",
+            envvar="BUCKET_NAME",
+            rich_help_panel=DEPLOYMENT,
+        ),
+    ] = None,
+    prefix: Annotated[
+        str, typer.Option(help="Resource name prefix (no stack).", rich_help_panel=DEPLOYMENT)
+    ] = naming.DEFAULT_PREFIX,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            help="AWS endpoint, e.g. the local runtime's http://127.0.0.1:4566.",
+            rich_help_panel=DEPLOYMENT,
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="AWS CLI profile.", rich_help_panel=DEPLOYMENT)
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="AWS region.", rich_help_panel=DEPLOYMENT)
+    ] = None,
+) -> None:
+    """Operate the ingest bucket: validate files, run it locally, inspect and repair it.
+
+    The options before the command name the deployment it acts on: a stack on AWS (--stack),
+    or a bucket (--bucket, with --endpoint-url for the local runtime)."""
+    ctx.obj = Target(
+        stack=stack,
+        bucket=bucket,
+        prefix=prefix,
+        endpoint_url=endpoint_url,
+        profile=profile,
+        region=region,
+    )
+
+
+@contextmanager
+def connected(ctx: typer.Context, tables: list[str] | None = None) -> Iterator[Operator]:
+    """The Operator on the deployment the app's options name; AWS and bad-input errors become
+    exit codes."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ops.deployment import TargetError, connect
+
+    try:
+        yield connect(ctx.ensure_object(Target), tuple(_split_tables(tables)))
+    except TargetError as exc:
+        err_console.print(f"error: {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except (ClientError, BotoCoreError) as exc:
+        err_console.print(f"error: AWS: {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILURE) from None
 
 
 @app.command()
@@ -87,37 +159,31 @@ def sample(
 
 @app.command("ingest-now")
 def ingest_now(
+    ctx: typer.Context,
     source: Annotated[
         str | None,
         typer.Option(help="postgresql://user:pass@host:port/db (default: $SOURCE_URL)."),
     ] = None,
-    bucket: Annotated[
-        str | None, typer.Option(help="The ingest bucket (default: $BUCKET_NAME).")
-    ] = None,
-    endpoint_url: Annotated[
-        str | None,
-        typer.Option(help="AWS endpoint, e.g. the local runtime's http://127.0.0.1:PORT."),
-    ] = None,
 ) -> None:
     """Run one ingest now: every registry table into baseline/ or staging/ of the bucket."""
-    import os
-    from contextlib import nullcontext
-
-    from ops.local.runtime import aws_environment, endpoint_environment
+    from ops.deployment import process_environment
+    from ops.local.runtime import aws_environment
     from services.ingest.app import run_with_settings
     from services.ingest.settings import IngestSettings, SettingsError
 
-    overrides = {"SOURCE_URL": source, "BUCKET_NAME": bucket}
-    environ = {**os.environ, **{k: v for k, v in overrides.items() if v}}
-    try:
-        settings = IngestSettings.from_env(environ)
-    except SettingsError as exc:
-        err_console.print(str(exc))
-        raise typer.Exit(2) from None
-    # boto3 reads AWS_ENDPOINT_URL itself; moto's server takes any credentials.
-    pointed = aws_environment(endpoint_environment(endpoint_url)) if endpoint_url else nullcontext()
-    with pointed:
-        report = run_with_settings(settings)
+    with connected(ctx) as operator:
+        try:
+            settings = IngestSettings.from_env(
+                source_url=source,
+                bucket_name=operator.bucket,
+                event_bus_name=operator.event_bus,
+                schedule_rule_name=operator.schedule_rule,
+            )
+        except SettingsError as exc:
+            err_console.print(str(exc))
+            raise typer.Exit(EXIT_USAGE) from None
+        with aws_environment(process_environment(ctx.ensure_object(Target))):
+            report = run_with_settings(settings)
     if report.paused:
         console.print(f"paused, nothing read: {report.paused}", highlight=False)
         raise typer.Exit(0)
@@ -130,7 +196,7 @@ def ingest_now(
                 f"({table.rows_written} of {table.rows_read} rows read)",
                 highlight=False,
             )
-    raise typer.Exit(0 if report.ok else 1)
+    raise typer.Exit(0 if report.ok else EXIT_FAILURE)
 
 
 local_app = typer.Typer(
@@ -222,38 +288,22 @@ app.add_typer(transform_app, name="transform")
 
 @transform_app.command("rebuild")
 def transform_rebuild(
-    bucket: Annotated[
-        str | None, typer.Option(help="The ingest bucket (default: $BUCKET_NAME).")
-    ] = None,
-    endpoint_url: Annotated[
-        str | None,
-        typer.Option(help="AWS endpoint, e.g. the local runtime's http://127.0.0.1:PORT."),
-    ] = None,
+    ctx: typer.Context,
     warehouse_dsn: Annotated[
         str | None,
         typer.Option(help="postgresql://... warehouse to replace with the same rows."),
     ] = None,
 ) -> None:
     """Rebuild every warehouse table from latest + history (same output as the events gave)."""
-    import os
-    from contextlib import nullcontext
-
-    from ops.local.runtime import aws_environment, endpoint_environment
     from services.transform.service import TransformService
-    from shared.storage import BucketStore
 
-    name = bucket or os.environ.get("BUCKET_NAME")
-    if not name:
-        err_console.print("name the bucket: --bucket or $BUCKET_NAME")
-        raise typer.Exit(2)
     sink = None
     if warehouse_dsn:
         from services.transform.postgres import PostgresWarehouse
 
         sink = PostgresWarehouse.from_url(warehouse_dsn)
-    pointed = aws_environment(endpoint_environment(endpoint_url)) if endpoint_url else nullcontext()
-    with pointed:
-        report = TransformService(BucketStore(name), sink=sink).rebuild()
+    with connected(ctx) as operator:
+        report = TransformService(operator.store, sink=sink).rebuild()
     for table, rows in sorted(report.tables.items()):
         console.print(f"[green]✓[/] {table}: {rows} rows", highlight=False)
     console.print(f"{len(report.files_written)} file(s) written", highlight=False)
@@ -268,82 +318,25 @@ def _split_tables(tables: list[str] | None) -> list[str]:
 
 
 # -- operator commands: the same code against a stack on AWS or the local runtime ------------
-# Exit codes: 0 ok, 1 failure, 2 usage (or no such deployment), 3 `status`: paused or unhealthy.
-EXIT_FAILURE, EXIT_USAGE, EXIT_UNHEALTHY = 1, 2, 3
-
-StackOption = Annotated[
-    str | None,
-    typer.Option(help="CloudFormation stack: resources from its outputs.", envvar="INGEST_STACK"),
-]
-BucketOption = Annotated[
-    str | None,
-    typer.Option(
-        help="The ingest bucket (no stack: other names from naming).", envvar="BUCKET_NAME"
-    ),
-]
-EndpointOption = Annotated[
-    str | None,
-    typer.Option(help="AWS endpoint, e.g. the local runtime's http://127.0.0.1:4566."),
-]
-ProfileOption = Annotated[str | None, typer.Option(help="AWS CLI profile.")]
-RegionOption = Annotated[str | None, typer.Option(help="AWS region.")]
-PrefixOption = Annotated[str, typer.Option(help="Resource name prefix (no stack).")]
 TablesOption = Annotated[
     list[str] | None, typer.Option("--table", help="Table (repeat or comma-separate); all.")
 ]
 
 
-@contextmanager
-def _operator(
-    stack: str | None,
-    bucket: str | None,
-    endpoint_url: str | None,
-    profile: str | None,
-    region: str | None,
-    prefix: str,
-    tables: list[str] | None = None,
-) -> Iterator[Operator]:
-    """The Operator on the named deployment; AWS and bad-input errors become exit codes."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from ops.deployment import Target, TargetError, connect
-
-    target = Target(
-        stack=stack,
-        bucket=bucket,
-        endpoint_url=endpoint_url,
-        profile=profile,
-        region=region,
-        prefix=prefix,
-    )
-    try:
-        yield connect(target, tuple(_split_tables(tables)))
-    except TargetError as exc:
-        err_console.print(f"error: {exc}", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
-    except (ClientError, BotoCoreError) as exc:
-        err_console.print(f"error: AWS: {exc}", highlight=False)
-        raise typer.Exit(EXIT_FAILURE) from None
-
-
 @app.command()
 def status(
+    ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
     table: TablesOption = None,
-    stack: StackOption = None,
-    bucket: BucketOption = None,
-    endpoint_url: EndpointOption = None,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
-    prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
     """Per table: latest, last merge, staging, DLQ, quarantine, history; and the pause.
+
     Exit 3 when paused, a DLQ holds messages or a quarantined file is neither merged nor
     dismissed."""
     from ops import render
     from ops.status import collect_status
 
-    with _operator(stack, bucket, endpoint_url, profile, region, prefix, table) as operator:
+    with connected(ctx, table) as operator:
         report = collect_status(operator)
     if json_output:
         print(report.model_dump_json(indent=2))
@@ -354,16 +347,11 @@ def status(
 
 @app.command()
 def pause(
+    ctx: typer.Context,
     reason: Annotated[str, typer.Option(help="Why (kept in _state/pause.json).")] = "by operator",
-    stack: StackOption = None,
-    bucket: BucketOption = None,
-    endpoint_url: EndpointOption = None,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
-    prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
     """Disable the ingest schedule and record why (merges keep running)."""
-    with _operator(stack, bucket, endpoint_url, profile, region, prefix) as operator:
+    with connected(ctx) as operator:
         outcome = operator.pause(reason)
     state = "paused" if outcome.changed else "already paused for this reason"
     console.print(f"{state}: schedule rule {operator.schedule_rule} disabled", highlight=False)
@@ -371,20 +359,16 @@ def pause(
 
 @app.command()
 def resume(
+    ctx: typer.Context,
     force: Annotated[bool, typer.Option(help="Resume even while a DLQ holds messages.")] = False,
     table: TablesOption = None,
-    stack: StackOption = None,
-    bucket: BucketOption = None,
-    endpoint_url: EndpointOption = None,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
-    prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
-    """Enable the ingest schedule again; refused while a DLQ (of --table, default all) holds
-    messages unless --force."""
+    """Enable the ingest schedule again (refused while a DLQ holds messages).
+
+    Only the DLQs of --table (default all) are checked; --force resumes anyway."""
     from ops.operations import ResumeRefusedError
 
-    with _operator(stack, bucket, endpoint_url, profile, region, prefix, table) as operator:
+    with connected(ctx, table) as operator:
         try:
             operator.resume(force=force)
         except ResumeRefusedError as exc:
@@ -395,19 +379,14 @@ def resume(
 
 @app.command()
 def redrive(
+    ctx: typer.Context,
     table: TablesOption = None,
     dry_run: Annotated[bool, typer.Option(help="Only say what would move.")] = False,
-    stack: StackOption = None,
-    bucket: BucketOption = None,
-    endpoint_url: EndpointOption = None,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
-    prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
     """Move DLQ messages back to their queues, where the merge takes them again."""
     from ops import render
 
-    with _operator(stack, bucket, endpoint_url, profile, region, prefix, table) as operator:
+    with connected(ctx, table) as operator:
         if dry_run:
             render.redrive_plan(console, operator.dlq_depths())
         else:
@@ -416,6 +395,7 @@ def redrive(
 
 @app.command()
 def dismiss(
+    ctx: typer.Context,
     table: Annotated[str, typer.Option(help="The table whose quarantined batches to dismiss.")],
     batch: Annotated[
         list[str] | None, typer.Option(help="Only these batches (repeat); default all.")
@@ -424,12 +404,6 @@ def dismiss(
         str, typer.Option(help="Why (kept in the record).")
     ] = "corrected file staged",
     by: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
-    stack: StackOption = None,
-    bucket: BucketOption = None,
-    endpoint_url: EndpointOption = None,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
-    prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
     """Drop a table's DLQ messages of quarantined batches (files kept, record under _state/)."""
     import getpass
@@ -438,7 +412,7 @@ def dismiss(
     from ops.dismissal import dismiss as dismiss_batches
     from ops.dismissal import dismissal_key
 
-    with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:
+    with connected(ctx, [table]) as operator:
         result = dismiss_batches(
             operator,
             table,
@@ -463,20 +437,15 @@ def dismiss(
 
 @app.command()
 def replay(
+    ctx: typer.Context,
     table: Annotated[str, typer.Option(help="The table.")],
     archive: Annotated[str, typer.Option(help="Key of the archived file, under archive/<t>/.")],
-    stack: StackOption = None,
-    bucket: BucketOption = None,
-    endpoint_url: EndpointOption = None,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
-    prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
     """Stage an archived file again (a no-op merge unless latest lost it): recovery drills."""
     from ops.dismissal import ReplayError
     from ops.dismissal import replay as replay_archive
 
-    with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:
+    with connected(ctx, [table]) as operator:
         try:
             written = replay_archive(operator.store, table, archive)
         except ReplayError as exc:
@@ -487,25 +456,21 @@ def replay(
 
 @app.command()
 def history(
+    ctx: typer.Context,
     table: Annotated[str, typer.Argument(help="Table name.")],
     key: Annotated[int, typer.Argument(help="Primary key of the row.")],
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
-    stack: StackOption = None,
-    bucket: BucketOption = None,
-    endpoint_url: EndpointOption = None,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
-    prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
-    """The version timeline of one row from latest + history, in observation order: each
-    version with its operation, valid from its observation (UTC) to the next one's or its
-    delete; latest's row is current."""
+    """The version timeline of one row, from latest + history.
+
+    In observation order: each version with its operation, valid from its observation (UTC)
+    to the next one's or its delete; latest's row is current."""
     import json
 
     from ops import render
     from ops.inspection import row_history
 
-    with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:
+    with connected(ctx, [table]) as operator:
         versions = row_history(
             operator.store, effective_spec(operator.store, get_table(table)), key
         )
@@ -531,21 +496,17 @@ def history(
 
 @app.command()
 def asof(
+    ctx: typer.Context,
     table: Annotated[str, typer.Argument(help="Table name.")],
     at: Annotated[datetime, typer.Option(help="The time (UTC), e.g. 2024-11-03T14:20:00.")],
     out: Annotated[Path | None, typer.Option(help="Write the rows here (default stdout).")] = None,
-    stack: StackOption = None,
-    bucket: BucketOption = None,
-    endpoint_url: EndpointOption = None,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
-    prefix: PrefixOption = naming.DEFAULT_PREFIX,
 ) -> None:
-    """The table as it stood at a time (UTC), rebuilt from latest + history (a file of rows):
-    per key, the last version observed by then."""
+    """The table as it stood at a time (UTC), rebuilt from latest + history.
+
+    A file of rows: per key, the last version observed by then."""
     from ops.inspection import table_as_of
 
-    with _operator(stack, bucket, endpoint_url, profile, region, prefix, [table]) as operator:
+    with connected(ctx, [table]) as operator:
         data = table_as_of(operator.store, effective_spec(operator.store, get_table(table)), at)
     if out is None:
         sys.stdout.write(data.decode())

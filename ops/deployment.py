@@ -17,13 +17,11 @@ import boto3
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
+from ops.local.resources import DEFAULT_REGION as LOCAL_REGION
 from ops.operations import Operator
 from shared import naming
 from shared.storage import BucketStore
 from shared.tables import TABLES
-
-LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-LOCAL_REGION = "eu-west-2"
 
 
 class TargetError(Exception):
@@ -70,6 +68,23 @@ def stack_outputs(client: Any, stack: str) -> dict[str, str]:
     return {str(o["OutputKey"]): str(o["OutputValue"]) for o in found.get("Outputs", [])}
 
 
+def process_environment(target: Target) -> dict[str, str]:
+    """The variables that point boto3 clients made elsewhere (the ingest's) at `target`'s
+    account and region: what `connect`'s session gets as arguments."""
+    from ops.local.runtime import LOCAL_CREDENTIALS, endpoint_environment
+
+    variables: dict[str, str] = {}
+    if target.endpoint_url:
+        variables = endpoint_environment(target.endpoint_url, target.region or LOCAL_REGION)
+        if target.profile:
+            variables = {k: v for k, v in variables.items() if k not in LOCAL_CREDENTIALS}
+    elif target.region:
+        variables = {"AWS_REGION": target.region, "AWS_DEFAULT_REGION": target.region}
+    if target.profile:
+        variables["AWS_PROFILE"] = target.profile
+    return variables
+
+
 def connect(target: Target, tables: tuple[str, ...] = tuple(TABLES)) -> Operator:
     """An Operator on the deployment `target` names (clients made now, calls made later)."""
     if not target.stack and not target.bucket:
@@ -78,9 +93,11 @@ def connect(target: Target, tables: tuple[str, ...] = tuple(TABLES)) -> Operator
     client_kwargs: dict[str, Any] = {}
     if target.endpoint_url:
         # The local runtime: moto's server takes any credentials; keep a region fixed.
+        from ops.local.runtime import LOCAL_CREDENTIALS
+
         session_kwargs |= {"region_name": target.region or LOCAL_REGION}
         if not target.profile:
-            session_kwargs |= LOCAL_CREDENTIALS
+            session_kwargs |= {name.lower(): value for name, value in LOCAL_CREDENTIALS.items()}
         client_kwargs["endpoint_url"] = target.endpoint_url
     elif target.region:
         session_kwargs["region_name"] = target.region

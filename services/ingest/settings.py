@@ -118,12 +118,17 @@ class IngestSettings(BaseModel):
         return timedelta(seconds=self.overlap_seconds)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestSettings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> IngestSettings:
+        """The settings from the environment; `overrides` (by field name, None ignored) win:
+        `ingestctl ingest-now` takes the deployment's names from its target options."""
         env = os.environ if environ is None else environ
         names = cls.model_fields
-        values = {
+        values: dict[str, object] = {
             name: env[name.upper()] for name in names if env.get(name.upper()) not in (None, "")
         }
+        values |= {name: value for name, value in overrides.items() if value is not None}
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

@@ -31,7 +31,7 @@ def up(tmp_path):
 
 def ingestctl(up, *args):
     return subprocess.run(
-        [INGESTCTL, *args, "--endpoint-url", up.endpoint, "--bucket", "ingest-local"],
+        [INGESTCTL, "--endpoint-url", up.endpoint, "--bucket", "ingest-local", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -372,7 +372,7 @@ def _operator_scenario(world: World, table: str, monkeypatch, tmp_path) -> None:
     outputs: dict[str, str] = {}
 
     def cli(*args: str) -> int:
-        result = CliRunner().invoke(app, [*args, "--bucket", world.local.bucket])
+        result = CliRunner().invoke(app, ["--bucket", world.local.bucket, *args])
         outputs[args[0]] = result.output
         return result.exit_code
 

@@ -57,7 +57,7 @@ def test_a_stack_without_a_needed_output_is_a_usage_error(aws):
     _stack(boto3.client("cloudformation"), "old", {naming.output_id("BucketName"): "b"})
     with pytest.raises(TargetError, match="ScheduleRuleName"):
         connect(Target(stack="old"), ("staff",))
-    result = CliRunner().invoke(app, ["status", "--stack", "old", "--table", "staff"])
+    result = CliRunner().invoke(app, ["--stack", "old", "status", "--table", "staff"])
     assert result.exit_code == 2
     assert "ScheduleRuleName" in result.output
 

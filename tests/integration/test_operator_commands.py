@@ -121,7 +121,7 @@ def play_alarm_if_dlq_holds_messages(env):
 
 
 def cli(*args):
-    result = CliRunner().invoke(app, [*args, "--bucket", BUCKET])
+    result = CliRunner().invoke(app, ["--bucket", BUCKET, *args])
     return result
 
 
@@ -530,7 +530,7 @@ def test_pause_by_hand_is_idempotent_and_status_says_why(aws):
 def test_exit_codes_for_usage_and_failure(aws):
     assert cli("history", "no_such_table", "1").exit_code == 2
     assert cli("status", "--table", "no_such_table").exit_code == 2
-    missing = CliRunner().invoke(app, ["status", "--table", TABLE, "--bucket", "no-such-bucket"])
+    missing = CliRunner().invoke(app, ["--bucket", "no-such-bucket", "status", "--table", TABLE])
     assert missing.exit_code == 1
     assert "NoSuchBucket" in missing.output
     assert cli("history", TABLE, "999").exit_code == 1  # no such row

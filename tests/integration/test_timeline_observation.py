@@ -25,7 +25,7 @@ def staff(key, day, name):
 
 
 def cli(*args):
-    return CliRunner().invoke(app, [*args, "--bucket", BUCKET])
+    return CliRunner().invoke(app, ["--bucket", BUCKET, *args])
 
 
 def _key(row):

@@ -89,8 +89,8 @@ def test_ingest_now_runs_one_ingest_into_the_bucket(source_db, store, monkeypatc
     runner = CliRunner()
     url = source_db.credentials.url()
 
-    first = runner.invoke(app, ["ingest-now", "--source", url, "--bucket", BUCKET])
-    second = runner.invoke(app, ["ingest-now", "--source", url, "--bucket", BUCKET])
+    first = runner.invoke(app, ["--bucket", BUCKET, "ingest-now", "--source", url])
+    second = runner.invoke(app, ["--bucket", BUCKET, "ingest-now", "--source", url])
 
     assert first.exit_code == 0, first.output
     assert "staff: baseline baseline/staff.json" in first.output
@@ -102,7 +102,7 @@ def test_ingest_now_runs_one_ingest_into_the_bucket(source_db, store, monkeypatc
 def test_ingest_now_without_a_source_says_what_is_missing(store, monkeypatch):
     monkeypatch.delenv("SOURCE_URL", raising=False)
     monkeypatch.delenv("SOURCE_SECRET_ARN", raising=False)
-    result = CliRunner().invoke(app, ["ingest-now", "--bucket", BUCKET])
+    result = CliRunner().invoke(app, ["--bucket", BUCKET, "ingest-now"])
     assert result.exit_code == 2
     assert "SOURCE_URL" in result.output
 
@@ -145,13 +145,13 @@ def test_ingest_now_reaches_a_local_runtime_through_its_endpoint(source_db, monk
         result = CliRunner().invoke(
             app,
             [
-                "ingest-now",
-                "--source",
-                source_db.credentials.url(),
                 "--bucket",
                 "local-bucket",
                 "--endpoint-url",
                 endpoint,
+                "ingest-now",
+                "--source",
+                source_db.credentials.url(),
             ],
         )
         assert result.exit_code == 0, result.output

@@ -110,7 +110,7 @@ def test_ingestctl_transform_rebuild_restores_the_warehouse(chain):
     before = chain.files()
     for key in before:
         chain.store.delete(key)
-    result = CliRunner().invoke(app, ["transform", "rebuild", "--bucket", BUCKET])
+    result = CliRunner().invoke(app, ["--bucket", BUCKET, "transform", "rebuild"])
     assert result.exit_code == 0, result.output
     assert "fact_sales_order:" in result.output
     assert chain.files() == before
