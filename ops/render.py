@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ops.operations import DlqDepth, RedriveResult
 from ops.status import StatusReport
-from ops.timeline import RowVersion
+from shared.timeline import RowVersion
 
 STATUS_WIDTH = 140  # the status table's columns, unwrapped, even on a narrow terminal
 

@@ -88,16 +88,38 @@ def warehouse_prefix(table: str) -> str:
     return f"{Area.WAREHOUSE}/{table}/"
 
 
+# The Hive partition column of a fact's files (`created_month=2022-11/`).
+WAREHOUSE_PARTITION_COLUMN = "created_month"
+
+
 def warehouse_file_key(table: str, partition: str | None = None) -> str:
     """A warehouse table's Parquet file: one per `created_month=YYYY-MM` partition of a fact,
     one file for a dimension."""
-    folder = warehouse_prefix(table) + (f"created_month={partition}/" if partition else "")
+    folder = warehouse_prefix(table)
+    if partition:
+        folder += f"{WAREHOUSE_PARTITION_COLUMN}={partition}/"
     return f"{folder}part-0.parquet"
 
 
+def changes_prefix(source_table: str) -> str:
+    """The folder of a source table's change table (services/transform/changes.py)."""
+    return f"{Area.WAREHOUSE}/changes/{source_table}/"
+
+
+def changes_file_key(source_table: str, first_key: int) -> str:
+    """One file of a change table: the versions of the keys from `first_key` on (a block of
+    `KEYS_PER_FILE` keys: services/transform/changes.py)."""
+    return f"{changes_prefix(source_table)}part-{first_key:020d}.parquet"
+
+
+def manifest_key_in(prefix: str) -> str:
+    """The current files and row counts of the warehouse table in `prefix` (a leading `_`:
+    Athena skips it)."""
+    return f"{prefix}_manifest.json"
+
+
 def warehouse_manifest_key(table: str) -> str:
-    """The table's current files and row counts (a leading `_`: Athena skips it)."""
-    return f"{warehouse_prefix(table)}_manifest.json"
+    return manifest_key_in(warehouse_prefix(table))
 
 
 def object_stamp(last_modified: datetime) -> str:

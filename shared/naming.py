@@ -106,6 +106,16 @@ def alarm_topic_name(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}-alarms"
 
 
+def glue_database_name(prefix: str = DEFAULT_PREFIX) -> str:
+    """The Glue database of the warehouse and change tables (Athena: lower case, digits and
+    underscores)."""
+    return f"{prefix.lower().replace('-', '_')}_warehouse"
+
+
+def athena_workgroup_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-warehouse"
+
+
 def stack_name(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}-stack"
 

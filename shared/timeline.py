@@ -12,6 +12,9 @@ before observations were kept (no `_observed`) come first, ordered and dated by
 Each version shows the change that made it (`_op`) and, when a delete ended it, when
 (`_deleted_at`): a deleted version is valid until its delete, and a key whose last version
 was deleted is absent from `as_of` after that time.
+
+Read by `ingestctl history` and `asof` (ops/inspection.py) and by the transform's change
+tables (services/transform/changes.py): one derivation of a row's versions.
 """
 
 from __future__ import annotations
@@ -22,9 +25,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.changes import DELETED_AT_COLUMN, OP_COLUMN
+from shared.changes import DELETED_AT_COLUMN, OP_COLUMN, Change
+from shared.history_lookup import committed_texts
 from shared.observation import Observation
-from shared.versions import observed_of, split_audit
+from shared.reader import latest_versions_of, read_latest_versions
+from shared.rows import decode_rows, dump_lines
+from shared.storage import ObjectStore
+from shared.tables import TableSpec
+from shared.versions import observed_of, split_audit, version_json
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class RowVersion:
     observed: Observation | None = None  # None: written before observations were kept
     op: str | None = None  # insert / update (None: written before changes were kept)
     deleted_at: datetime | None = None  # a delete ended this version
+    change: Change | None = None  # the change that made it (commit time, position)
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class _Seen:
     observed: Observation | None
     op: str | None = None
     deleted_at: datetime | None = None
+    change: Change | None = None
 
     @classmethod
     def of(cls, stored: Mapping[str, Any]) -> _Seen:
@@ -58,6 +68,7 @@ class _Seen:
             observed_of(audit),
             op if isinstance(op, str) else None,
             _naive_utc(_as_time(deleted)) if deleted is not None else None,
+            Change.of_audit(audit),
         )
 
     @property
@@ -133,9 +144,37 @@ def _intervals(key: Any, ordered: Sequence[_Seen]) -> list[RowVersion]:
             end = ends[i]
             ends[i] = seen.deleted_at if end is None else min(end, max(seen.deleted_at, starts[i]))
     return [
-        RowVersion(key, start, end, seen.row, seen.observed, seen.op, seen.deleted_at)
+        RowVersion(key, start, end, seen.row, seen.observed, seen.op, seen.deleted_at, seen.change)
         for seen, start, end in zip(ordered, starts, ends, strict=True)
     ]
+
+
+def stored_versions(
+    store: ObjectStore, spec: TableSpec, keys: set[int] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """latest's rows and every history row (of `keys`; None: all) as they are stored:
+    canonical dicts with their audit columns (`_observed`, which orders them; `timelines`
+    sets the others aside). History comes from its index (shared/history_lookup.py)."""
+    versions = (
+        read_latest_versions(store, spec) if keys is None else latest_versions_of(store, spec, keys)
+    )
+    latest = _stored([version_json(spec, v) for v in versions])
+    history = _stored(committed_texts(store, spec, keys))
+    return latest, history
+
+
+def _stored(texts: list[str]) -> list[dict[str, Any]]:
+    """Row texts as dicts, numbers read as the row writer wrote them (money stays Decimal)."""
+    return [dict(raw) for raw in decode_rows(dump_lines(texts), "stored rows")]
+
+
+def key_timelines(
+    store: ObjectStore, spec: TableSpec, keys: set[int] | None = None
+) -> dict[Any, list[RowVersion]]:
+    """The versions of `keys` (None: every key) as latest and history hold them now: what
+    `ingestctl history` shows and the transform's change tables keep."""
+    latest, history = stored_versions(store, spec, keys)
+    return timelines(latest, history, spec.primary_key)
 
 
 def as_of(

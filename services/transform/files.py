@@ -17,7 +17,6 @@ from typing import TypeVar
 
 from services.transform import parquet
 from services.transform.warehouse import WarehouseTable
-from shared.layout import warehouse_manifest_key
 from shared.storage import BucketStore, ObjectMissingError, PreconditionFailedError, StoredObject
 
 T = TypeVar("T")
@@ -43,7 +42,7 @@ def manifest_bytes(table: WarehouseTable, files: Mapping[str, int]) -> bytes:
     """The manifest of a table's current files: deterministic JSON."""
     body = {
         "table": table.name,
-        "kind": "fact" if table.is_fact else "dimension",
+        "kind": "fact" if table.is_fact else "changes" if table.changes_of else "dimension",
         "files": dict(sorted(files.items())),
         "rows": sum(files.values()),
     }
@@ -92,7 +91,7 @@ class WarehouseFiles:
         """Name `keys` in the manifest with their counts as the files hold them now. Read
         after the manifest, under its If-Match: the last writer of a file runs this after
         its write, so the committed counts are those of the committed files."""
-        key = warehouse_manifest_key(table.name)
+        key = table.manifest_key
         found = self.store.get_if_exists(key)
         files = manifest_files(found)
         merged = dict(files)
@@ -110,7 +109,7 @@ class WarehouseFiles:
         self, table: WarehouseTable, files: Mapping[str, int], found: StoredObject | None
     ) -> None:
         """Commit a manifest conditionally on the one read (`found`); none left: delete it."""
-        key = warehouse_manifest_key(table.name)
+        key = table.manifest_key
         data = manifest_bytes(table, files)
         if not files:
             if found is not None:

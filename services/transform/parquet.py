@@ -23,6 +23,8 @@ _ARROW_TYPES: dict[Kind, pa.DataType] = {
     Kind.TIME: pa.time64("us"),
     Kind.MONEY: pa.decimal128(12, 2),
     Kind.BOOL: pa.bool_(),
+    Kind.BIGINT: pa.int64(),
+    Kind.TIMESTAMP: pa.timestamp("us"),
 }
 
 

@@ -39,6 +39,8 @@ SQL_TYPES: dict[Kind, str] = {
     Kind.TIME: "time",
     Kind.MONEY: "numeric(12, 2)",
     Kind.BOOL: "boolean",
+    Kind.BIGINT: "bigint",
+    Kind.TIMESTAMP: "timestamp",
 }
 
 

@@ -33,7 +33,7 @@ from services.transform.warehouse import (
     partition_month,
     sort_rows,
 )
-from shared.layout import warehouse_file_key, warehouse_manifest_key, warehouse_prefix
+from shared.layout import warehouse_file_key
 from shared.reader import iter_history, read_latest
 from shared.schemas import RowModel
 from shared.storage import StoredObject
@@ -123,7 +123,7 @@ class Rebuild:
                 sink.remove_file(table, key, generation)
 
     def _attempt(self, table: WarehouseTable, compute: Callable[[], Files]) -> TableOutcome:
-        manifest = self.store.get_if_exists(warehouse_manifest_key(table.name))
+        manifest = self.store.get_if_exists(table.manifest_key)
         before = self._current_files(table)
         files = compute()  # read after every ETag it is written on
         versions = [self._write(table, k, rows, before.get(k)) for k, rows in sorted(files.items())]
@@ -137,7 +137,7 @@ class Rebuild:
 
     def _current_files(self, table: WarehouseTable) -> dict[str, StoredObject]:
         found = {}
-        for key in self.store.keys(warehouse_prefix(table.name)):
+        for key in self.store.keys(table.prefix):
             stored = self.store.get_if_exists(key) if key.endswith(".parquet") else None
             if stored is not None:
                 found[key] = stored

@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from services.transform import parquet
+from services.transform.changes import CHANGE_TABLES_BY_NAME
 from services.transform.deletes import deleted_rows
 from services.transform.files import WarehouseFiles, generation_of
 from services.transform.warehouse import (
@@ -48,7 +49,7 @@ from services.transform.warehouse import (
     sort_rows,
 )
 from shared.events import BaselinePromoted, HistoryAppended, WarehouseUpdated, event_id
-from shared.layout import warehouse_file_key, warehouse_manifest_key
+from shared.layout import warehouse_file_key
 from shared.reader import latest_versions_of, read_history, read_latest
 from shared.schema_state import effective_spec
 from shared.schemas import RowModel
@@ -296,9 +297,10 @@ class TransformService:
     # ---- reading the warehouse ---------------------------------------------------------
 
     def read_table(self, name: str) -> list[Row]:
-        """Every row of a warehouse table, in file order (tests, the demo, the loader)."""
-        table = WAREHOUSE_TABLES[name]
-        found = self.store.get_if_exists(warehouse_manifest_key(name))
+        """Every row of a warehouse or change table, in file order (tests, the demo, the
+        loader)."""
+        table = WAREHOUSE_TABLES.get(name) or CHANGE_TABLES_BY_NAME[name]
+        found = self.store.get_if_exists(table.manifest_key)
         if found is None:
             return []
         files = json.loads(found.data)["files"]

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared import schemas
+from shared.layout import WAREHOUSE_PARTITION_COLUMN, manifest_key_in, warehouse_prefix
 from shared.rows import row_json
 from shared.schemas import RowModel
 from shared.tables import get_table
@@ -37,6 +38,8 @@ class Kind(StrEnum):
     TIME = "time"
     MONEY = "money"  # numeric with two decimal places
     BOOL = "bool"
+    BIGINT = "bigint"  # a source integer (64-bit)
+    TIMESTAMP = "timestamp"  # naive UTC, microseconds
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class Column:
     nullable: bool = False
 
 
-def _cols(spec: str) -> tuple[Column, ...]:
+def parse_columns(spec: str) -> tuple[Column, ...]:
     """`"a:int b:text? c:date"` -> columns (`?` = nullable)."""
     columns = []
     for item in spec.split():
@@ -72,10 +75,28 @@ class WarehouseTable:
     natural_key: str | None = None  # the fact's id of the business object (sales_order_id)
     # A large dimension an event updates by the keys it names (services/transform/keyed.py).
     by_key: bool = False
+    # The source table whose row versions this change table keeps (services/transform/changes.py).
+    changes_of: str | None = None
+    # The folder of its files (None: `warehouse/<name>/`).
+    location: str | None = None
 
     @property
     def is_fact(self) -> bool:
         return self.fact_of is not None
+
+    @property
+    def prefix(self) -> str:
+        """Where its Parquet files and manifest live (its Glue table's location)."""
+        return self.location or warehouse_prefix(self.name)
+
+    @property
+    def manifest_key(self) -> str:
+        return manifest_key_in(self.prefix)
+
+    @property
+    def partition_column(self) -> str | None:
+        """The Hive partition of its files (facts: `created_month`), None: one folder."""
+        return WAREHOUSE_PARTITION_COLUMN if self.is_fact else None
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -88,7 +109,7 @@ class WarehouseTable:
 
 FACT_SALES_ORDER = WarehouseTable(
     "fact_sales_order",
-    _cols(
+    parse_columns(
         f"sales_record_id:record_id sales_order_id:int {_STAMPS} sales_staff_id:int "
         "counterparty_id:int units_sold:int unit_price:money currency_id:int design_id:int "
         "agreed_payment_date:date agreed_delivery_date:date agreed_delivery_location_id:int"
@@ -100,7 +121,7 @@ FACT_SALES_ORDER = WarehouseTable(
 )
 FACT_PURCHASE_ORDER = WarehouseTable(
     "fact_purchase_order",
-    _cols(
+    parse_columns(
         f"purchase_record_id:record_id purchase_order_id:int {_STAMPS} staff_id:int "
         "counterparty_id:int item_code:text item_quantity:int item_unit_price:money "
         "currency_id:int agreed_delivery_date:date agreed_payment_date:date "
@@ -113,7 +134,7 @@ FACT_PURCHASE_ORDER = WarehouseTable(
 )
 FACT_PAYMENT = WarehouseTable(
     "fact_payment",
-    _cols(
+    parse_columns(
         f"payment_record_id:record_id payment_id:int {_STAMPS} transaction_id:int "
         "counterparty_id:int payment_amount:money currency_id:int payment_type_id:int "
         "paid:bool payment_date:date"
@@ -125,7 +146,7 @@ FACT_PAYMENT = WarehouseTable(
 )
 DIM_DATE = WarehouseTable(
     "dim_date",
-    _cols(
+    parse_columns(
         "date_id:date year:int month:int day:int day_of_week:int day_name:text "
         "month_name:text quarter:int"
     ),
@@ -134,7 +155,7 @@ DIM_DATE = WarehouseTable(
 )
 DIM_STAFF = WarehouseTable(
     "dim_staff",
-    _cols(
+    parse_columns(
         "staff_id:int first_name:text last_name:text department_name:text location:text "
         "email_address:text" + _DELETED
     ),
@@ -143,7 +164,7 @@ DIM_STAFF = WarehouseTable(
 )
 DIM_LOCATION = WarehouseTable(
     "dim_location",
-    _cols(
+    parse_columns(
         "location_id:int address_line_1:text address_line_2:text? district:text? city:text "
         "postal_code:text country:text phone:text" + _DELETED
     ),
@@ -152,19 +173,19 @@ DIM_LOCATION = WarehouseTable(
 )
 DIM_DESIGN = WarehouseTable(
     "dim_design",
-    _cols("design_id:int design_name:text file_location:text file_name:text" + _DELETED),
+    parse_columns("design_id:int design_name:text file_location:text file_name:text" + _DELETED),
     key="design_id",
     sources=("design",),
 )
 DIM_CURRENCY = WarehouseTable(
     "dim_currency",
-    _cols("currency_id:int currency_code:text currency_name:text" + _DELETED),
+    parse_columns("currency_id:int currency_code:text currency_name:text" + _DELETED),
     key="currency_id",
     sources=("currency",),
 )
 DIM_COUNTERPARTY = WarehouseTable(
     "dim_counterparty",
-    _cols(
+    parse_columns(
         "counterparty_id:int counterparty_legal_name:text counterparty_legal_address_line_1:text "
         "counterparty_legal_address_line_2:text? counterparty_legal_district:text? "
         "counterparty_legal_city:text counterparty_legal_postal_code:text "
@@ -175,13 +196,13 @@ DIM_COUNTERPARTY = WarehouseTable(
 )
 DIM_PAYMENT_TYPE = WarehouseTable(
     "dim_payment_type",
-    _cols("payment_type_id:int payment_type_name:text" + _DELETED),
+    parse_columns("payment_type_id:int payment_type_name:text" + _DELETED),
     key="payment_type_id",
     sources=("payment_type",),
 )
 DIM_TRANSACTION = WarehouseTable(
     "dim_transaction",
-    _cols(
+    parse_columns(
         "transaction_id:int transaction_type:text sales_order_id:int? purchase_order_id:int?"
         + _DELETED
     ),

@@ -6,7 +6,7 @@ S3 call (a botocore event hook on the merge's own client) and is then redelivere
 delivery, crashed or not, the readers that use the index (`status`'s totals, `history` rows,
 the merge's known-history check) must equal what the log's entries say; once everything is
 delivered, they must also equal a full scan of every history object, and `history KEY` /
-`asof` must equal ops.timeline over that scan. Checkpoints come every 2 entries and leaves
+`asof` must equal shared.timeline over that scan. Checkpoints come every 2 entries and leaves
 split past 3 rows here, so every path (a checkpoint, entries after it, leaf splits, a
 checkpoint missing while copies lag) is taken.
 """
@@ -27,7 +27,6 @@ from moto import mock_aws
 
 from ops.inspection import row_history, table_as_of
 from ops.local.moto_edge import aws_like_moto
-from ops.timeline import as_of, timelines
 from services.merge.commit import CommitLog
 from services.merge.known import known_history
 from shared import history_index
@@ -39,6 +38,7 @@ from shared.reader import iter_history, read_latest_versions
 from shared.rows import dump_lines, dump_rows, row_json, validate_rows
 from shared.schemas import RowModel, Staff
 from shared.storage import BucketStore
+from shared.timeline import as_of, timelines
 from shared.versions import version_json
 from tests import rows
 from tests.integration.index_oracle import index_problems, log_history, scanned_history
@@ -117,7 +117,7 @@ def check(pipeline: Pipeline, *, settled: bool) -> None:
 
 
 def check_readers(store: BucketStore, pipeline: Pipeline) -> None:
-    """`history KEY` and `asof` from the index equal ops.timeline over a full scan."""
+    """`history KEY` and `asof` from the index equal shared.timeline over a full scan."""
     spec = pipeline.spec
     latest = [json.loads(version_json(spec, v)) for v in read_latest_versions(store, spec)]
     history = [json.loads(line) for line in scanned_history(store, spec)]

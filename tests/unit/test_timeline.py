@@ -3,8 +3,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ops.timeline import as_of, timelines
 from shared.observation import Observation
+from shared.timeline import as_of, timelines
 
 T0 = datetime(2024, 11, 1, 9, 0)
 SEEN = datetime(2026, 12, 2, 12, 0)  # when the ingest read the files (UTC)
