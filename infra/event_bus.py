@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Duration
+from aws_cdk import Aws
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import constants
+from infra import facts as infra_facts
+from shared import deployment_facts as facts
 from shared import naming
 
 
@@ -33,26 +34,18 @@ class ChainEventBus(Construct):
         assert isinstance(cfn_archive, events.CfnArchive)
         cfn_archive.add_property_deletion_override("KmsKeyIdentifier")
         consumer = naming.TRANSFORM_CONSUMER
-        self.transform_dlq = sqs.Queue(
+        self.transform_dlq = infra_facts.queue(
             self,
             "TransformDlq",
             queue_name=naming.consumer_dlq_name(consumer, prefix),
-            retention_period=Duration.days(naming.DLQ_RETENTION_DAYS),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
+            settings=facts.DLQ,
         )
-        self.transform_queue = sqs.Queue(
+        self.transform_queue = infra_facts.queue(
             self,
             "TransformQueue",
             queue_name=naming.consumer_queue_name(consumer, prefix),
-            retention_period=Duration.days(naming.QUEUE_RETENTION_DAYS),
-            # Lambda asks for at least the function timeout; 6x leaves room for retries.
-            visibility_timeout=Duration.seconds(6 * naming.TRANSFORM_FUNCTION_TIMEOUT_SECONDS),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.transform_dlq, max_receive_count=naming.MAX_RECEIVE_COUNT
-            ),
+            settings=facts.TRANSFORM_QUEUE,
+            dlq=self.transform_dlq,
         )
         self.transform_rule = events.Rule(
             self,
@@ -60,10 +53,7 @@ class ChainEventBus(Construct):
             rule_name=naming.consumer_rule_name(consumer, prefix),
             description="Merge results the downstream transform consumes",
             event_bus=self.bus,
-            event_pattern=events.EventPattern(
-                source=[naming.EVENT_SOURCE],
-                detail_type=list(constants.TRANSFORM_DETAIL_TYPES),
-            ),
+            event_pattern=infra_facts.event_pattern(facts.TRANSFORM_PATTERN),
             # Events EventBridge cannot deliver land in the consumer's DLQ as well.
             targets=[targets.SqsQueue(self.transform_queue, dead_letter_queue=self.transform_dlq)],
         )

@@ -14,6 +14,8 @@ from constructs import Construct
 from infra import bucket_access, constants
 from infra.service_function import ServiceFunction
 from infra.source_access import SourceAccess
+from services.ingest.settings import DEFAULT_OVERLAP_SECONDS, IngestSettings
+from shared import deployment_facts as facts
 from shared import layout, naming, schema_state
 from shared.tables import TABLES
 
@@ -45,19 +47,16 @@ class IngestSchedule(Construct):
             "Ingest",
             function_name=naming.ingest_function_name(prefix),
             description="Copies rows changed in the source database to staging/<table>.json",
-            handler=constants.INGEST_HANDLER,
+            facts=facts.INGEST,
             code=code,
-            memory_mb=constants.INGEST_MEMORY_MB,
-            timeout=constants.INGEST_TIMEOUT,
-            environment={
-                "BUCKET_NAME": bucket.bucket_name,
-                "EVENT_BUS_NAME": bus.event_bus_name,
-                "SOURCE_SECRET_ARN": source_secret_arn,
-                "SCHEDULE_RULE_NAME": rule_name,
-                "OVERLAP_SECONDS": str(constants.INGEST_OVERLAP_SECONDS),
-                "POWERTOOLS_SERVICE_NAME": "ingest",
-                **self.source.environment,
-            },
+            environment=IngestSettings.environment(
+                bucket_name=bucket.bucket_name,
+                event_bus_name=bus.event_bus_name,
+                source_secret_arn=source_secret_arn,
+                schedule_rule_name=rule_name,
+                overlap_seconds=DEFAULT_OVERLAP_SECONDS,
+            )
+            | self.source.environment,
         )
         self.source.attach(self.ingest, source_secret_arn)
         self._grant_ingest_access(bucket, bus, source_secret_arn)
@@ -67,7 +66,11 @@ class IngestSchedule(Construct):
             rule_name=rule_name,
             description="Runs ingest; the pause function disables it when a DLQ fills",
             schedule=events.Schedule.expression(schedule_expression),
-            targets=[targets.LambdaFunction(self.ingest.function, retry_attempts=2)],
+            targets=[
+                targets.LambdaFunction(
+                    self.ingest.function, retry_attempts=facts.INGEST_RETRY_ATTEMPTS
+                )
+            ],
         )
         self.error_alarm = cloudwatch.Alarm(
             self,

@@ -13,8 +13,11 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra import bucket_access, constants
+from infra import bucket_access
+from infra import facts as infra_facts
 from infra.service_function import ServiceFunction
+from services.pause.models import PauseSettings
+from shared import deployment_facts as facts
 from shared import layout, naming
 
 
@@ -44,16 +47,13 @@ class PauseOnDlqAlarm(Construct):
             "Pause",
             function_name=naming.pause_function_name(prefix),
             description="Disables the ingest schedule when a merge DLQ is not empty",
-            handler=constants.PAUSE_HANDLER,
+            facts=facts.PAUSE,
             code=code,
-            memory_mb=constants.PAUSE_MEMORY_MB,
-            timeout=constants.PAUSE_TIMEOUT,
-            environment={
-                "BUCKET_NAME": bucket.bucket_name,
-                "EVENT_BUS_NAME": bus.event_bus_name,
-                "SCHEDULE_RULE_NAME": schedule_rule_name,
-                "POWERTOOLS_SERVICE_NAME": "pause",
-            },
+            environment=PauseSettings.environment(
+                bucket_name=bucket.bucket_name,
+                event_bus_name=bus.event_bus_name,
+                schedule_rule_name=schedule_rule_name,
+            ),
         )
         pause_state = layout.state_key("pause*")
         self.pause.allow(
@@ -80,13 +80,14 @@ class PauseOnDlqAlarm(Construct):
             "OnDlqAlarm",
             rule_name=naming.pause_rule_name(prefix),
             description="A merge DLQ alarm entered ALARM: pause ingest",
-            event_pattern=events.EventPattern(
-                source=["aws.cloudwatch"],
-                detail_type=["CloudWatch Alarm State Change"],
-                resources=[alarm.alarm_arn for alarm in dlq_alarms],
-                detail={"state": {"value": ["ALARM"]}},
+            event_pattern=infra_facts.event_pattern(
+                facts.pause_pattern([alarm.alarm_arn for alarm in dlq_alarms])
             ),
-            targets=[targets.LambdaFunction(self.pause.function, retry_attempts=10)],
+            targets=[
+                targets.LambdaFunction(
+                    self.pause.function, retry_attempts=facts.PAUSE_RETRY_ATTEMPTS
+                )
+            ],
         )
         self.error_alarm = cloudwatch.Alarm(
             self,

@@ -12,6 +12,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra import bucket_access, constants, nag
+from shared.deployment_facts import FunctionFacts
 
 
 class ServiceFunction(Construct):
@@ -27,13 +28,13 @@ class ServiceFunction(Construct):
         construct_id: str,
         *,
         function_name: str,
-        handler: str,
+        facts: FunctionFacts,
         code: lambda_.Code,
         environment: dict[str, str],
-        memory_mb: int,
-        timeout: Duration,
         description: str,
     ) -> None:
+        """`facts` give the handler, memory, timeout and service name; `environment` the
+        variables of the function's settings (its settings model's `environment(...)`)."""
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
             self,
@@ -61,11 +62,11 @@ class ServiceFunction(Construct):
             description=description,
             runtime=constants.LAMBDA_RUNTIME,
             architecture=constants.LAMBDA_ARCHITECTURE,
-            handler=handler,
+            handler=facts.handler,
             code=code,
-            environment=environment,
-            memory_size=memory_mb,
-            timeout=timeout,
+            environment={**facts.service_environment(), **environment},
+            memory_size=facts.memory_mb,
+            timeout=Duration.seconds(facts.timeout_seconds),
             role=self.role,
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,

@@ -21,6 +21,7 @@ from constructs import Construct
 
 from infra import nag
 from infra.service_function import ServiceFunction
+from services.ingest.settings import IngestSettings
 
 # What Lambda needs of a VPC function's role to manage its network interfaces
 # (the actions of AWS's AWSLambdaVPCAccessExecutionRole, without its logs:*).
@@ -84,14 +85,14 @@ class SourceAccess(Construct):
     @property
     def environment(self) -> dict[str, str]:
         """The ingest's SOURCE_* settings (services/ingest/settings.py); empty: not given."""
-        return {
-            "SOURCE_HOST": self.host.value_as_string,
-            "SOURCE_PORT": self.port.value_as_string,
-            "SOURCE_DATABASE": self.database.value_as_string,
-            "SOURCE_SSLMODE": self.ssl_mode.value_as_string,
-            "SOURCE_CA_BUNDLE": self.ca_bundle_file.value_as_string,
-            "LOG_CAPTURE_TABLES": self.log_capture_tables.value_as_string,
-        }
+        return IngestSettings.environment(
+            source_host=self.host.value_as_string,
+            source_port=self.port.value_as_string,
+            source_database=self.database.value_as_string,
+            source_sslmode=self.ssl_mode.value_as_string,
+            source_ca_bundle=self.ca_bundle_file.value_as_string,
+            log_capture_tables=self.log_capture_tables.value_as_string,
+        )
 
     def attach(self, fn: ServiceFunction, source_secret_arn: str) -> None:
         self._vpc(fn)

@@ -21,6 +21,7 @@ from infra.operator_policy import OperatorPolicy
 from infra.pause_on_dlq_alarm import PauseOnDlqAlarm
 from infra.table_pipeline import TablePipeline
 from infra.transform import Transform
+from shared import deployment_facts as facts
 from shared import naming
 from shared.tables import TABLES
 
@@ -177,7 +178,7 @@ class IngestStack(Stack):
                 self,
                 "ScheduleExpression",
                 type="String",
-                default=naming.INGEST_SCHEDULE_EXPRESSION,
+                default=facts.INGEST_SCHEDULE_EXPRESSION,
                 description="How often ingest runs (EventBridge rate() or cron() expression)",
             ),
             "SourceSecretArn": CfnParameter(

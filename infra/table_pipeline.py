@@ -7,15 +7,16 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import bucket_access, constants
+from infra import facts as infra_facts
 from infra.service_function import ServiceFunction
+from services.merge.settings import MergeSettings
 from shared import commitlog, layout, naming, schema_state
+from shared import deployment_facts as facts
 
 
 class TablePipeline(Construct):
@@ -34,31 +35,19 @@ class TablePipeline(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.table = table
-        self.dlq = sqs.Queue(
-            self,
-            "Dlq",
-            queue_name=naming.merge_dlq_name(table, prefix),
-            retention_period=Duration.days(naming.DLQ_RETENTION_DAYS),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
+        self.dlq = infra_facts.queue(
+            self, "Dlq", queue_name=naming.merge_dlq_name(table, prefix), settings=facts.DLQ
         )
-        self.queue = sqs.Queue(
+        self.queue = infra_facts.queue(
             self,
             "Queue",
             queue_name=naming.merge_queue_name(table, prefix),
-            retention_period=Duration.days(naming.QUEUE_RETENTION_DAYS),
-            visibility_timeout=Duration.seconds(naming.QUEUE_VISIBILITY_TIMEOUT_SECONDS),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dlq, max_receive_count=naming.MAX_RECEIVE_COUNT
-            ),
+            settings=facts.MERGE_QUEUE,
+            dlq=self.dlq,
         )
-        # Filter on the whole key: S3 refuses overlapping filters, and `staging/payment` would
-        # overlap `staging/payment_type.json`.
-        for key in (layout.staging_key(table), layout.baseline_key(table)):
+        for key in facts.notification_prefixes(table):
             bucket.add_event_notification(
-                s3.EventType.OBJECT_CREATED,
+                s3.EventType.OBJECT_CREATED,  # facts.NOTIFICATION_EVENT in CDK's spelling
                 s3n.SqsDestination(self.queue),
                 s3.NotificationKeyFilter(prefix=key),
             )
@@ -68,28 +57,17 @@ class TablePipeline(Construct):
             "Merge",
             function_name=naming.merge_function_name(table, prefix),
             description=f"Merges staging/{table}.json and baseline/{table}.json into latest",
-            handler=constants.MERGE_HANDLER,
+            facts=facts.MERGE,
             code=code,
-            memory_mb=constants.MERGE_MEMORY_MB,
-            timeout=constants.MERGE_TIMEOUT,
-            environment={
-                "BUCKET_NAME": bucket.bucket_name,
-                "TABLE_NAME": table,
-                "EVENT_BUS_NAME": bus.event_bus_name,
-                "DLQ_URL": self.dlq.queue_url,
-                "POWERTOOLS_SERVICE_NAME": "merge",
-            },
+            environment=MergeSettings.environment(
+                bucket_name=bucket.bucket_name,
+                table_name=table,
+                event_bus_name=bus.event_bus_name,
+                dlq_url=self.dlq.queue_url,
+            ),
         )
         self._grant_merge_access(bucket, bus)
-        self.merge.function.add_event_source(
-            sources.SqsEventSource(
-                self.queue,
-                batch_size=naming.MERGE_BATCH_SIZE,
-                max_batching_window=constants.MERGE_BATCHING_WINDOW,
-                report_batch_item_failures=True,
-                max_concurrency=constants.MERGE_MAX_CONCURRENCY,
-            )
-        )
+        infra_facts.sqs_trigger(self.merge.function, self.queue, facts.MERGE_TRIGGER)
         self._alarms(table, prefix)
 
     def _grant_merge_access(self, bucket: s3.IBucket, bus: events.IEventBus) -> None:
@@ -181,7 +159,7 @@ class TablePipeline(Construct):
             self,
             "DlqNotEmpty",
             alarm_name=naming.dlq_alarm_name(table, prefix),
-            alarm_description=f"A {table} message failed {naming.MAX_RECEIVE_COUNT} times; "
+            alarm_description=f"A {table} message failed {facts.MAX_RECEIVE_COUNT} times; "
             "ingest pauses until an operator redrives it.",
             metric=self.dlq.metric_approximate_number_of_messages_visible(
                 period=Duration.minutes(1), statistic="Maximum"

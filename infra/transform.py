@@ -13,13 +13,15 @@ from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra import bucket_access, constants
+from infra import bucket_access
+from infra import facts as infra_facts
 from infra.service_function import ServiceFunction
+from services.transform.settings import TransformSettings
+from shared import deployment_facts as facts
 from shared import layout, naming, schema_state
 
 
@@ -43,15 +45,11 @@ class Transform(Construct):
             function_name=naming.transform_function_name(prefix),
             description="Keeps the star-schema warehouse (warehouse/ in the bucket) current "
             "from the merge's events",
-            handler=constants.TRANSFORM_HANDLER,
+            facts=facts.TRANSFORM,
             code=code,
-            memory_mb=constants.TRANSFORM_MEMORY_MB,
-            timeout=Duration.seconds(naming.TRANSFORM_FUNCTION_TIMEOUT_SECONDS),
-            environment={
-                "BUCKET_NAME": bucket.bucket_name,
-                "EVENT_BUS_NAME": bus.event_bus_name,
-                "POWERTOOLS_SERVICE_NAME": "transform",
-            },
+            environment=TransformSettings.environment(
+                bucket_name=bucket.bucket_name, event_bus_name=bus.event_bus_name
+            ),
         )
         fn = self.transform
         latest = f"{layout.Area.LATEST}/*"
@@ -96,20 +94,12 @@ class Transform(Construct):
             bucket_access.listing("ListLatestVersions", bucket, [latest], versions=True),
         )
         bus.grant_put_events_to(fn.role)
-        fn.function.add_event_source(
-            sources.SqsEventSource(
-                queue,
-                batch_size=constants.TRANSFORM_BATCH_SIZE,
-                max_batching_window=Duration.seconds(0),
-                report_batch_item_failures=True,
-                max_concurrency=constants.TRANSFORM_MAX_CONCURRENCY,
-            )
-        )
+        infra_facts.sqs_trigger(fn.function, queue, facts.TRANSFORM_TRIGGER)
         self.dlq_alarm = cloudwatch.Alarm(
             self,
             "DlqNotEmpty",
             alarm_name=naming.transform_dlq_alarm_name(prefix),
-            alarm_description=f"A merge event failed the transform {naming.MAX_RECEIVE_COUNT} "
+            alarm_description=f"A merge event failed the transform {facts.MAX_RECEIVE_COUNT} "
             "times; the warehouse lags until an operator redrives it.",
             metric=dlq.metric_approximate_number_of_messages_visible(
                 period=Duration.minutes(1), statistic="Maximum"

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from services.ingest.source import SourceCredentials, SourceOverrides, SslMode
+from shared.environment import EnvironmentSettings
 from shared.naming import event_bus_name, replication_slot_name
 from shared.tables import TABLES, TableSpec
 
@@ -30,16 +24,28 @@ MIN_OVERLAP_SECONDS = 60
 MAX_OVERLAP_SECONDS = 86_400
 
 
+# Where the source is: on AWS a Secrets Manager secret and the stack's Source* parameters over
+# it, locally a postgresql:// URL. The one way the two environments differ (the local runtime's
+# test holds them to this).
+SOURCE_ON_AWS = (
+    "source_secret_arn",
+    "source_host",
+    "source_port",
+    "source_database",
+    "source_sslmode",
+    "source_ca_bundle",
+)
+SOURCE_LOCALLY = ("source_url",)
+
+
 class SettingsError(ValueError):
     """The environment does not describe a usable ingest."""
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(EnvironmentSettings):
     """BUCKET_NAME, EVENT_BUS_NAME, SOURCE_SECRET_ARN or SOURCE_URL, SCHEDULE_RULE_NAME,
     OVERLAP_SECONDS; and over the secret's (or URL's) values, where given: SOURCE_HOST,
     SOURCE_PORT, SOURCE_DATABASE, SOURCE_SSLMODE, SOURCE_CA_BUNDLE (a PEM file's path)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
     bucket_name: str = Field(min_length=3)
     event_bus_name: str = Field(default_factory=event_bus_name)
@@ -118,16 +124,10 @@ class IngestSettings(BaseModel):
         return timedelta(seconds=self.overlap_seconds)
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: object
-    ) -> IngestSettings:
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Self:
         """The settings from the environment; `overrides` (by field name, None ignored) win:
         `ingestctl ingest-now` takes the deployment's names from its target options."""
-        env = os.environ if environ is None else environ
-        names = cls.model_fields
-        values: dict[str, object] = {
-            name: env[name.upper()] for name in names if env.get(name.upper()) not in (None, "")
-        }
+        values: dict[str, object] = dict(cls.given(env))
         values |= {name: value for name, value in overrides.items() if value is not None}
         try:
             return cls.model_validate(values)

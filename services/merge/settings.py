@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from pydantic import Field, field_validator
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from shared.naming import MERGE_FUNCTION_TIMEOUT_SECONDS
+from shared.deployment_facts import MERGE
+from shared.environment import EnvironmentSettings
 from shared.tables import TABLES, UnknownTableError
 
 
-class MergeSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class MergeSettings(EnvironmentSettings):
+    """BUCKET_NAME, TABLE_NAME, EVENT_BUS_NAME, DLQ_URL; CONFLICT_RETRIES and LEASE_SECONDS
+    have defaults."""
 
     bucket_name: str = Field(min_length=1)
     table_name: str = Field(min_length=1)
@@ -22,7 +21,7 @@ class MergeSettings(BaseModel):
     conflict_retries: int = 5
     # How long a batch that another invocation has started is left to it (a live twin from a
     # duplicate notification) before this one takes over (the other crashed).
-    lease_seconds: float = MERGE_FUNCTION_TIMEOUT_SECONDS
+    lease_seconds: float = MERGE.timeout_seconds
 
     @field_validator("table_name")
     @classmethod
@@ -30,13 +29,3 @@ class MergeSettings(BaseModel):
         if value not in TABLES:
             raise ValueError(str(UnknownTableError(value)))
         return value
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> MergeSettings:
-        env = os.environ if env is None else env
-        return cls(
-            bucket_name=env.get("BUCKET_NAME", ""),
-            table_name=env.get("TABLE_NAME", ""),
-            event_bus_name=env.get("EVENT_BUS_NAME", ""),
-            dlq_url=env.get("DLQ_URL", ""),
-        )

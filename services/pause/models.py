@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.environment import EnvironmentSettings
+
 PAUSE_EVENT_SOURCE = "ingest.pause"
 
 
-class PauseSettings(BaseModel):
+class PauseSettings(EnvironmentSettings):
     """Environment of the pause function (BUCKET_NAME, EVENT_BUS_NAME, SCHEDULE_RULE_NAME)."""
-
-    model_config = ConfigDict(frozen=True)
 
     bucket_name: str = Field(min_length=1)
     event_bus_name: str = Field(min_length=1)
     schedule_rule_name: str = Field(min_length=1)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PauseSettings:
-        env = os.environ if env is None else env
-        return cls.model_validate({name: env.get(name.upper()) for name in cls.model_fields})
 
 
 class _Lenient(BaseModel):

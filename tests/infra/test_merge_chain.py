@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import constants
+from shared import deployment_facts as facts
 from shared import layout, naming
 from shared.tables import TABLES
 
@@ -53,7 +53,7 @@ def test_queue_redrives_to_its_own_dlq_after_max_receive_count(synth, table):
     dlq_id, dlq = synth.one("AWS::SQS::Queue", QueueName=naming.merge_dlq_name(table))
     redrive = queue["RedrivePolicy"]
     assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
-    assert redrive["maxReceiveCount"] == naming.MAX_RECEIVE_COUNT >= 5
+    assert redrive["maxReceiveCount"] == facts.MAX_RECEIVE_COUNT >= 5
     assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
     for q in (queue, dlq):
         assert q["SqsManagedSseEnabled"] is True
@@ -66,13 +66,13 @@ def test_merge_event_source_reports_partial_failures_and_caps_concurrency(synth,
     _, esm = synth.one("AWS::Lambda::EventSourceMapping", FunctionName={"Ref": fn_id})
     assert esm["EventSourceArn"] == {"Fn::GetAtt": [q_id, "Arn"]}
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert esm["ScalingConfig"] == {"MaximumConcurrency": constants.MERGE_MAX_CONCURRENCY}
-    assert esm["BatchSize"] == naming.MERGE_BATCH_SIZE
+    assert esm["ScalingConfig"] == {"MaximumConcurrency": facts.MERGE_TRIGGER.max_concurrency}
+    assert esm["BatchSize"] == facts.MERGE_TRIGGER.batch_size
     assert esm.get("MaximumBatchingWindowInSeconds", 0) == 0
     # maxConcurrency on the event source, not reserved concurrency on the function.
     assert "ReservedConcurrentExecutions" not in fn
     assert queue["VisibilityTimeout"] >= 6 * fn["Timeout"]
-    assert fn["Timeout"] == naming.MERGE_FUNCTION_TIMEOUT_SECONDS
+    assert fn["Timeout"] == facts.MERGE.timeout_seconds
 
 
 @pytest.mark.parametrize("table", list(TABLES))

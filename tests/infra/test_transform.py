@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import constants
+from shared import deployment_facts as facts
 from shared import naming
 from tests.infra.test_least_privilege import object_keys, role_of_function, statements_of_role
 
@@ -13,9 +13,9 @@ pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
 def test_transform_function_drains_the_transform_queue_with_partial_failures(synth):
     fn_id, fn = synth.one("AWS::Lambda::Function", FunctionName=naming.transform_function_name())
-    assert fn["Handler"] == constants.TRANSFORM_HANDLER == "services.transform.handler.handler"
+    assert fn["Handler"] == facts.TRANSFORM.handler == "services.transform.handler.handler"
     assert fn["Architectures"] == ["arm64"]
-    assert fn["Timeout"] == naming.TRANSFORM_FUNCTION_TIMEOUT_SECONDS
+    assert fn["Timeout"] == facts.TRANSFORM.timeout_seconds
     assert set(fn["Environment"]["Variables"]) == {
         "BUCKET_NAME",
         "EVENT_BUS_NAME",
@@ -33,7 +33,7 @@ def test_transform_function_drains_the_transform_queue_with_partial_failures(syn
     props = mapping["Properties"]
     assert props["EventSourceArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert props["ScalingConfig"]["MaximumConcurrency"] == constants.TRANSFORM_MAX_CONCURRENCY
+    assert props["ScalingConfig"]["MaximumConcurrency"] == facts.TRANSFORM_TRIGGER.max_concurrency
 
 
 def test_transform_dlq_has_an_alarm(synth):

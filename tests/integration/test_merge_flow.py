@@ -552,7 +552,7 @@ def test_two_merges_interleaved_one_hits_412_and_both_land(pipeline):
 def test_settings_come_from_the_environment_and_say_what_is_missing(monkeypatch):
     env = {"BUCKET_NAME": "b", "TABLE_NAME": "staff", "EVENT_BUS_NAME": "e", "DLQ_URL": "u"}
     assert MergeSettings.from_env(env).table_name == "staff"
-    with pytest.raises(ValidationError, match="dlq_url"):
+    with pytest.raises(ValidationError, match="DLQ_URL"):
         MergeSettings.from_env({**env, "DLQ_URL": ""})
     with pytest.raises(ValidationError, match="unknown table 'staf'"):
         MergeSettings.from_env({**env, "TABLE_NAME": "staf"})
