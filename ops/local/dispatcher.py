@@ -34,26 +34,29 @@ from ops.local.functions import (
     DEFAULT_HANDLERS,
     FunctionProcess,
     FunctionSpec,
+    IngestSource,
     InvokeResult,
+    function_specs,
     preload,
     resolve_handler,
 )
 from ops.local.lifecycle import LifecyclePlayer, LifecycleRun
 from ops.local.resources import LOCAL_ACCOUNT, Clients, Deployment, QueueRef, TableResources
+from services.ingest.settings import DEFAULT_OVERLAP_SECONDS
+from shared import deployment_facts as facts
 from shared import naming
 from shared.retention import LONGEST_READ_SECONDS
 
-PAUSE_FUNCTION_TIMEOUT_SECONDS = 60.0
 # A local lifecycle day: the shortest the rules allow (shared/retention.py LONGEST_READ_SECONDS).
 LOCAL_LIFECYCLE_DAY_SECONDS = float(LONGEST_READ_SECONDS)
-INGEST_FUNCTION_TIMEOUT_SECONDS = 600.0
+# A transform (pyarrow) takes longer than the merge's short local visibility timeout.
+TRANSFORM_MIN_VISIBILITY_SECONDS = 30
 
 
 @dataclass(frozen=True)
 class DispatcherConfig:
     visibility_timeout: int = 2
     wait_seconds: int = 1
-    batch_size: int = naming.MERGE_BATCH_SIZE
     alarm_poll_seconds: float = 1.0
     log_dir: Path | None = None  # function stdout/stderr; None leaves them on the console
     # The source database of the ingest function (a postgresql:// URL); None: no ingest runs.
@@ -61,7 +64,7 @@ class DispatcherConfig:
     # The schedule rule's rate; shorter for trials; None: the ingest runs only when asked
     # (`Dispatcher.run_ingest_now`), as the demo does to tell its story step by step.
     ingest_every_seconds: float | None = 20 * 60.0
-    ingest_overlap_seconds: int = 300
+    ingest_overlap_seconds: int = DEFAULT_OVERLAP_SECONDS
     # Tables the ingest captures from the source's log (LOG_CAPTURE_TABLES); () polls all.
     ingest_log_tables: tuple[str, ...] = ()
     # How long one day of the bucket's lifecycle rules lasts here (compressed: a local run
@@ -122,27 +125,46 @@ class DispatcherError:
 Outcome = Invocation | AlarmChange | BusEvent | IngestRun | DispatcherError | LifecycleRun
 
 
-def function_environment(
-    deployment: Deployment, endpoint_url: str, table: TableResources | None, service: str = "pause"
-) -> dict[str, str]:
-    """A function's environment: per table for the merge (TABLE_NAME, DLQ_URL), else shared."""
-    env = {
-        "AWS_ENDPOINT_URL": endpoint_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": deployment.region,
-        "AWS_REGION": deployment.region,
-        "BUCKET_NAME": deployment.bucket,
-        "EVENT_BUS_NAME": deployment.event_bus,
-        "SCHEDULE_RULE_NAME": deployment.schedule_rule,
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": deployment.prefix,
-        "POWERTOOLS_SERVICE_NAME": service if table is None else "merge",
-    }
-    if table is not None:
-        env["TABLE_NAME"] = table.table
-        env["DLQ_URL"] = table.dlq.url
-    return env
+@dataclass(frozen=True)
+class QueueTrigger:
+    """Lambda's SQS event source of one function, played: `queue`'s messages to the function
+    in batches of at most `batch_size` (the stack's), received for `visibility_timeout`."""
+
+    label: str  # the table of a merge; the consumer's name for the transform
+    kind: str
+    queue: QueueRef
+    function_name: str
+    batch_size: int
+    visibility_timeout: int
+
+
+def queue_triggers(
+    deployment: Deployment, config: DispatcherConfig, *, transform: bool
+) -> list[QueueTrigger]:
+    """A merge trigger per table queue, and the transform's on its consumer queue."""
+    triggers = [
+        QueueTrigger(
+            label=res.table,
+            kind=facts.MERGE.service,
+            queue=res.queue,
+            function_name=res.function_name,
+            batch_size=facts.MERGE_TRIGGER.batch_size,
+            visibility_timeout=config.visibility_timeout,
+        )
+        for res in deployment.tables.values()
+    ]
+    if transform:
+        triggers.append(
+            QueueTrigger(
+                label=naming.TRANSFORM_CONSUMER,
+                kind=facts.TRANSFORM.service,
+                queue=deployment.consumers[naming.TRANSFORM_CONSUMER],
+                function_name=naming.transform_function_name(deployment.prefix),
+                batch_size=facts.TRANSFORM_TRIGGER.batch_size,
+                visibility_timeout=max(config.visibility_timeout, TRANSFORM_MIN_VISIBILITY_SECONDS),
+            )
+        )
+    return triggers
 
 
 def sqs_event(messages: list[Mapping[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
@@ -253,6 +275,20 @@ def alarm_state_change_event(
     }
 
 
+def pattern_matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+    """EventBridge's matching of a pattern of exact values (moto's TestEventPattern answers
+    nothing): every key's value is one of the listed ones (a list value: any of its items),
+    nested objects alike."""
+    for key, wanted in pattern.items():
+        value = event.get(key)
+        if isinstance(wanted, Mapping):
+            if not isinstance(value, Mapping) or not pattern_matches(wanted, value):
+                return False
+        elif not any(v in wanted for v in (value if isinstance(value, list) else [value])):
+            return False
+    return True
+
+
 def describe_message(body: str) -> str:
     """What a queue message is about: the S3 key it names, or its kind."""
     try:
@@ -304,38 +340,35 @@ class Dispatcher:
         for path in self.handlers.values():
             resolve_handler(path)
         preload(list(self.handlers.values()))
-        for res in self.deployment.tables.values():
-            env = function_environment(self.deployment, self.endpoint_url, res)
-            self._add_function(res.function_name, self.handlers["merge"], env)
-        pause_env = function_environment(self.deployment, self.endpoint_url, None)
-        self._add_function(self.pause_function_name, self.handlers["pause"], pause_env)
-        if self.config.ingest_source:
-            ingest_env = function_environment(
-                self.deployment, self.endpoint_url, None, service="ingest"
-            )
-            ingest_env["SOURCE_URL"] = self.config.ingest_source
-            ingest_env["OVERLAP_SECONDS"] = str(self.config.ingest_overlap_seconds)
-            ingest_env["LOG_CAPTURE_TABLES"] = ",".join(self.config.ingest_log_tables)
-            self._add_function(self.ingest_function_name, self.handlers["ingest"], ingest_env)
-        if self.runs_transform:
-            env = {
-                **pause_env,
-                "POWERTOOLS_SERVICE_NAME": "transform",
-                **({"WAREHOUSE_DSN": self.warehouse_dsn} if self.warehouse_dsn else {}),
-            }
-            self._add_function(self.transform_function_name, self.handlers["transform"], env)
+        for spec in function_specs(
+            self.deployment,
+            self.endpoint_url,
+            self.handlers,
+            ingest=self._ingest_source(),
+            warehouse_dsn=self.warehouse_dsn,
+        ):
+            self._add_function(spec)
         for function in self.functions.values():  # they start side by side; wait for all
             function.wait_ready()
         self._start_threads()
 
+    def _ingest_source(self) -> IngestSource | None:
+        if not self.config.ingest_source:
+            return None
+        return IngestSource(
+            url=self.config.ingest_source,
+            overlap_seconds=self.config.ingest_overlap_seconds,
+            log_tables=self.config.ingest_log_tables,
+        )
+
     def _start_threads(self) -> None:
-        for res in self.deployment.tables.values():
-            self._spawn(f"poll-{res.table}", self._poll_table, res)
+        triggers = queue_triggers(self.deployment, self.config, transform=self.runs_transform)
+        for trigger in triggers:
+            self._spawn(f"poll-{trigger.label}", self._poll, trigger)
         self._spawn("dlq-alarms", self._watch_dlqs)
+        polled = {trigger.queue.url for trigger in triggers}
         for consumer, queue in self.deployment.consumers.items():
-            if consumer == naming.TRANSFORM_CONSUMER and self.runs_transform:
-                self._spawn(f"consumer-{consumer}", self._poll_transform, queue)
-            else:
+            if queue.url not in polled:
                 self._spawn(f"consumer-{consumer}", self._drain_consumer, consumer, queue)
         if self.config.ingest_source and self.config.ingest_every_seconds is not None:
             self._spawn("ingest-schedule", self._run_schedule, self.config.ingest_every_seconds)
@@ -371,19 +404,13 @@ class Dispatcher:
             function.stop()
 
     # -- internals ---------------------------------------------------------------------------
-    def _add_function(self, name: str, handler: str, env: dict[str, str]) -> None:
+    def _add_function(self, spec: FunctionSpec) -> None:
         log_dir = self.config.log_dir
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
-        timeout = {
-            self.pause_function_name: PAUSE_FUNCTION_TIMEOUT_SECONDS,
-            self.ingest_function_name: INGEST_FUNCTION_TIMEOUT_SECONDS,
-            self.transform_function_name: float(naming.TRANSFORM_FUNCTION_TIMEOUT_SECONDS),
-        }.get(name, naming.MERGE_FUNCTION_TIMEOUT_SECONDS)
-        spec = FunctionSpec(name=name, handler=handler, environment=env, timeout_seconds=timeout)
-        function = FunctionProcess(spec, log_dir / f"{name}.log" if log_dir else None)
+        function = FunctionProcess(spec, log_dir / f"{spec.name}.log" if log_dir else None)
         function.start()
-        self.functions[name] = function
+        self.functions[spec.name] = function
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=self._guard, args=(target, *args), name=name, daemon=True)
@@ -405,51 +432,23 @@ class Dispatcher:
         with self._report_lock:
             self.on_outcome(outcome)
 
-    def _poll_table(self, res: TableResources) -> None:
+    def _poll(self, trigger: QueueTrigger) -> None:
         while not self._stop.is_set():
             messages = self.clients.sqs.receive_message(
-                QueueUrl=res.queue.url,
-                MaxNumberOfMessages=self.config.batch_size,
+                QueueUrl=trigger.queue.url,
+                MaxNumberOfMessages=trigger.batch_size,
                 WaitTimeSeconds=self.config.wait_seconds,
-                VisibilityTimeout=self.config.visibility_timeout,
+                VisibilityTimeout=trigger.visibility_timeout,
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
             if messages:
-                self._invoke_batch(res, list(messages))
+                self._invoke(trigger, list(messages))
 
-    def _poll_transform(self, queue: QueueRef) -> None:
-        while not self._stop.is_set():
-            messages = self.clients.sqs.receive_message(
-                QueueUrl=queue.url,
-                MaxNumberOfMessages=self.config.batch_size,
-                WaitTimeSeconds=self.config.wait_seconds,
-                VisibilityTimeout=max(self.config.visibility_timeout, 30),
-                AttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            ).get("Messages", [])
-            if messages:
-                self._invoke_queue(
-                    naming.TRANSFORM_CONSUMER,
-                    queue,
-                    self.transform_function_name,
-                    list(messages),
-                    kind="transform",
-                )
-
-    def _invoke_batch(self, res: TableResources, messages: list[Mapping[str, Any]]) -> None:
-        self._invoke_queue(res.table, res.queue, res.function_name, messages)
-
-    def _invoke_queue(
-        self,
-        label: str,
-        queue: QueueRef,
-        function_name: str,
-        messages: list[Mapping[str, Any]],
-        kind: str = "merge",
-    ) -> None:
+    def _invoke(self, trigger: QueueTrigger, messages: list[Mapping[str, Any]]) -> None:
+        queue = trigger.queue
         event = sqs_event(messages, queue.arn, self.deployment.region)
-        result = self.functions[function_name].invoke(event)
+        result = self.functions[trigger.function_name].invoke(event)
         ids = [m["MessageId"] for m in messages]
         failed = failed_message_ids(result, ids)
         done = [m for m in messages if m["MessageId"] not in failed]
@@ -470,7 +469,9 @@ class Dispatcher:
             )
             for m in messages
         )
-        self._report(Invocation(label, function_name, records, result.error, kind))
+        self._report(
+            Invocation(trigger.label, trigger.function_name, records, result.error, trigger.kind)
+        )
 
     def _watch_dlqs(self) -> None:
         while not self._stop.is_set():
@@ -496,13 +497,23 @@ class Dispatcher:
             StateValue="ALARM" if state == "ALARM" else "OK",
             StateReason=reason,
         )
+        event = alarm_state_change_event(
+            res.alarm_name, res.dlq.name, state, previous, self.deployment.region, reason
+        )
         pause = None
-        if state == "ALARM":  # the EventBridge rule of the pause function matches ALARM only
-            event = alarm_state_change_event(
-                res.alarm_name, res.dlq.name, state, previous, self.deployment.region, reason
-            )
+        if self._pause_rule_takes(event):  # on AWS: ALARM only (facts.pause_pattern)
             pause = self.functions[self.pause_function_name].invoke(event)
         self._report(AlarmChange(res.table, res.alarm_name, state, count, pause))
+
+    def _pause_rule_takes(self, event: dict[str, Any]) -> bool:
+        """Whether EventBridge hands `event` to the pause function: its rule (the stack's,
+        created by `create_resources`) is enabled and its pattern matches."""
+        rule = self.clients.events.describe_rule(
+            Name=naming.pause_rule_name(self.deployment.prefix)
+        )
+        return rule["State"] == "ENABLED" and pattern_matches(
+            json.loads(rule["EventPattern"]), event
+        )
 
     def _drain_consumer(self, consumer: str, queue: QueueRef) -> None:
         while not self._stop.is_set():

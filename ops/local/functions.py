@@ -23,14 +23,21 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-# The seam the integrator wires: queue kind -> "module:function". The dispatcher resolves these
-# when it starts, so a missing handler is reported once, clearly, before anything runs.
+from ops.local.resources import Deployment
+from services.ingest.settings import DEFAULT_OVERLAP_SECONDS, IngestSettings
+from services.merge.settings import MergeSettings
+from services.pause.models import PauseSettings
+from services.transform.settings import TransformSettings
+from shared import deployment_facts as facts
+from shared import naming
+
+# The seam the integrator wires: function kind -> "module:function" (the stack's handlers by
+# default). The dispatcher resolves these when it starts, so a missing handler is reported
+# once, clearly, before anything runs.
 DEFAULT_HANDLERS: Mapping[str, str] = {
-    "merge": "services.merge.handler:handler",
-    "pause": "services.pause.handler:handler",
-    "ingest": "services.ingest.handler:handler",
-    "transform": "services.transform.handler:handler",
+    kind: function.local_handler for kind, function in facts.FUNCTIONS.items()
 }
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -98,6 +105,82 @@ class FunctionSpec:
     handler: str
     environment: Mapping[str, str]
     timeout_seconds: float
+    memory_mb: int = 512
+
+
+def endpoint_environment(endpoint_url: str, region: str) -> dict[str, str]:
+    """What boto3 needs to reach a local endpoint: its URL, a region, dummy credentials."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        **LOCAL_CREDENTIALS,
+    }
+
+
+def local_environment(endpoint_url: str, region: str) -> dict[str, str]:
+    """The variables every local function has besides the stack's: the endpoint, dummy
+    credentials and the region (Lambda's own, on AWS), and no X-Ray."""
+    return endpoint_environment(endpoint_url, region) | {"POWERTOOLS_TRACE_DISABLED": "true"}
+
+
+@dataclass(frozen=True)
+class IngestSource:
+    """What the local ingest reads: a postgresql:// URL (on AWS: a secret and parameters)."""
+
+    url: str
+    overlap_seconds: int = DEFAULT_OVERLAP_SECONDS
+    log_tables: tuple[str, ...] = ()
+
+
+def function_specs(
+    deployment: Deployment,
+    endpoint_url: str,
+    handlers: Mapping[str, str] = DEFAULT_HANDLERS,
+    *,
+    ingest: IngestSource | None = None,
+    warehouse_dsn: str | None = None,
+) -> list[FunctionSpec]:
+    """The deployment's functions as the stack declares them (shared/deployment_facts.py),
+    each with the variables of its settings model: a merge per table and the pause; the
+    ingest with a source to read; the transform when a `transform` handler is given."""
+    base = local_environment(endpoint_url, deployment.region)
+
+    def spec(name: str, function: facts.FunctionFacts, settings: dict[str, str]) -> FunctionSpec:
+        return FunctionSpec(
+            name=name,
+            handler=handlers[function.service],
+            environment=base | function.service_environment() | settings,
+            timeout_seconds=function.timeout_seconds,
+            memory_mb=function.memory_mb,
+        )
+
+    shared = {"bucket_name": deployment.bucket, "event_bus_name": deployment.event_bus}
+    prefix = deployment.prefix
+    specs = [
+        spec(
+            res.function_name,
+            facts.MERGE,
+            MergeSettings.environment(**shared, table_name=res.table, dlq_url=res.dlq.url),
+        )
+        for res in deployment.tables.values()
+    ]
+    rule = deployment.schedule_rule
+    pause_env = PauseSettings.environment(**shared, schedule_rule_name=rule)
+    specs.append(spec(naming.pause_function_name(prefix), facts.PAUSE, pause_env))
+    if ingest is not None:
+        ingest_env = IngestSettings.environment(
+            **shared,
+            source_url=ingest.url,
+            schedule_rule_name=rule,
+            overlap_seconds=ingest.overlap_seconds,
+            log_capture_tables=",".join(ingest.log_tables),
+        )
+        specs.append(spec(naming.ingest_function_name(prefix), facts.INGEST, ingest_env))
+    if facts.TRANSFORM.service in handlers:
+        transform_env = TransformSettings.environment(**shared, warehouse_dsn=warehouse_dsn)
+        specs.append(spec(naming.transform_function_name(prefix), facts.TRANSFORM, transform_env))
+    return specs
 
 
 class FunctionProcess:
@@ -202,6 +285,7 @@ def _serve(spec: FunctionSpec, log_path: str | None, conn: Connection) -> None:
         context = LocalContext(
             function_name=spec.name,
             timeout_seconds=spec.timeout_seconds,
+            memory_limit_in_mb=spec.memory_mb,
             log_group_name=f"/aws/lambda/{spec.name}",
             invoked_function_arn=f"arn:aws:lambda:local:000000000000:function:{spec.name}",
             _deadline=time.monotonic() + spec.timeout_seconds,

@@ -1,23 +1,24 @@
 """The AWS resources of one deployment, created on moto's server (or any endpoint).
 
-The names come from `shared.naming`, the trigger keys from `shared.layout` and the tables from
-`shared.tables.TABLES`, the same functions the CDK stack uses, so the local runtime cannot
-drift from what `cdk deploy` creates. No event source mapping is created: moto would try to
-invoke Lambda and bump the receive counts; the dispatcher plays that part instead.
+The names come from `shared.naming`, the queue settings, notification filters, rule patterns
+and schedule from `shared.deployment_facts` and the tables from `shared.tables.TABLES`, as the
+CDK stack's do; tests/infra/test_local_matches_stack.py compares the two. No event source
+mapping is created, and no function: moto would try to invoke Lambda and bump the receive
+counts; the dispatcher plays those parts instead (the rules target the functions' ARNs).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
 
 from services.pause.models import PAUSE_EVENT_SOURCE
+from shared import deployment_facts as facts
 from shared import naming
-from shared.layout import TRIGGER_AREAS, baseline_key, staging_key
 from shared.tables import TABLES, get_table
 
 if TYPE_CHECKING:
@@ -29,16 +30,14 @@ if TYPE_CHECKING:
 DEFAULT_BUCKET = "ingest-local"
 DEFAULT_REGION = "eu-west-2"
 LOCAL_ACCOUNT = "123456789012"  # moto's default account
-INGEST_SCHEDULE = "rate(20 minutes)"
 
-# Downstream consumers of the bus: a rule + a capture queue each. `transform` takes what the
-# merge says about the data; `operator` takes everything, pauses included.
+# Downstream consumers of the bus: a rule + a queue each. `transform` is the stack's (its
+# function drains the queue); `operator` is the local runtime's alone: it captures every
+# event, pauses included, for `ingestctl local up` to show.
+OPERATOR_CONSUMER = "operator"
 CONSUMER_PATTERNS: Mapping[str, dict[str, Any]] = {
-    naming.TRANSFORM_CONSUMER: {
-        "source": [naming.EVENT_SOURCE],
-        "detail-type": list(naming.TRANSFORM_DETAIL_TYPES),
-    },
-    "operator": {
+    naming.TRANSFORM_CONSUMER: facts.TRANSFORM_PATTERN,
+    OPERATOR_CONSUMER: {
         "source": [naming.EVENT_SOURCE, PAUSE_EVENT_SOURCE, naming.TRANSFORM_EVENT_SOURCE]
     },
 }
@@ -93,12 +92,6 @@ class Clients:
         )
 
 
-def notification_keys(table: str) -> list[str]:
-    """The whole keys whose uploads notify a table's queue (whole keys: no prefix overlaps)."""
-    by_area = {"staging": staging_key, "baseline": baseline_key}
-    return [by_area[area.value](table) for area in TRIGGER_AREAS]
-
-
 def create_resources(
     clients: Clients,
     *,
@@ -111,8 +104,7 @@ def create_resources(
     names = [get_table(t).name for t in tables]
     table_resources = {t: _create_table_queues(clients.sqs, t, prefix, bucket) for t in names}
     _create_bucket(clients.s3, bucket, table_resources)
-    for res in table_resources.values():
-        _create_dlq_alarm(clients.cloudwatch, res)
+    alarm_arns = [_create_dlq_alarm(clients.cloudwatch, res) for res in table_resources.values()]
     bus = naming.event_bus_name(prefix)
     clients.events.create_event_bus(Name=bus)
     consumers = {
@@ -120,7 +112,17 @@ def create_resources(
         for consumer, pattern in CONSUMER_PATTERNS.items()
     }
     rule = naming.ingest_schedule_rule_name(prefix)
-    clients.events.put_rule(Name=rule, ScheduleExpression=INGEST_SCHEDULE, State="ENABLED")
+    clients.events.put_rule(
+        Name=rule, ScheduleExpression=facts.INGEST_SCHEDULE_EXPRESSION, State="ENABLED"
+    )
+    functions = _FunctionArns(region, prefix)
+    _target(clients, rule, functions.of(naming.ingest_function_name), facts.INGEST_RETRY_ATTEMPTS)
+    pause_rule = naming.pause_rule_name(prefix)
+    pattern = json.dumps(facts.pause_pattern(alarm_arns))
+    clients.events.put_rule(Name=pause_rule, EventPattern=pattern, State="ENABLED")
+    _target(
+        clients, pause_rule, functions.of(naming.pause_function_name), facts.PAUSE_RETRY_ATTEMPTS
+    )
     return Deployment(
         prefix=prefix,
         region=region,
@@ -140,22 +142,20 @@ def _create_queue(sqs: SQSClient, name: str, attributes: dict[str, str]) -> Queu
     return QueueRef(name=name, url=url, arn=arn)
 
 
+def _create_queue_with_dlq(
+    sqs: SQSClient, name: str, dlq_name: str, settings: facts.QueueFacts
+) -> tuple[QueueRef, QueueRef]:
+    dlq = _create_queue(sqs, dlq_name, facts.DLQ.attributes())
+    redrive = json.dumps(facts.redrive_policy(dlq.arn))
+    return _create_queue(sqs, name, settings.attributes() | {"RedrivePolicy": redrive}), dlq
+
+
 def _create_table_queues(sqs: SQSClient, table: str, prefix: str, bucket: str) -> TableResources:
-    day = 24 * 3600
-    dlq = _create_queue(
-        sqs,
-        naming.merge_dlq_name(table, prefix),
-        {"MessageRetentionPeriod": str(naming.DLQ_RETENTION_DAYS * day)},
-    )
-    redrive = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": naming.MAX_RECEIVE_COUNT}
-    queue = _create_queue(
+    queue, dlq = _create_queue_with_dlq(
         sqs,
         naming.merge_queue_name(table, prefix),
-        {
-            "VisibilityTimeout": str(naming.QUEUE_VISIBILITY_TIMEOUT_SECONDS),
-            "MessageRetentionPeriod": str(naming.QUEUE_RETENTION_DAYS * day),
-            "RedrivePolicy": json.dumps(redrive),
-        },
+        naming.merge_dlq_name(table, prefix),
+        facts.MERGE_QUEUE,
     )
     # Real S3 may only send when the queue policy lets it (moto does not check; AWS does).
     policy = {
@@ -205,18 +205,19 @@ def _create_bucket(s3: S3Client, bucket: str, tables: Mapping[str, TableResource
         {
             "Id": f"{res.table}-{key.partition('/')[0]}",
             "QueueArn": res.queue.arn,
-            "Events": ["s3:ObjectCreated:*"],
+            "Events": [facts.NOTIFICATION_EVENT],
             "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": key}]}},
         }
         for res in tables.values()
-        for key in notification_keys(res.table)
+        for key in facts.notification_prefixes(res.table)
     ]
     s3.put_bucket_notification_configuration(
         Bucket=bucket, NotificationConfiguration={"QueueConfigurations": configurations}
     )
 
 
-def _create_dlq_alarm(cloudwatch: CloudWatchClient, res: TableResources) -> None:
+def _create_dlq_alarm(cloudwatch: CloudWatchClient, res: TableResources) -> str:
+    """The alarm on a table's DLQ (its ARN: the pause rule matches its state changes)."""
     cloudwatch.put_metric_alarm(
         AlarmName=res.alarm_name,
         Namespace="AWS/SQS",
@@ -229,22 +230,44 @@ def _create_dlq_alarm(cloudwatch: CloudWatchClient, res: TableResources) -> None
         ComparisonOperator="GreaterThanThreshold",
         TreatMissingData="notBreaching",
     )
+    (alarm,) = cloudwatch.describe_alarms(AlarmNames=[res.alarm_name])["MetricAlarms"]
+    return alarm["AlarmArn"]
+
+
+@dataclass(frozen=True)
+class _FunctionArns:
+    region: str
+    prefix: str
+
+    def of(self, name: Callable[[str], str]) -> str:
+        return f"arn:aws:lambda:{self.region}:{LOCAL_ACCOUNT}:function:{name(self.prefix)}"
+
+
+def _target(clients: Clients, rule: str, function_arn: str, retry_attempts: int) -> None:
+    """The rule invokes the function (the dispatcher does, locally), retried as on AWS."""
+    target: Any = {
+        "Id": "function",
+        "Arn": function_arn,
+        "RetryPolicy": {"MaximumRetryAttempts": retry_attempts},
+    }
+    clients.events.put_targets(Rule=rule, Targets=[target])
 
 
 def _create_consumer(
     clients: Clients, bus: str, consumer: str, pattern: dict[str, Any], prefix: str
 ) -> QueueRef:
-    attributes: dict[str, str] = {}
+    name = naming.consumer_queue_name(consumer, prefix)
+    target: Any = {"Id": consumer}
     if consumer == naming.TRANSFORM_CONSUMER:  # a consumer function's queue has its DLQ, as on AWS
-        dlq = _create_queue(clients.sqs, naming.consumer_dlq_name(consumer, prefix), {})
-        redrive = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": naming.MAX_RECEIVE_COUNT}
-        attributes["RedrivePolicy"] = json.dumps(redrive)
-    queue = _create_queue(clients.sqs, naming.consumer_queue_name(consumer, prefix), attributes)
+        dlq_name = naming.consumer_dlq_name(consumer, prefix)
+        queue, dlq = _create_queue_with_dlq(clients.sqs, name, dlq_name, facts.TRANSFORM_QUEUE)
+        target["DeadLetterConfig"] = {"Arn": dlq.arn}  # events it cannot deliver, as well
+    else:
+        queue = _create_queue(clients.sqs, name, {})
+    target["Arn"] = queue.arn
     rule = naming.consumer_rule_name(consumer, prefix)
     clients.events.put_rule(
         Name=rule, EventBusName=bus, EventPattern=json.dumps(pattern), State="ENABLED"
     )
-    clients.events.put_targets(
-        Rule=rule, EventBusName=bus, Targets=[{"Id": consumer, "Arn": queue.arn}]
-    )
+    clients.events.put_targets(Rule=rule, EventBusName=bus, Targets=[target])
     return queue

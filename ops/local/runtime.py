@@ -15,6 +15,8 @@ from moto.server import ThreadedMotoServer
 
 from ops.local.dispatcher import Dispatcher, DispatcherConfig, Outcome
 from ops.local.functions import DEFAULT_HANDLERS, resolve_handler
+from ops.local.functions import LOCAL_CREDENTIALS as LOCAL_CREDENTIALS
+from ops.local.functions import endpoint_environment as endpoint_environment
 from ops.local.moto_edge import aws_like_moto
 from ops.local.resources import (
     DEFAULT_BUCKET,
@@ -25,8 +27,6 @@ from ops.local.resources import (
 )
 from shared import naming
 from shared.tables import TABLES
-
-LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 class PortInUseError(Exception):
@@ -62,16 +62,6 @@ def aws_environment(variables: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def endpoint_environment(endpoint_url: str, region: str = DEFAULT_REGION) -> dict[str, str]:
-    """What boto3 needs to reach a local endpoint: its URL, a region, dummy credentials."""
-    return {
-        "AWS_ENDPOINT_URL": endpoint_url,
-        "AWS_DEFAULT_REGION": region,
-        "AWS_REGION": region,
-        **LOCAL_CREDENTIALS,
-    }
 
 
 class LocalRuntime:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,13 +14,14 @@ from ops.local.dispatcher import (
     alarm_state_change_event,
     describe_message,
     failed_message_ids,
+    pattern_matches,
     sqs_event,
 )
 from ops.local.functions import HandlerImportError, InvokeResult, resolve_handler
-from ops.local.resources import notification_keys
 from services.pause.logic import reason_from_alarm, table_for_queue
 from services.pause.models import AlarmStateChangeEvent
 from shared import naming
+from shared.deployment_facts import notification_prefixes, pause_pattern
 from shared.tables import TABLES
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -125,7 +127,7 @@ def test_queue_names_map_back_to_tables_even_when_one_name_ends_another():
 
 
 def test_notification_filters_are_whole_keys_that_do_not_overlap():
-    keys = [key for table in TABLES for key in notification_keys(table)]
+    keys = [key for table in TABLES for key in notification_prefixes(table)]
     assert len(keys) == 2 * len(TABLES)
     assert "staging/payment.json" in keys
     for a in keys:
@@ -175,3 +177,16 @@ def test_outcome_lines_say_table_key_and_result():
 def test_resolve_handler_reports_a_module_that_fails_while_importing():
     with pytest.raises(HandlerImportError, match="RuntimeError: BUCKET_NAME is not set"):
         resolve_handler("tests.integration.broken_handler_module:handler")
+
+
+def test_the_pause_rule_takes_a_dlq_alarm_into_alarm_and_nothing_else():
+    arn = "arn:aws:cloudwatch:eu-west-2:123456789012:alarm:ingest-staff-dlq-not-empty"
+    pattern = pause_pattern([arn])
+
+    def change(state: str, alarm: str = "ingest-staff-dlq-not-empty") -> dict[str, Any]:
+        return alarm_state_change_event(alarm, "ingest-staff-dlq", state, "OK", "eu-west-2", "r")
+
+    assert pattern_matches(pattern, change("ALARM"))
+    assert not pattern_matches(pattern, change("OK"))
+    assert not pattern_matches(pattern, change("ALARM", alarm="ingest-staff-queue-stale"))
+    assert not pattern_matches(pattern, {**change("ALARM"), "source": "aws.events"})
