@@ -1,7 +1,8 @@
 """Names of the AWS resources, shared by the CDK app and the local runtime.
 
 One function per resource so that infra, `ingestctl local` and `ingestctl status` cannot
-drift apart. `prefix` is the deployment's name (default `ingest`).
+drift apart; what else the two share (timeouts, queues, patterns) is in
+`shared/deployment_facts.py`. `prefix` is the deployment's name (default `ingest`).
 """
 
 from __future__ import annotations
@@ -45,25 +46,11 @@ def consumer_queue_name(consumer: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}-{consumer}-events"
 
 
-# The SQS redrive settings every table queue gets, on AWS and locally alike.
-MAX_RECEIVE_COUNT = 5
-DLQ_RETENTION_DAYS = 14
-QUEUE_RETENTION_DAYS = 14
-MERGE_FUNCTION_TIMEOUT_SECONDS = 120
-QUEUE_VISIBILITY_TIMEOUT_SECONDS = 6 * MERGE_FUNCTION_TIMEOUT_SECONDS
-MERGE_BATCH_SIZE = 10
+# The source of the merge's events on the bus, and of the transform's.
 EVENT_SOURCE = "ingest.merge"
-
-
-# Resources of the ingest and pause steps and of the downstream wiring (used by infra/ and the
-# operator CLI alike).
-INGEST_SCHEDULE_EXPRESSION = "rate(20 minutes)"
-TRANSFORM_CONSUMER = "transform"
-# The merge events the transform consumes (StagingArchived etc. carry no rows it needs), and
-# the source of the events the transform itself puts on the bus.
-TRANSFORM_DETAIL_TYPES = ("HistoryAppended", "BaselinePromoted")
 TRANSFORM_EVENT_SOURCE = "ingest.transform"
-TRANSFORM_FUNCTION_TIMEOUT_SECONDS = 300
+# The bus consumer the transform function drains (its queue, DLQ and rule are named by it).
+TRANSFORM_CONSUMER = "transform"
 
 
 def transform_function_name(prefix: str = DEFAULT_PREFIX) -> str:

@@ -24,19 +24,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared import naming
+from shared import deployment_facts as facts
 from shared.layout import TRIGGER_AREAS, Area
 
 # S3 lifecycle rules count whole days (and round up to the next midnight UTC).
 DAY_SECONDS = 24 * 60 * 60
 # The longest any reader of a manifest runs, holding it: the functions' longest timeout.
-LONGEST_READ_SECONDS = max(
-    naming.MERGE_FUNCTION_TIMEOUT_SECONDS, naming.TRANSFORM_FUNCTION_TIMEOUT_SECONDS
-)
+LONGEST_READ_SECONDS = max(facts.MERGE.timeout_seconds, facts.TRANSFORM.timeout_seconds)
 # The shortest noncurrent retention S3 accepts; it must cover the longest read.
 READ_WINDOW_DAYS = 1
 # A message's first life (queue, then DLQ) and one more after a redrive.
-MESSAGE_LIFE_DAYS = max(naming.QUEUE_RETENTION_DAYS, naming.DLQ_RETENTION_DAYS)
+MESSAGE_LIFE_DAYS = (
+    max(facts.MERGE_QUEUE.retention_seconds, facts.DLQ.retention_seconds) // facts.DAY_SECONDS
+)
 TRIGGER_VERSION_DAYS = 2 * MESSAGE_LIFE_DAYS
 
 assert READ_WINDOW_DAYS * DAY_SECONDS >= LONGEST_READ_SECONDS

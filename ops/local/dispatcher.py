@@ -1,7 +1,7 @@
 """The dispatcher: plays Lambda's SQS event source, the DLQ alarm and the bus consumers.
 
 - One poller thread per table queue long-polls (`wait_seconds`), builds the SQS event exactly
-  as Lambda's event source mapping does (at most `MERGE_BATCH_SIZE` records), invokes that
+  as Lambda's event source mapping does (at most the stack's batch size), invokes that
   table's merge function, deletes the records that succeeded and leaves the failures to their
   visibility timeout, so SQS's own `maxReceiveCount` moves a repeat failure to the DLQ. A
   handler exception fails the whole batch. Messages are received with a short visibility

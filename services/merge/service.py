@@ -29,6 +29,7 @@ from services.merge.source import ObjectRef, SourceVersion, locate
 from services.merge.staged import load_staged
 from services.merge.state import TableState
 from shared.commitlog import SEQ_METADATA, LogEntry, MergeStatus
+from shared.deployment_facts import MAX_RECEIVE_COUNT
 from shared.events import EventSink
 from shared.layout import (
     Area,
@@ -36,7 +37,6 @@ from shared.layout import (
     batch_id,
     parse_trigger_key,
 )
-from shared.naming import MAX_RECEIVE_COUNT
 from shared.queues import MessageSink
 from shared.rows import FileFormatError, RowProblem
 from shared.schema_state import effective_spec

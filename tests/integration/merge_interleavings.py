@@ -84,7 +84,8 @@ from moto import mock_aws
 from services.merge import handler as merge_handler
 from shared import history_index
 from shared.changes import COMMIT_TS_COLUMN, LSN_COLUMN, OP_COLUMN, XID_COLUMN, lsn_text, lsn_value
-from shared.naming import MAX_RECEIVE_COUNT, merge_dlq_name, merge_queue_name
+from shared.deployment_facts import MAX_RECEIVE_COUNT
+from shared.naming import merge_dlq_name, merge_queue_name
 from shared.observation import OBSERVED_METADATA, Observation
 from shared.reader import iter_history, read_latest
 from shared.rows import dump_rows, row_json

@@ -15,6 +15,7 @@ import pytest
 from ops.local.dispatcher import AlarmChange, DispatcherConfig, Invocation
 from ops.local.runtime import LocalRuntime
 from services.pause.models import AlarmStateChangeEvent
+from shared import deployment_facts as facts
 from shared import naming
 from tests.waiting import wait_until
 
@@ -89,7 +90,7 @@ def test_each_table_function_gets_its_own_settings_and_a_real_sqs_event(runtime_
         assert record["eventSource"] == "aws:sqs"
         assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
         assert record["attributes"]["ApproximateReceiveCount"] == "1"
-        assert 0 < seen["remaining_ms"] <= naming.MERGE_FUNCTION_TIMEOUT_SECONDS * 1000
+        assert 0 < seen["remaining_ms"] <= facts.MERGE.timeout_seconds * 1000
     staff_body = json.loads(staged(staff_fn)[0]["event"]["Records"][0]["body"])
     assert unquote_plus(staff_body["Records"][0]["s3"]["object"]["key"]) == "staging/staff.json"
 
@@ -117,7 +118,7 @@ def test_partial_failure_deletes_the_good_and_moves_the_bad_to_the_dlq(runtime_f
     assert len({r.message_id for r in good}) == 2
     assert [r.receive_count for r in good] == [1, 1]  # each once, then deleted
     bad = [r for r in records if not r.ok]
-    assert [r.receive_count for r in bad] == list(range(1, naming.MAX_RECEIVE_COUNT + 1))
+    assert [r.receive_count for r in bad] == list(range(1, facts.MAX_RECEIVE_COUNT + 1))
     depth = sqs.get_queue_attributes(QueueUrl=staff.queue.url, AttributeNames=["All"])
     assert depth["Attributes"]["ApproximateNumberOfMessages"] == "0"
     assert depth["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"

@@ -8,6 +8,7 @@ from moto import mock_aws
 
 from ops.local.moto_edge import aws_like_moto
 from ops.local.resources import Clients, create_resources
+from shared import deployment_facts as facts
 from shared import naming
 from shared.tables import TABLES
 from tests.waiting import wait_until
@@ -40,9 +41,9 @@ def test_every_table_gets_queue_dlq_alarm_and_whole_key_notifications(deployment
     ]
     assert json.loads(attributes["RedrivePolicy"]) == {
         "deadLetterTargetArn": staff.dlq.arn,
-        "maxReceiveCount": naming.MAX_RECEIVE_COUNT,
+        "maxReceiveCount": facts.MAX_RECEIVE_COUNT,
     }
-    assert int(attributes["VisibilityTimeout"]) == naming.QUEUE_VISIBILITY_TIMEOUT_SECONDS
+    assert int(attributes["VisibilityTimeout"]) == facts.MERGE_QUEUE.visibility_timeout_seconds
     assert staff.queue.name == naming.merge_queue_name("staff")
     assert staff.dlq.name == naming.merge_dlq_name("staff")
 

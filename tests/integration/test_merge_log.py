@@ -14,7 +14,7 @@ import pytest
 from ops.inspection import row_history, table_as_of
 from services.transform.deletes import deleted_rows
 from shared.changes import DELETED_AT_COLUMN, OP_COLUMN
-from shared.naming import MAX_RECEIVE_COUNT
+from shared.deployment_facts import MAX_RECEIVE_COUNT
 from shared.observation import observed_at_metadata
 from shared.reader import read_tombstones
 from shared.storage import BucketStore

@@ -19,12 +19,8 @@ from services.transform import handler as transform_handler
 from services.transform.service import TransformService
 from shared.events import EventPublisher
 from shared.layout import baseline_key, staging_key
-from shared.naming import (
-    EVENT_SOURCE,
-    TRANSFORM_DETAIL_TYPES,
-    TRANSFORM_EVENT_SOURCE,
-    consumer_queue_name,
-)
+from shared.deployment_facts import TRANSFORM_PATTERN
+from shared.naming import TRANSFORM_EVENT_SOURCE, consumer_queue_name
 from shared.observation import observed_at_metadata
 from shared.queues import MessageQueue
 from shared.rows import dump_rows, validate_rows
@@ -58,7 +54,7 @@ class TransformChain:
         self.queue_url = self._queue_with_rule(
             events,
             consumer_queue_name("transform", "test"),
-            {"source": [EVENT_SOURCE], "detail-type": list(TRANSFORM_DETAIL_TYPES)},
+            TRANSFORM_PATTERN,
         )
         self.updates_url = self._queue_with_rule(
             events, "warehouse-updates", {"source": [TRANSFORM_EVENT_SOURCE]}
