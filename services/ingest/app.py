@@ -22,7 +22,8 @@ def credentials_from(settings: IngestSettings) -> Callable[[], SourceCredentials
     if settings.source_secret_arn:
         return SecretsManagerCredentials(settings.source_secret_arn, overrides=overrides)
     url = settings.source_url or ""
-    return lambda: overrides.apply(SourceCredentials.from_url(url), "SOURCE_URL")
+    where = IngestSettings.variable("source_url")
+    return lambda: overrides.apply(SourceCredentials.from_url(url), where)
 
 
 def run_with_settings(settings: IngestSettings) -> IngestReport:

@@ -87,9 +87,11 @@ class IngestSettings(EnvironmentSettings):
     @model_validator(mode="after")
     def _one_source(self) -> IngestSettings:
         if not self.source_secret_arn and not self.source_url:
-            raise ValueError("set SOURCE_SECRET_ARN (on AWS) or SOURCE_URL (locally)")
+            secret, url = self.variable("source_secret_arn"), self.variable("source_url")
+            raise ValueError(f"set {secret} (on AWS) or {url} (locally)")
         if self.source_url:  # a bad URL fails here, not per table
-            self.source_overrides().apply(SourceCredentials.from_url(self.source_url), "SOURCE_URL")
+            url_credentials = SourceCredentials.from_url(self.source_url)
+            self.source_overrides().apply(url_credentials, self.variable("source_url"))
         return self
 
     def source_overrides(self) -> SourceOverrides:
