@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ops.operations import DlqDepth, RedriveResult
 from ops.status import StatusReport
 from shared.timeline import RowVersion
+
+if TYPE_CHECKING:
+    from ops.query import QueryResult
 
 STATUS_WIDTH = 140  # the status table's columns, unwrapped, even on a narrow terminal
 
@@ -100,3 +105,21 @@ def versions(console: Console, versions: Sequence[RowVersion]) -> None:
             ", ".join(f"{k}={val}" for k, val in row.items()),
         )
     _wide(console).print(table)
+
+
+_NUMBERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "DECIMAL", "FLOAT", "DOUBLE"}
+
+
+def query_result(console: Console, result: QueryResult) -> None:
+    """`ingestctl query`: the rows as a table (NULL shown as such), numbers right-aligned."""
+    from ops.query import cell_text  # DuckDB and pyarrow load for `query` alone
+
+    table = Table(box=None, header_style="bold")
+    for name, kind in zip(result.columns, result.types, strict=True):
+        right = kind.split("(")[0].removeprefix("U") in _NUMBERS
+        table.add_column(name, justify="right" if right else "left")
+    for row in result.rows:
+        table.add_row(*(escape(cell_text(v)) if v is not None else "[dim]NULL[/]" for v in row))
+    _wide(console).print(table)
+    count = len(result.rows)
+    console.print(f"[dim]{count} row{'' if count == 1 else 's'}[/]", highlight=False)
