@@ -7,8 +7,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from moto import mock_aws
 
+from ops.local.moto_edge import aws_like_moto
 from ops.pg import LocalPostgres, PostgresUnavailableError
+from tests.aws import AWS_ENV, AWS_UNSET
 
 
 def started_postgres(
@@ -37,3 +40,19 @@ def pg_server() -> Iterator[LocalPostgres]:
     "postgres"); each test makes its own database in it. Skips where no server can be had."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     yield from started_postgres(f"ingest-pg-{worker}-")
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials and region for moto in this process (tests/aws.py); no mock yet."""
+    for name in AWS_UNSET:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def aws(aws_env: None) -> Iterator[None]:
+    """moto, with S3 notifications and conditional writes as AWS's (ops/local/moto_edge.py)."""
+    with mock_aws(), aws_like_moto():
+        yield

@@ -24,11 +24,9 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
 from ops.cli import app
-from ops.local.moto_edge import aws_like_moto
 from ops.pg import create_database, load_snapshot
 from ops.sample_data import SampleDatabase
 from services.ingest.handler import handler as ingest_handler
@@ -51,21 +49,11 @@ from tests.rows import T0, staff
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
-AWS_ENV = {
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-}
 
 
 @pytest.fixture
-def world(synth, monkeypatch):
-    for name, value in AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws(), aws_like_moto():
-        yield create_world(synth.template, list(TABLES))
+def world(synth, aws):
+    return create_world(synth.template, list(TABLES))
 
 
 def use_environment(world: World, function_name: str, monkeypatch) -> None:

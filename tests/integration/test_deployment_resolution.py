@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
 from ops.cli import app
@@ -17,12 +16,6 @@ def _stack(cfn, name, outputs):
         "Outputs": {key: {"Value": value} for key, value in outputs.items()},
     }
     cfn.create_stack(StackName=name, TemplateBody=json.dumps(template))
-
-
-@pytest.fixture
-def aws(aws_env):
-    with mock_aws():
-        yield
 
 
 def test_stack_outputs_name_every_resource_the_operator_uses(aws):

@@ -4,9 +4,7 @@ import json
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
-from ops.local.moto_edge import aws_like_moto
 from ops.local.resources import Clients, create_resources
 from shared import deployment_facts as facts
 from shared import naming
@@ -15,13 +13,9 @@ from tests.waiting import wait_until
 
 
 @pytest.fixture
-def deployment(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws(), aws_like_moto():
-        clients = Clients.create(region="eu-west-2")
-        yield clients, create_resources(clients, bucket="ingest-test")
+def deployment(aws):
+    clients = Clients.create(region="eu-west-2")
+    return clients, create_resources(clients, bucket="ingest-test")
 
 
 def _receive_keys(sqs, url):

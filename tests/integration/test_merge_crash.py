@@ -16,7 +16,7 @@ from shared.observation import observed_at_metadata
 from shared.rows import dump_rows, row_json
 from shared.tables import TABLES
 from tests import rows
-from tests.integration.conftest import AWS_ENV
+from tests.aws import AWS_ENV
 from tests.integration.merge_pipeline import (
     BUCKET,
     LAYOUTS,

@@ -9,13 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
 from ops.cli import app
 from ops.dismissal import quarantined_records
-from ops.local.moto_edge import aws_like_moto
-from ops.local.resources import Clients, create_resources
 from ops.sample_data import SampleDatabase
 from services.ingest.log_ingest import SLOT_HEALTH_KEY
 from services.merge import handler as merge_handler
@@ -37,6 +34,7 @@ from shared.reader import read_latest
 from shared.rows import dump_rows, load_rows, row_json, validate_rows
 from shared.storage import BucketStore
 from shared.tables import TABLES
+from tests.aws import local_resources
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 BUCKET = "ingest-ops-test"
@@ -48,25 +46,19 @@ READ = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # when the ingest read a file (`o
 
 
 @pytest.fixture
-def aws(aws_env, monkeypatch):
+def deployed(aws, monkeypatch):
     monkeypatch.setenv("BUCKET_NAME", BUCKET)
     monkeypatch.setenv("EVENT_BUS_NAME", naming.event_bus_name())
     monkeypatch.setenv("SCHEDULE_RULE_NAME", naming.ingest_schedule_rule_name())
-    with mock_aws(), aws_like_moto():
-        clients = Clients.create(region="eu-west-2")
-        deployment = create_resources(clients, bucket=BUCKET, tables=[TABLE])
-        for queue in [*deployment.consumers.values(), deployment.tables[TABLE].queue]:
-            clients.sqs.purge_queue(QueueUrl=queue.url)  # S3's test events
-        settings = MergeSettings(
-            bucket_name=BUCKET,
-            table_name=TABLE,
-            event_bus_name=deployment.event_bus,
-            dlq_url=deployment.tables[TABLE].dlq.url,
-        )
-        merge_handler.use_service(merge_handler.build_service(settings))
-        yield SimpleNamespace(
-            clients=clients, deployment=deployment, table=deployment.tables[TABLE]
-        )
+    clients, deployment = local_resources(BUCKET, [TABLE])
+    settings = MergeSettings(
+        bucket_name=BUCKET,
+        table_name=TABLE,
+        event_bus_name=deployment.event_bus,
+        dlq_url=deployment.tables[TABLE].dlq.url,
+    )
+    merge_handler.use_service(merge_handler.build_service(settings))
+    return SimpleNamespace(clients=clients, deployment=deployment, table=deployment.tables[TABLE])
 
 
 def _context(name):
@@ -193,8 +185,8 @@ def bad_staging(rows):
     return json.dumps(raw).encode()
 
 
-def test_bad_file_pauses_then_fix_redrive_resume_loses_and_duplicates_nothing(aws):
-    env = aws
+def test_bad_file_pauses_then_fix_redrive_resume_loses_and_duplicates_nothing(deployed):
+    env = deployed
     base = staff_rows()
     put(env, "baseline/staff.json", dump_rows(SPEC, base))
     deliver(env)
@@ -260,9 +252,9 @@ class StaffWithNickname(schemas.Staff):
 
 
 def test_schema_drift_quarantined_then_merged_by_redrive_once_the_schema_knows_the_column(
-    aws, monkeypatch
+    deployed, monkeypatch
 ):
-    env = aws
+    env = deployed
     base = staff_rows()
     put(env, "baseline/staff.json", dump_rows(SPEC, base))
     deliver(env)
@@ -289,8 +281,10 @@ def test_schema_drift_quarantined_then_merged_by_redrive_once_the_schema_knows_t
     assert status(env)[1]["tables"][TABLE]["dlq_messages"] == 0
 
 
-def test_under_add_nullable_status_names_the_added_column_and_history_shows_it(aws, monkeypatch):
-    env = aws
+def test_under_add_nullable_status_names_the_added_column_and_history_shows_it(
+    deployed, monkeypatch
+):
+    env = deployed
     base = staff_rows()
     put(env, "baseline/staff.json", dump_rows(SPEC, base))
     deliver(env)
@@ -313,8 +307,8 @@ def test_under_add_nullable_status_names_the_added_column_and_history_shows_it(a
     assert [v["row"]["nickname"] for v in json.loads(shown.stdout)] == [None, "Jo"]
 
 
-def test_dismiss_keeps_the_evidence_records_why_and_empties_the_dlq(aws):
-    env = aws
+def test_dismiss_keeps_the_evidence_records_why_and_empties_the_dlq(deployed):
+    env = deployed
     base = staff_rows()
     put(env, "baseline/staff.json", dump_rows(SPEC, base))
     deliver(env)
@@ -343,8 +337,8 @@ def test_dismiss_keeps_the_evidence_records_why_and_empties_the_dlq(aws):
     assert record["quarantine_key"] == copy
 
 
-def test_history_and_asof_agree_with_the_versions_that_were_staged(aws, tmp_path):
-    env = aws
+def test_history_and_asof_agree_with_the_versions_that_were_staged(deployed, tmp_path):
+    env = deployed
     base = staff_rows()
     # Each file says when the ingest read it (`observed-at`), an hour apart: that is the order.
     read = [READ + timedelta(hours=h) for h in range(5)]
@@ -398,8 +392,8 @@ def test_history_and_asof_agree_with_the_versions_that_were_staged(aws, tmp_path
         assert got == expected, at
 
 
-def test_a_redrive_of_still_bad_data_leaves_it_quarantined_until_dismissed(aws):
-    env = aws
+def test_a_redrive_of_still_bad_data_leaves_it_quarantined_until_dismissed(deployed):
+    env = deployed
     base = staff_rows()
     put(env, "baseline/staff.json", dump_rows(SPEC, base))
     deliver(env)
@@ -434,8 +428,8 @@ def renamed(rows, days=400):
     return [r.model_copy(update={"first_name": "Renamed", "last_updated": when}) for r in rows]
 
 
-def test_status_reads_the_log_entry_latest_reflects_and_counts_waiting_baselines(aws):
-    env = aws
+def test_status_reads_the_log_entry_latest_reflects_and_counts_waiting_baselines(deployed):
+    env = deployed
     base = staff_rows()
     put(env, baseline_key(TABLE), dump_rows(SPEC, base))
     table = status(env)[1]["tables"][TABLE]
@@ -458,8 +452,8 @@ def test_status_reads_the_log_entry_latest_reflects_and_counts_waiting_baselines
     assert datetime.fromisoformat(last["batch_time"]) == entry.source.last_modified
 
 
-def test_replay_of_an_archived_batch_is_the_same_batch_again(aws):
-    env = aws
+def test_replay_of_an_archived_batch_is_the_same_batch_again(deployed):
+    env = deployed
     base = staff_rows()
     put(env, baseline_key(TABLE), dump_rows(SPEC, base))
     deliver(env)
@@ -511,8 +505,8 @@ def test_replay_of_an_archived_batch_is_the_same_batch_again(aws):
     assert cli("replay", "--table", TABLE, "--archive", "archive/other/x.json").exit_code == 2
 
 
-def test_pause_by_hand_is_idempotent_and_status_says_why(aws):
-    env = aws
+def test_pause_by_hand_is_idempotent_and_status_says_why(deployed):
+    env = deployed
     first = cli("pause", "--reason", "database maintenance")
     again = cli("pause", "--reason", "database maintenance")
 
@@ -527,7 +521,7 @@ def test_pause_by_hand_is_idempotent_and_status_says_why(aws):
     assert status(env)[0] == 0
 
 
-def test_exit_codes_for_usage_and_failure(aws):
+def test_exit_codes_for_usage_and_failure(deployed):
     assert cli("history", "no_such_table", "1").exit_code == 2
     assert cli("status", "--table", "no_such_table").exit_code == 2
     missing = CliRunner().invoke(app, ["--bucket", "no-such-bucket", "status", "--table", TABLE])
@@ -554,8 +548,8 @@ def _slot(wal_status: str, lag: int) -> bytes:
     ).encode()
 
 
-def test_status_shows_the_replication_slot_and_a_slot_at_risk_is_not_healthy(aws):
-    env = aws
+def test_status_shows_the_replication_slot_and_a_slot_at_risk_is_not_healthy(deployed):
+    env = deployed
     put(env, SLOT_HEALTH_KEY, _slot("reserved", 4096))
     code, report = status(env)
     assert report["replication_slot"]["lag_bytes"] == 4096

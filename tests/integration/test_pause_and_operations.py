@@ -6,35 +6,23 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from moto import mock_aws
 
-from ops.local.moto_edge import aws_like_moto
-from ops.local.resources import Clients, create_resources
 from ops.operations import REDRIVE_ORIGIN_ATTRIBUTE, Operator, ResumeRefusedError
 from services.pause.handler import handler
 from shared import naming
 from shared.layout import PAUSE_RECORD_KEY
+from tests.aws import local_resources
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 BUCKET = "ingest-test"
 
 
 @pytest.fixture
-def aws(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def deployed(aws, monkeypatch):
     monkeypatch.setenv("BUCKET_NAME", BUCKET)
     monkeypatch.setenv("EVENT_BUS_NAME", naming.event_bus_name())
     monkeypatch.setenv("SCHEDULE_RULE_NAME", naming.ingest_schedule_rule_name())
-    with mock_aws(), aws_like_moto():
-        clients = Clients.create(region="eu-west-2")
-        deployment = create_resources(clients, bucket=BUCKET, tables=["staff", "payment"])
-        queues = [*deployment.consumers.values(), *(t.queue for t in deployment.tables.values())]
-        for queue in queues:  # drop the s3:TestEvent messages the configuration sent
-            clients.sqs.purge_queue(QueueUrl=queue.url)
-        yield clients, deployment
+    return local_resources(BUCKET, ["staff", "payment"])
 
 
 def _context():
@@ -58,8 +46,8 @@ def _rule_state(clients):
     return clients.events.describe_rule(Name=naming.ingest_schedule_rule_name())["State"]
 
 
-def test_pause_handler_disables_records_and_is_idempotent(aws):
-    clients, deployment = aws
+def test_pause_handler_disables_records_and_is_idempotent(deployed):
+    clients, deployment = deployed
     event = json.loads((FIXTURES / "alarm_state_change.json").read_text())
 
     first = handler(event, _context())
@@ -88,16 +76,16 @@ def test_pause_handler_disables_records_and_is_idempotent(aws):
     assert _operator_events(clients, deployment) == []
 
 
-def test_pause_handler_ignores_an_alarm_going_back_to_ok(aws):
-    clients, _ = aws
+def test_pause_handler_ignores_an_alarm_going_back_to_ok(deployed):
+    clients, _ = deployed
     event = json.loads((FIXTURES / "alarm_state_change.json").read_text())
     event["detail"]["state"]["value"] = "OK"
     assert handler(event, _context())["paused"] is False
     assert _rule_state(clients) == "ENABLED"
 
 
-def test_resume_refuses_while_a_dlq_holds_messages_unless_forced(aws):
-    clients, deployment = aws
+def test_resume_refuses_while_a_dlq_holds_messages_unless_forced(deployed):
+    clients, deployment = deployed
     operator = Operator(BUCKET, tables=["staff", "payment"])
     operator.pause("maintenance")
     assert _rule_state(clients) == "DISABLED"
@@ -153,8 +141,8 @@ def _drain(sqs, url):
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
-def test_redrive_fallback_interrupted_twice_then_rerun_moves_each_message_once(aws):
-    clients, deployment = aws
+def test_redrive_fallback_interrupted_twice_then_rerun_moves_each_message_once(deployed):
+    clients, deployment = deployed
     staff = deployment.tables["staff"]
     original = {}
     for i in range(7):
@@ -185,8 +173,8 @@ def test_redrive_fallback_interrupted_twice_then_rerun_moves_each_message_once(a
     assert clients.sqs.receive_message(QueueUrl=staff.dlq.url).get("Messages", []) == []
 
 
-def test_redrive_after_an_interruption_between_send_and_delete_sends_nothing_twice(aws):
-    clients, deployment = aws
+def test_redrive_after_an_interruption_between_send_and_delete_sends_nothing_twice(deployed):
+    clients, deployment = deployed
     staff = deployment.tables["staff"]
     ids = [
         clients.sqs.send_message(QueueUrl=staff.dlq.url, MessageBody=f"b{i}")["MessageId"]
@@ -220,8 +208,8 @@ class _FailingAgain:
         return sent
 
 
-def test_redrive_moves_what_was_there_and_does_not_chase_messages_failing_again(aws):
-    clients, deployment = aws
+def test_redrive_moves_what_was_there_and_does_not_chase_messages_failing_again(deployed):
+    clients, deployment = deployed
     staff = deployment.tables["staff"]
     for i in range(3):
         clients.sqs.send_message(QueueUrl=staff.dlq.url, MessageBody=f"still-bad-{i}")

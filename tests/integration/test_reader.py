@@ -3,7 +3,6 @@ from datetime import UTC, datetime
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from shared.history import HistoryRow, dump_history
 from shared.layout import (
@@ -44,12 +43,10 @@ def staff(staff_id, minute, name="Ana"):
 
 
 @pytest.fixture
-def store(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="reader-test")
-        yield BucketStore("reader-test", client)
+def store(aws):
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket="reader-test")
+    return BucketStore("reader-test", client)
 
 
 def test_latest_absent_then_present_with_its_etag(store):

@@ -12,19 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from shared.tables import TABLES
+from tests.aws import AWS_ENV
 from tests.reliability.faults import CRASH_POINTS, FaultTally, run_faults
 from tests.reliability.hostile import HostileTally, merge_log_to, run_hostile
 from tests.reliability.load import LoadTally, run_load
 from tests.reliability.memory import PeakMemory, mb
 from tests.reliability.soak import BOUND_EXTRA, BOUND_FACTOR, SoakTally, run_soak
-
-# moto in-process needs credentials and a region; nothing reaches AWS.
-AWS_ENV = {
-    "AWS_DEFAULT_REGION": "eu-west-2",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
 
 
 @dataclass

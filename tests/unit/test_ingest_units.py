@@ -8,7 +8,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from ops.pg import column_sql_type, table_ddl
 from services.ingest.ingest import TableState, next_state
@@ -30,16 +29,6 @@ from shared.events import (
 from shared.layout import PAUSE_RECORD_KEY
 from shared.storage import BucketStore
 from shared.tables import TABLES, TableSpec
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
-    with mock_aws():
-        yield
 
 
 # -- settings -------------------------------------------------------------------------------

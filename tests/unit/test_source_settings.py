@@ -8,7 +8,6 @@ import ssl
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from services.ingest.app import credentials_from
 from services.ingest.settings import IngestSettings, SettingsError
@@ -26,16 +25,6 @@ from shared.tables import TABLES
 PASSWORD = "s3cr3t-Pa55"
 URL = f"postgresql://tote:{PASSWORD}@db.example:5432/totesys"
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
-    with mock_aws():
-        yield
 
 
 def secret(fields: dict[str, object]) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from shared.storage import MIN_PART_BYTES, BucketStore
 
@@ -22,17 +21,10 @@ class PiecesFailedError(Exception):
 
 # -- the streamed put ------------------------------------------------------------------------
 @pytest.fixture
-def bucket(monkeypatch) -> Iterator[BucketStore]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
-    with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(
-            Bucket="b-1", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"}
-        )
-        yield BucketStore("b-1")
+def bucket(aws: None) -> BucketStore:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="b-1", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+    return BucketStore("b-1")
 
 
 def _pieces(data: bytes, sizes: list[int]) -> Iterator[bytes]:

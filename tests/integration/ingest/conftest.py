@@ -15,7 +15,6 @@ from typing import Any
 import boto3
 import pg8000.native
 import pytest
-from moto import mock_aws
 
 from ops.pg import (
     WAL2JSON_PACKAGE,
@@ -172,17 +171,6 @@ def source_db(pg_server: LocalPostgres, small_template: str) -> Iterator[SourceD
 @pytest.fixture
 def full_source_db(pg_server: LocalPostgres, full_template: str) -> Iterator[SourceDb]:
     yield from _database(pg_server, full_template)
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
-    with mock_aws():
-        yield
 
 
 @pytest.fixture
