@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,7 @@ from rich.markup import escape
 from ops.deployment import Target
 from ops.local.functions import DEFAULT_HANDLERS
 from ops.sample_data import SampleDatabase
+from services.merge.settings import MergeSettings
 from shared import naming
 from shared.rows import FileFormatError, decode_rows, dump_rows, validate_rows
 from shared.schema_state import effective_spec
@@ -37,41 +38,33 @@ EXIT_FAILURE, EXIT_USAGE, EXIT_UNHEALTHY = 1, 2, 3
 DEPLOYMENT = "Deployment (before the command: ingestctl --stack NAME status)"
 
 
+def _deployment_option(help: str, envvar: str | None = None) -> Any:
+    return typer.Option(help=help, envvar=envvar, rich_help_panel=DEPLOYMENT)
+
+
 @app.callback()
 def deployment(
     ctx: typer.Context,
     stack: Annotated[
         str | None,
-        typer.Option(
-            help="CloudFormation stack: resources from its outputs.",
-            envvar="INGEST_STACK",
-            rich_help_panel=DEPLOYMENT,
-        ),
+        _deployment_option("CloudFormation stack: resources from its outputs.", "INGEST_STACK"),
     ] = None,
     bucket: Annotated[
         str | None,
-        typer.Option(
-            help="The ingest bucket (no stack: other names from the prefix).",
-            envvar="BUCKET_NAME",
-            rich_help_panel=DEPLOYMENT,
+        _deployment_option(
+            "The ingest bucket (no stack: other names from the prefix).",
+            MergeSettings.variable("bucket_name"),  # the functions' own variable
         ),
     ] = None,
-    prefix: Annotated[
-        str, typer.Option(help="Resource name prefix (no stack).", rich_help_panel=DEPLOYMENT)
-    ] = naming.DEFAULT_PREFIX,
+    prefix: Annotated[str, _deployment_option("Resource name prefix (no stack).")] = (
+        naming.DEFAULT_PREFIX
+    ),
     endpoint_url: Annotated[
         str | None,
-        typer.Option(
-            help="AWS endpoint, e.g. the local runtime's http://127.0.0.1:4566.",
-            rich_help_panel=DEPLOYMENT,
-        ),
+        _deployment_option("AWS endpoint, e.g. the local runtime's http://127.0.0.1:4566."),
     ] = None,
-    profile: Annotated[
-        str | None, typer.Option(help="AWS CLI profile.", rich_help_panel=DEPLOYMENT)
-    ] = None,
-    region: Annotated[
-        str | None, typer.Option(help="AWS region.", rich_help_panel=DEPLOYMENT)
-    ] = None,
+    profile: Annotated[str | None, _deployment_option("AWS CLI profile.")] = None,
+    region: Annotated[str | None, _deployment_option("AWS region.")] = None,
 ) -> None:
     """Operate the ingest bucket: validate files, run it locally, inspect and repair it.
 
