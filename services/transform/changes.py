@@ -32,13 +32,22 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
-from services.transform.warehouse import Column, Kind, Row, WarehouseTable, money, parse_columns
+from services.transform.warehouse import (
+    WAREHOUSE_TABLES,
+    Column,
+    Kind,
+    Row,
+    WarehouseTable,
+    money,
+    parse_columns,
+)
 from shared.layout import changes_file_key, changes_prefix
 from shared.tables import AUTO_PARTITION_ROWS, TABLES, TableSpec, get_table
 from shared.timeline import RowVersion
 from shared.types import parse_date_text, parse_timestamp
 
 __all__ = [
+    "ALL_TABLES",
     "CHANGE_TABLES",
     "CHANGE_TABLES_BY_NAME",
     "KEYS_PER_FILE",
@@ -118,6 +127,9 @@ def change_table(source_table: str) -> WarehouseTable:
 # source table -> its change table; and by the change table's own name
 CHANGE_TABLES: Mapping[str, WarehouseTable] = {name: change_table(name) for name in TABLES}
 CHANGE_TABLES_BY_NAME: Mapping[str, WarehouseTable] = {t.name: t for t in CHANGE_TABLES.values()}
+# Every table the transform writes, by name: the warehouse's and the change tables (the Glue
+# catalog's tables, `ingestctl query`'s views).
+ALL_TABLES: Mapping[str, WarehouseTable] = {**WAREHOUSE_TABLES, **CHANGE_TABLES_BY_NAME}
 
 
 # ---- rows ----------------------------------------------------------------------------------

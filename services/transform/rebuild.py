@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from services.transform import parquet
+from services.transform.change_files import computed_files
+from services.transform.changes import CHANGE_TABLES
 from services.transform.files import generation_of
 from services.transform.service import FileVersion, TransformReport, TransformService
 from services.transform.warehouse import (
@@ -41,7 +43,12 @@ from shared.storage import StoredObject
 Files = dict[str, list[Row]]  # key -> the rows the file holds
 # dim_date after the facts, from the committed facts: a fact a live event adds later widens
 # dim_date itself, after this rebuild read dim_date's ETag.
-REBUILD_ORDER: tuple[WarehouseTable, ...] = (*FACTS, DIM_DATE, *SOURCE_DIMENSIONS)
+REBUILD_ORDER: tuple[WarehouseTable, ...] = (
+    *FACTS,
+    DIM_DATE,
+    *SOURCE_DIMENSIONS,
+    *CHANGE_TABLES.values(),
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,8 @@ class Rebuild:
         self.report: TransformReport = TransformReport()
 
     def run(self, only: Collection[str] | None = None) -> TransformReport:
-        """Every table (or those named, in the same order: facts, dim_date, dimensions)."""
+        """Every table (or those named, in the same order: facts, dim_date, dimensions, change
+        tables)."""
         chosen = [t for t in REBUILD_ORDER if only is None or t.name in only]
         for table in chosen:
             self._table(table, partial(self._compute, table))
@@ -71,6 +79,9 @@ class Rebuild:
             return self._fact_files(table)
         if table is DIM_DATE:
             return self._date_files()
+        if table.changes_of is not None:  # every key's versions from latest + history
+            spec = self.service._spec(table.changes_of)
+            return computed_files(self.store, table, spec, None)
         return self._dimension_files(table)
 
     # ---- what each table holds, computed from the sources ------------------------------
@@ -111,7 +122,7 @@ class Rebuild:
         # The counts this attempt committed were its own; a live writer that added to a file
         # since may have found them equal to its own and left them: count the files now.
         self.files.retry(lambda: self.files.update_manifest(table, keys))
-        sink = self.service.sink
+        sink = self.service.sink if table.changes_of is None else None  # no change tables there
         for version, written in outcome.versions:
             self.report.add(table.name, len(version.rows))
             if written:

@@ -13,6 +13,8 @@ Incremental strategy (docs/decisions.md "The transform"):
   latest instead (services/transform/keyed.py).
 - dim_date is the calendar from the first to the last date any fact refers to; facts only
   grow, so widening the range by each event's dates equals computing it over every fact.
+- Change tables: the versions of the keys the event changed are computed again from latest
+  and history and replace those keys' rows (services/transform/change_files.py).
 Every file is replaced with a conditional write on the ETag it was read at (two transforms at
 once redo, not lose, an update), only when its bytes change, and numbered by a generation the
 sink applies in order (services/transform/files.py). The rebuild keeps the same discipline
@@ -30,13 +32,12 @@ from functools import partial
 from typing import Any, Protocol
 
 from services.transform import parquet
-from services.transform.changes import CHANGE_TABLES_BY_NAME
+from services.transform.changes import ALL_TABLES
 from services.transform.deletes import deleted_rows
 from services.transform.files import WarehouseFiles, generation_of
 from services.transform.warehouse import (
     DIM_DATE,
     FACT_BY_SOURCE,
-    WAREHOUSE_TABLES,
     Deleted,
     Row,
     WarehouseTable,
@@ -161,6 +162,9 @@ class TransformService:
             self._widen_dates(fact_dates(rows, fact), report)
         for dimension in dimensions_of(spec.name):
             self._refresh_dimension(dimension, report, change.keys)
+        from services.transform.change_files import ChangeFiles
+
+        ChangeFiles(self).apply(change, report)
         return report
 
     def updated_event(self, change: SourceChange, report: TransformReport) -> WarehouseUpdated:
@@ -299,7 +303,7 @@ class TransformService:
     def read_table(self, name: str) -> list[Row]:
         """Every row of a warehouse or change table, in file order (tests, the demo, the
         loader)."""
-        table = WAREHOUSE_TABLES.get(name) or CHANGE_TABLES_BY_NAME[name]
+        table = ALL_TABLES[name]
         found = self.store.get_if_exists(table.manifest_key)
         if found is None:
             return []

@@ -14,9 +14,8 @@ from typing import Any
 import boto3
 
 from services.transform import parquet
+from services.transform.changes import ALL_TABLES
 from services.transform.service import TransformService
-from services.transform.warehouse import WAREHOUSE_TABLES
-from shared.layout import warehouse_manifest_key
 from shared.reader import read_latest
 from shared.storage import BucketStore
 from shared.tables import TABLES
@@ -93,18 +92,20 @@ def changed(table: str, index: int, minutes: int, **values: Any) -> dict[str, An
 
 
 # The warehouse tables the live changes below write (the rest are not theirs to change).
-TOUCHED = ("fact_sales_order", "dim_date", "dim_staff")
+TOUCHED = ("fact_sales_order", "dim_date", "dim_staff", "changes_sales_order", "changes_staff")
+ORDER_TABLES = {"fact_sales_order", "dim_date", "changes_sales_order"}
+STAFF_TABLES = {"dim_staff", "changes_staff"}
 
 
 def merge_changes(chain: TransformChain, step: int, tables: tuple[str, ...] = TOUCHED) -> None:
     """Changes different at every step, merged (their events wait in the transform queue):
     an order's new version, with a delivery date that widens dim_date, for the facts and
     dim_date; a staff member's new name for dim_staff."""
-    if {"fact_sales_order", "dim_date"} & set(tables):
+    if ORDER_TABLES & set(tables):
         delivery = (date(2030, 1, 1) + timedelta(days=step)).isoformat()
         order = changed("sales_order", step, 10 + step, agreed_delivery_date=delivery)
         chain.merge("sales_order", [order])
-    if "dim_staff" in tables:
+    if STAFF_TABLES & set(tables):
         chain.merge("staff", [changed("staff", 0, 10 + step, first_name=f"Name{step}")])
 
 
@@ -120,7 +121,9 @@ def rebuilt_table_at(calls: list[str]) -> list[str]:
     tables = []
     current = ""
     for following in [*calls[1:], ""]:
-        if following.startswith("ListObjectsV2 warehouse/"):
+        if following.startswith("ListObjectsV2 warehouse/changes/"):
+            current = "changes_" + following.split("/")[2]
+        elif following.startswith("ListObjectsV2 warehouse/"):
             current = following.split("/")[1]
         tables.append(current)
     return tables
@@ -134,7 +137,7 @@ def assert_rebuilds_to_the_same_bytes(
     store = fresh_store()
     before = {k: store.get(k).data for k in sorted(store.keys("warehouse/"))}
     for table in tables:
-        for key in list(store.keys(f"warehouse/{table}/")):
+        for key in list(store.keys(ALL_TABLES[table].prefix)):
             store.delete(key)
     TransformService(store).rebuild(tables)
     after = {k: store.get(k).data for k in sorted(store.keys("warehouse/"))}
@@ -148,8 +151,8 @@ def assert_manifests_count_their_files(
     """Each manifest's counts are those of the files it names, as committed."""
     store = fresh_store()
     for name in tables:
-        manifest = json.loads(store.get(warehouse_manifest_key(name)).data)
-        table = WAREHOUSE_TABLES[name]
+        table = ALL_TABLES[name]
+        manifest = json.loads(store.get(table.manifest_key).data)
         counts = {k: len(parquet.decode(table, store.get(k).data)) for k in manifest["files"]}
         assert manifest["files"] == counts, name
         assert manifest["rows"] == sum(counts.values()), name

@@ -17,9 +17,9 @@ from services.merge.settings import MergeSettings
 from services.merge.source import ObjectRef
 from services.transform import handler as transform_handler
 from services.transform.service import TransformService
+from shared.deployment_facts import TRANSFORM_PATTERN
 from shared.events import EventPublisher
 from shared.layout import baseline_key, staging_key
-from shared.deployment_facts import TRANSFORM_PATTERN
 from shared.naming import TRANSFORM_EVENT_SOURCE, consumer_queue_name
 from shared.observation import observed_at_metadata
 from shared.queues import MessageQueue
@@ -90,13 +90,27 @@ class TransformChain:
             Body=dump_rows(spec, report.rows),
             Metadata=observed_at_metadata(datetime.now(UTC)),
         )
+        return self._merge_version(table, key, put.get("VersionId"))
+
+    def merge_file(self, table, data: bytes, observed: datetime | None = None) -> Outcome:
+        """Upload a staging file's bytes as they are (a log-mode file's `_op`/`_lsn` columns
+        included), observed at `observed` (default now), and run the real merge on it."""
+        put = self.s3.put_object(
+            Bucket=BUCKET,
+            Key=staging_key(table),
+            Body=data,
+            Metadata=observed_at_metadata(observed or datetime.now(UTC)),
+        )
+        return self._merge_version(table, staging_key(table), put.get("VersionId"))
+
+    def _merge_version(self, table, key, version_id) -> Outcome:
         settings = MergeSettings(
             bucket_name=BUCKET, table_name=table, event_bus_name=BUS, dlq_url=self.dlq_url
         )
         service = MergeService(
             settings, BucketStore(BUCKET), EventPublisher(BUS), MessageQueue(self.dlq_url)
         )
-        outcome = service.process(ObjectRef(BUCKET, key, put.get("VersionId"), message_body="{}"))
+        outcome = service.process(ObjectRef(BUCKET, key, version_id, message_body="{}"))
         assert outcome is not None
         return outcome
 

@@ -15,6 +15,7 @@ from ops.sample_data import SampleDatabase
 from services.transform.service import TransformService
 from tests.integration.transform.test_transform_versions import load_baselines
 from tests.integration.transform_interleavings import (
+    STAFF_TABLES,
     TOUCHED,
     assert_rebuilds_to_the_same_bytes,
     fresh_store,
@@ -37,7 +38,7 @@ def test_live_events_at_every_step_of_a_rebuild(chain):
     sections = rebuilt_table_at(log.calls)
     assert set(sections) == set(TOUCHED)
     for step, table in enumerate(sections):
-        change = ("dim_staff",) if table == "dim_staff" else ("fact_sales_order",)
+        change = ("dim_staff",) if table in STAFF_TABLES else ("fact_sales_order",)
         fired: list[object] = []
         store = fresh_store()
         with logged(store.client) as log:
@@ -45,7 +46,7 @@ def test_live_events_at_every_step_of_a_rebuild(chain):
             TransformService(store).rebuild(TOUCHED)
         assert fired, f"no call {step}: {log.calls[-3:]}"
         assert_rebuilds_to_the_same_bytes(chain)
-    last_staff_step = max(i for i, t in enumerate(sections) if t == "dim_staff")
+    last_staff_step = max(i for i, t in enumerate(sections) if t in STAFF_TABLES)
     assert chain.table("dim_staff")[0]["first_name"] == f"Name{last_staff_step}"
 
 
@@ -55,6 +56,8 @@ def test_a_rebuild_at_every_step_of_a_live_transform(chain):
     with logged(chain.store.client) as log:
         chain.deliver()
     assert len(log.calls) > 10
+    # A delivery's calls vary a little from step to step (the commit log the change tables
+    # read grows): pause at every call of the first, past the end of a shorter one.
     for index in range(len(log.calls)):
         step = index + 1
         merge_changes(chain, step)
@@ -63,7 +66,9 @@ def test_a_rebuild_at_every_step_of_a_live_transform(chain):
             rebuild = TransformService(fresh_store()).rebuild
             live.pause_at(index, partial(run_into, fired, rebuild, TOUCHED))
             chain.deliver()
-        assert fired, f"no call {index}: {live.calls[-3:]}"
+        assert fired or index >= len(live.calls), f"no call {index}: {live.calls[-3:]}"
+        if not fired:
+            rebuild(TOUCHED)
         assert_rebuilds_to_the_same_bytes(chain)
     assert chain.table("dim_staff")[0]["first_name"] == f"Name{step}"
     assert chain.table("dim_date")[-1]["date_id"] == date(2030, 1, 1) + timedelta(days=step)
