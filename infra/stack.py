@@ -13,6 +13,7 @@ from constructs import Construct
 
 from infra import constants, nag
 from infra.alarm_topic import AlarmTopic
+from infra.catalog import WarehouseCatalog
 from infra.chain_dashboard import ChainDashboard
 from infra.event_bus import ChainEventBus
 from infra.ingest_bucket import IngestBucket
@@ -117,6 +118,9 @@ class IngestStack(Stack):
             queue=self.events.transform_queue,
             dlq=self.events.transform_dlq,
             code=lambda_.Code.from_asset(str(transform_asset_dir or asset_dir)),
+        )
+        self.catalog = WarehouseCatalog(
+            self, "Catalog", prefix=prefix, bucket=bucket, access_logs=self.storage.access_logs
         )
         alarms = [self.schedule.error_alarm, *self.schedule.slot_alarms, self.pause.error_alarm]
         alarms += [self.transform.dlq_alarm, self.transform.error_alarm]
@@ -238,6 +242,9 @@ class IngestStack(Stack):
             self.transform.transform.function.function_name,
             "Transform",
         )
+        output("GlueDatabaseName", self.catalog.database_name, "The warehouse's Glue database")
+        output("AthenaWorkGroupName", self.catalog.workgroup.ref, "Athena workgroup to query it")
+        output("AthenaResultsBucketName", self.catalog.results.bucket_name, "Its query results")
         for p in self.pipelines:
             output("QueueUrl", p.queue.queue_url, f"{p.table} merge queue", p.table)
             output("DlqUrl", p.dlq.queue_url, f"{p.table} merge DLQ", p.table)

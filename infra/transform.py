@@ -21,8 +21,8 @@ from infra import bucket_access
 from infra import facts as infra_facts
 from infra.service_function import ServiceFunction
 from services.transform.settings import TransformSettings
+from shared import commitlog, history_index, layout, naming, schema_state
 from shared import deployment_facts as facts
-from shared import layout, naming, schema_state
 
 
 class Transform(Construct):
@@ -72,6 +72,15 @@ class Transform(Construct):
             [history],
             why_pattern="The transform reads every table's history objects (read only).",
         )
+        committed = [commitlog.log_prefix("*") + "*", history_index.index_prefix("*") + "*"]
+        fn.allow_objects(
+            "ReadCommittedHistory",
+            bucket,
+            bucket_access.READ,
+            committed,
+            why_pattern="Read-only: the commit log and the history index, which the change "
+            "tables read a key's versions from (as ingestctl history does).",
+        )
         fn.allow_objects(
             "ReadSchemaState",
             bucket,
@@ -88,7 +97,9 @@ class Transform(Construct):
             "partition: only under warehouse/.",
         )
         fn.allow(
-            bucket_access.listing("ListSources", bucket, [latest, history, warehouse, schemas]),
+            bucket_access.listing(
+                "ListSources", bucket, [latest, history, warehouse, schemas, *committed]
+            ),
             # S3 answers a read of a version that is gone with 403: the listing of that key's
             # versions tells gone from refused (shared/storage.py).
             bucket_access.listing("ListLatestVersions", bucket, [latest], versions=True),

@@ -115,12 +115,10 @@ class ChangeFiles:
     def _write(
         self, table: WarehouseTable, key: str, rows: list[Row], found: StoredObject | None
     ) -> tuple[FileVersion, bool]:
-        """The file replaced by `rows` if its bytes differ; no rows: removed."""
+        """The file replaced by `rows` if its bytes differ (no rows: none to write; history is
+        create-only, so a file's keys never lose every version)."""
         if not rows:
-            if found is None:
-                return FileVersion(key, [], 0), False
-            self.store.delete_if_match(key, found.etag)
-            return FileVersion(key, [], generation_of(found)), True
+            return FileVersion(key, [], generation_of(found)), False
         data = parquet.encode(table, rows)
         if found is not None and found.data == data:
             return FileVersion(key, rows, generation_of(found)), False

@@ -38,11 +38,12 @@ class Synthesized:
         return dict(self.resources[logical_id].get("Properties", {}))
 
     def ingest_bucket_id(self) -> str:
-        """The ingest bucket (the one whose access is logged), not the access-log bucket."""
+        """The ingest bucket (versioned, its access logged), not the access-log bucket nor
+        Athena's results bucket."""
         (logical_id,) = [
             k
             for k, v in self.of_type("AWS::S3::Bucket").items()
-            if "LoggingConfiguration" in v.get("Properties", {})
+            if {"LoggingConfiguration", "VersioningConfiguration"} <= set(v.get("Properties", {}))
         ]
         return logical_id
 

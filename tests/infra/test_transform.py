@@ -63,6 +63,8 @@ def test_transform_role_reads_sources_and_writes_only_the_warehouse(synth):
         "latest/*": {"s3:GetObject", "s3:GetObjectVersion"},  # partitions, by version
         "history/*": {"s3:GetObject"},
         "_state/schema/*.json": {"s3:GetObject"},  # the columns the source added
+        "_state/log/*/*": {"s3:GetObject"},  # a key's versions (the change tables)
+        "_state/merge/*/index/*": {"s3:GetObject"},  # ... through the history index
         "warehouse/*": {"s3:GetObject", "s3:PutObject"},
     }
     actions = {
