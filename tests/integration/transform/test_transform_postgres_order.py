@@ -57,7 +57,7 @@ def by_key(name, rows):
 
 
 def assert_postgres_is_the_parquet(chain, sink, tables=TOUCHED):
-    for name in tables:
+    for name in [t for t in tables if t in WAREHOUSE_TABLES]:  # no change tables there
         assert sink.rows(name) == by_key(name, chain.table(name)), name
 
 
