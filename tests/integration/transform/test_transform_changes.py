@@ -11,7 +11,6 @@ observation or its commit positions say so).
 from __future__ import annotations
 
 import contextlib
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,8 +23,8 @@ from ops.inspection import row_history
 from ops.local.moto_edge import aws_like_moto
 from services.transform import handler as transform_handler
 from services.transform.changes import CHANGE_TABLES, VERSION_COLUMNS
+from services.transform.events import parse_message
 from services.transform.service import SourceChange, TransformService
-from shared.events import BaselinePromoted, HistoryAppended
 from shared.rows import dump_rows
 from shared.schema_state import effective_spec
 from shared.storage import BucketStore
@@ -38,7 +37,6 @@ SPEC = TABLES["staff"]
 TABLE = CHANGE_TABLES["staff"]
 SOURCE_COLUMNS = [c.name for c in TABLE.columns if c not in VERSION_COLUMNS]
 KEYS = (1, 2, 3)
-MODELS = {"HistoryAppended": HistoryAppended, "BaselinePromoted": BaselinePromoted}
 
 
 class TransformDied(Exception):
@@ -94,8 +92,9 @@ def log_mode_file(number: int, changes: list[tuple[int, str, str]]) -> bytes:
 
 
 def detail_of(body: str) -> SourceChange:
-    message = json.loads(body)
-    return SourceChange.from_event(MODELS[message["detail-type"]].model_validate(message["detail"]))
+    detail = parse_message(body)
+    assert detail is not None, body
+    return SourceChange.from_event(detail)
 
 
 def deliver_shuffled(chain: TransformChain, order: list[int], crash_at: int | None) -> None:
