@@ -24,6 +24,7 @@ from shared.tables import TABLES, get_table
 
 if TYPE_CHECKING:
     from ops.operations import Operator
+    from shared.storage import ObjectStore
 
 app = typer.Typer(
     name="ingestctl",
@@ -506,6 +507,53 @@ def asof(
     else:
         out.write_bytes(data)
         err_console.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def query(
+    ctx: typer.Context,
+    sql: Annotated[str, typer.Argument(help="DuckDB SQL over the tables Athena sees.")],
+    json_output: Annotated[bool, typer.Option("--json", help="A JSON array for scripts.")] = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="CSV with a header line.")] = False,
+    snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read a folder the demo left (.demo/bucket), not a deployment.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """SQL over the bucket: the warehouse and change tables as Glue names them, latest_<table>.
+
+    DuckDB reads only the tables the SQL names. Exit 1 on an AWS error, 2 on bad SQL."""
+    from ops import render
+    from ops.query import QueryError, as_csv, as_json, run_query
+
+    if json_output and csv_output:
+        raise typer.BadParameter("choose one of --json and --csv")
+    with _query_store(ctx, snapshot) as store:
+        try:
+            result = run_query(store, sql)
+        except QueryError as exc:
+            err_console.print(f"error: {escape(str(exc))}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+    if json_output or csv_output:
+        sys.stdout.write(as_json(result) + "\n" if json_output else as_csv(result))
+    else:
+        render.query_result(console, result)
+
+
+@contextmanager
+def _query_store(ctx: typer.Context, snapshot: Path | None) -> Iterator[ObjectStore]:
+    """The snapshot folder, or the deployment's bucket (its errors as `connected` gives them)."""
+    if snapshot is not None:
+        from ops.snapshot import FolderStore
+
+        yield FolderStore(snapshot)
+        return
+    with connected(ctx) as operator:
+        yield operator.store
 
 
 if __name__ == "__main__":

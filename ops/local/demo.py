@@ -262,6 +262,9 @@ def _story(
     console.rule("[bold]6. The warehouse (transform)")
     _show_warehouse(console, store, db)
 
+    console.rule("[bold]7. Query the data (ingestctl query: DuckDB, the tables Athena sees)")
+    _query_versions(console, store, db)
+
 
 # -- the source database --------------------------------------------------------------------
 class _Source:
@@ -415,6 +418,45 @@ def _show_warehouse(console: Console, store: BucketStore, db: SampleDatabase) ->
     if len(versions) != 2:
         raise DemoError(f"order {order} has {len(versions)} fact rows, expected 2")
     console.print("[green]✓[/] the warehouse holds every version of the changed order")
+
+
+def versions_sql(order: int) -> str:
+    """The demo's closing query: every version of the changed order, from its change table."""
+    return (
+        "SELECT sales_order_id, version, agreed_delivery_location_id, units_sold, valid_from, "
+        f"valid_to, operation FROM changes_sales_order WHERE sales_order_id = {order} "
+        "ORDER BY version"
+    )
+
+
+def _query_versions(console: Console, store: BucketStore, db: SampleDatabase) -> None:
+    """The changed order's versions through `ingestctl query`'s own code; then the objects a
+    query reads kept in .demo/bucket, where the same query runs after the demo has ended."""
+    from ops import render
+    from ops.query import run_query
+    from ops.snapshot import DEMO_SNAPSHOT, copy_objects
+
+    sql = versions_sql(_changed_order(db))
+    _wait(
+        lambda: len(run_query(store, sql).rows) >= 2,
+        "the changed order's versions in changes_sales_order",
+    )
+    console.print(f"[bold]ingestctl query[/] {json.dumps(sql)}", highlight=False)
+    result = run_query(store, sql)
+    render.query_result(console, result)
+    if len(result.rows) != 2:
+        raise DemoError(f"order {_changed_order(db)} has {len(result.rows)} versions, expected 2")
+    copied = copy_objects(store, DEMO_SNAPSHOT)
+    console.print(
+        f"[green]✓[/] kept latest/ and warehouse/ ({copied} objects) in {DEMO_SNAPSHOT}/; "
+        "query them after the demo:",
+        highlight=False,
+    )
+    console.print(
+        f"  .venv/bin/ingestctl query --snapshot {DEMO_SNAPSHOT} {json.dumps(sql)}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _jsonable(row: Row) -> dict[str, Any]:
