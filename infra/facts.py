@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -56,3 +58,32 @@ def sqs_trigger(function: lambda_.IFunction, queue: sqs.IQueue, trigger: facts.S
             max_concurrency=trigger.max_concurrency,
         )
     )
+
+
+def dlq_alarm(
+    scope: Construct, construct_id: str, *, dlq: sqs.IQueue, alarm_name: str, description: str
+) -> cloudwatch.Alarm:
+    """The alarm on `dlq` that `DLQ_ALARM` describes."""
+    alarm = facts.DLQ_ALARM
+    return cloudwatch.Alarm(
+        scope,
+        construct_id,
+        alarm_name=alarm_name,
+        alarm_description=description,
+        metric=cloudwatch.Metric(
+            namespace=alarm.namespace,
+            metric_name=alarm.metric_name,
+            dimensions_map={alarm.dimension: dlq.queue_name},
+            period=Duration.seconds(alarm.period_seconds),
+            statistic=alarm.statistic,
+        ),
+        threshold=alarm.threshold,
+        comparison_operator=cloudwatch.ComparisonOperator[_member(alarm.comparison_operator)],
+        evaluation_periods=alarm.evaluation_periods,
+        treat_missing_data=cloudwatch.TreatMissingData[_member(alarm.treat_missing_data)],
+    )
+
+
+def _member(value: str) -> str:
+    """CloudFormation's value (`GreaterThanThreshold`, `notBreaching`) as CDK's enum member."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", value).upper()

@@ -155,19 +155,13 @@ class TablePipeline(Construct):
         bus.grant_put_events_to(fn.role)
 
     def _alarms(self, table: str, prefix: str) -> None:
-        self.dlq_alarm = cloudwatch.Alarm(
+        self.dlq_alarm = infra_facts.dlq_alarm(
             self,
             "DlqNotEmpty",
+            dlq=self.dlq,
             alarm_name=naming.dlq_alarm_name(table, prefix),
-            alarm_description=f"A {table} message failed {facts.MAX_RECEIVE_COUNT} times; "
+            description=f"A {table} message failed {facts.MAX_RECEIVE_COUNT} times; "
             "ingest pauses until an operator redrives it.",
-            metric=self.dlq.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"
-            ),
-            threshold=0,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         self.age_alarm = cloudwatch.Alarm(
             self,

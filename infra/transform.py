@@ -106,19 +106,13 @@ class Transform(Construct):
         )
         bus.grant_put_events_to(fn.role)
         infra_facts.sqs_trigger(fn.function, queue, facts.TRANSFORM_TRIGGER)
-        self.dlq_alarm = cloudwatch.Alarm(
+        self.dlq_alarm = infra_facts.dlq_alarm(
             self,
             "DlqNotEmpty",
+            dlq=dlq,
             alarm_name=naming.transform_dlq_alarm_name(prefix),
-            alarm_description=f"A merge event failed the transform {facts.MAX_RECEIVE_COUNT} "
+            description=f"A merge event failed the transform {facts.MAX_RECEIVE_COUNT} "
             "times; the warehouse lags until an operator redrives it.",
-            metric=dlq.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"
-            ),
-            threshold=0,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         self.error_alarm = cloudwatch.Alarm(
             self,

@@ -102,6 +102,25 @@ DLQ = QueueFacts(14 * DAY_SECONDS)
 MAX_RECEIVE_COUNT = 5
 
 
+@dataclass(frozen=True)
+class DlqAlarmFacts:
+    """What a DLQ's alarm measures and when it fires: any message visible in the last minute
+    (the pause rule takes its change into ALARM; the local runtime plays it)."""
+
+    namespace: str = "AWS/SQS"
+    metric_name: str = "ApproximateNumberOfMessagesVisible"
+    dimension: str = "QueueName"
+    statistic: str = "Maximum"
+    period_seconds: int = 60
+    evaluation_periods: int = 1
+    threshold: float = 0
+    comparison_operator: str = "GreaterThanThreshold"
+    treat_missing_data: str = "notBreaching"
+
+
+DLQ_ALARM = DlqAlarmFacts()
+
+
 def redrive_policy(dlq_arn: str) -> dict[str, Any]:
     return {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
 

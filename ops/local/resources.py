@@ -218,17 +218,18 @@ def _create_bucket(s3: S3Client, bucket: str, tables: Mapping[str, TableResource
 
 def _create_dlq_alarm(cloudwatch: CloudWatchClient, res: TableResources) -> str:
     """The alarm on a table's DLQ (its ARN: the pause rule matches its state changes)."""
+    measure = facts.DLQ_ALARM
     cloudwatch.put_metric_alarm(
         AlarmName=res.alarm_name,
-        Namespace="AWS/SQS",
-        MetricName="ApproximateNumberOfMessagesVisible",
-        Dimensions=[{"Name": "QueueName", "Value": res.dlq.name}],
-        Statistic="Maximum",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=0,
-        ComparisonOperator="GreaterThanThreshold",
-        TreatMissingData="notBreaching",
+        Namespace=measure.namespace,
+        MetricName=measure.metric_name,
+        Dimensions=[{"Name": measure.dimension, "Value": res.dlq.name}],
+        Statistic=measure.statistic,  # type: ignore[arg-type]
+        Period=measure.period_seconds,
+        EvaluationPeriods=measure.evaluation_periods,
+        Threshold=measure.threshold,
+        ComparisonOperator=measure.comparison_operator,  # type: ignore[arg-type]
+        TreatMissingData=measure.treat_missing_data,
     )
     (alarm,) = cloudwatch.describe_alarms(AlarmNames=[res.alarm_name])["MetricAlarms"]
     return alarm["AlarmArn"]

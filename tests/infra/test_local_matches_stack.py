@@ -3,7 +3,8 @@ synthesized template (the session's one synth), and any difference fails.
 
 Compared: every queue's attributes and redrive policy, every bucket notification's filter and
 queue, every EventBridge rule's pattern or schedule and its targets, every function's handler,
-timeout, memory and environment variables, every SQS event source's batch size. What only one
+timeout, memory and environment variables, every SQS event source's batch size, every DLQ
+alarm's metric and threshold. What only one
 side has is named (the local operator's capture queue and rule, the endpoint's variables;
 the stack's VPC ordering variable), and so is the one way the two differ on purpose: where
 the ingest's source is (services/ingest/settings.py SOURCE_ON_AWS / SOURCE_LOCALLY).
@@ -37,6 +38,11 @@ LOCAL_ONLY_RULES = {naming.consumer_rule_name(OPERATOR_CONSUMER)}
 SQS_DEFAULTS = {"VisibilityTimeout": "30", "MessageRetentionPeriod": "345600"}
 QUEUE_ATTRIBUTES = ("VisibilityTimeout", "MessageRetentionPeriod", "SqsManagedSseEnabled")
 ENDPOINT = "http://127.0.0.1:1"
+# What only the stack has: the transform DLQ's alarm notifies operators (the alarm topic), and
+# locally nothing does.
+STACK_ONLY_ALARMS = {naming.transform_dlq_alarm_name()}
+ALARM_TEXTS = ("Namespace", "MetricName", "Statistic", "ComparisonOperator", "TreatMissingData")
+ALARM_NUMBERS = ("Period", "EvaluationPeriods", "Threshold")
 
 
 @pytest.fixture
@@ -174,6 +180,26 @@ def local_functions(world: World) -> dict[str, dict[str, Any]]:
     return functions
 
 
+def _alarm(settings: dict[str, Any]) -> dict[str, Any]:
+    """What an alarm measures and when it fires (numbers as numbers: moto says 0.0, CDK 0)."""
+    return {k: settings[k] for k in ALARM_TEXTS} | {k: float(settings[k]) for k in ALARM_NUMBERS}
+
+
+def stack_alarms(world: World) -> dict[str, dict[str, str]]:
+    """The named alarms (the DLQs'), by what they measure and when they fire."""
+    alarms = [r["Properties"] for r in world.template["Resources"].values()]
+    return {
+        props["AlarmName"]: _alarm(props)
+        for props in alarms
+        if "AlarmName" in props and "MetricName" in props
+    }
+
+
+def local_alarms(world: World) -> dict[str, dict[str, str]]:
+    alarms: Any = world.admin.cloudwatch.describe_alarms()["MetricAlarms"]
+    return {a["AlarmName"]: _alarm(a) for a in alarms}
+
+
 def stack_event_sources(world: World) -> set[tuple[str, str, int]]:
     return {
         (props["EventSourceArn"], props["FunctionName"], props["BatchSize"])
@@ -208,6 +234,12 @@ def test_every_function_has_the_stacks_handler_timeout_memory_and_variables(
 ) -> None:
     assert local_functions(world) == stack_functions(world)
     assert len(stack_functions(world)) == len(TABLES) + 3
+
+
+def test_every_dlq_alarm_measures_and_fires_as_the_stacks(world: World) -> None:
+    stack = stack_alarms(world)
+    assert set(stack) - set(local_alarms(world)) == STACK_ONLY_ALARMS
+    assert local_alarms(world) == {k: v for k, v in stack.items() if k not in STACK_ONLY_ALARMS}
 
 
 def test_every_queue_is_drained_in_the_stacks_batches(world: World) -> None:
