@@ -3,7 +3,7 @@
 A sales_order-shaped table of 1,000 keys (one latest file) whose commit log holds one entry
 per merge, each superseding one row (a key drawn uniformly; the key asked about, `ASKED`, has
 the same 10 versions at every size): N = 100, 10,000 and 100,000 history objects, written
-straight into a `LocalDirStore` (entries, history objects, latest,
+straight into a `FolderStore` (entries, history objects, latest,
 and the history index's checkpoint as the merges would have left it: the last one at or below
 latest's entry, the entries after it read by every reader). Timed, median of `--repeat`:
 
@@ -33,8 +33,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.local_store import LocalDirStore
 from bench.merge import BUCKET, PK, TABLE, _merge_service, _row
+from ops.folder_store import FolderStore
 
 KEYS = 1_000
 # The key `history` and the late row ask about: exactly this many versions at every size, so
@@ -110,7 +110,7 @@ def _entry(seq: int, key: int, old: Any, old_seen: Any, new: Any) -> Any:
     ), seen
 
 
-def generate(root: Path, objects: int) -> LocalDirStore:
+def generate(root: Path, objects: int) -> FolderStore:
     """Entry 1 loads the table; entries 2..objects+1 each send one row to history; then a few
     inserts, so that every size has `LAG` entries after its last checkpoint."""
     from services.merge.indexer import Indexer
@@ -121,7 +121,7 @@ def generate(root: Path, objects: int) -> LocalDirStore:
     from shared.rows import dump_lines
     from shared.versions import Version, dump_versions
 
-    store, spec, rng = LocalDirStore(root, BUCKET), _spec(), random.Random(objects)
+    store, spec, rng = FolderStore(root, BUCKET), _spec(), random.Random(objects)
     current = {k: (_version(k, 0), Observation(T0)) for k in range(1, KEYS + 1)}
     entries = []
     head = objects + 1 + (LAG - objects - 1) % INDEX_EVERY
@@ -151,7 +151,7 @@ def _write(root: Path, key: str, data: bytes) -> None:
     (root / key).write_bytes(data)
 
 
-def _late_merge(store: LocalDirStore, attempt: int) -> Callable[[], None]:
+def _late_merge(store: FolderStore, attempt: int) -> Callable[[], None]:
     """Stage a row of `ASKED` read before every merge (late: its committed history decides
     whether it is new; each attempt's content is) and merge it."""
     from services.merge.source import ObjectRef
@@ -175,7 +175,7 @@ def _late_merge(store: LocalDirStore, attempt: int) -> Callable[[], None]:
     return merge
 
 
-def _measure(store: LocalDirStore, work: Callable[[], Any]) -> Figure:
+def _measure(store: FolderStore, work: Callable[[], Any]) -> Figure:
     store.traffic.requests = store.traffic.bytes_read = 0
     started = time.perf_counter()
     work()
@@ -188,7 +188,7 @@ def _median(figures: list[Figure]) -> Figure:
     return Figure(statistics.median(f.seconds for f in figures), middle.requests, middle.bytes_read)
 
 
-def _reads(store: LocalDirStore) -> dict[str, Callable[[], Any]]:
+def _reads(store: FolderStore) -> dict[str, Callable[[], Any]]:
     from ops.inspection import row_history, table_as_of
     from shared.history_lookup import history_totals
 
@@ -200,7 +200,7 @@ def _reads(store: LocalDirStore) -> dict[str, Callable[[], Any]]:
     }
 
 
-def _checkpoint_write(store: LocalDirStore) -> Callable[[], Any]:
+def _checkpoint_write(store: FolderStore) -> Callable[[], Any]:
     """The copy step's work at a checkpoint: the next 16 entries into the index."""
     from services.merge.indexer import Indexer
     from shared.history_index import INDEX_EVERY, checkpoint_at

@@ -3,7 +3,7 @@
 For each case (N rows of a sales_order-shaped table, K changed rows, clustered like totesys or
 uniformly scattered) every tool runs in its own process, `--repeat` times:
 
-- project-local: the merge service (services/merge) on local files through `LocalDirStore`
+- project-local: the merge service (services/merge) on local files through `FolderStore`
 - project-moto:  the same merge on moto's in-process S3 (its RSS includes moto's bucket)
 - orjson-floor:  read the whole latest file, orjson load, apply the changes, dump, write
 - duckdb:        upsert on Parquet (anti-join + union, written to a new Parquet file)
@@ -276,7 +276,7 @@ def _process(service: Any, put: Any) -> int:
 
 
 def run_project_local(case: Case, folder: Path, work: Path) -> Run:
-    from bench.local_store import LocalDirStore
+    from ops.folder_store import FolderStore
     from shared.layout import staging_key
 
     if case.partitioned:
@@ -284,7 +284,7 @@ def run_project_local(case: Case, folder: Path, work: Path) -> Run:
     else:
         (work / "latest").mkdir(parents=True, exist_ok=True)
         shutil.copy(folder / "latest.json", work / "latest" / f"{TABLE}.json")
-    store = LocalDirStore(work, BUCKET)
+    store = FolderStore(work, BUCKET)
     service = _merge_service(store, case.partitioned)
     put = store.put(staging_key(TABLE), (folder / "staging.json").read_bytes())
     store.traffic.requests = store.traffic.bytes_read = store.traffic.bytes_written = 0

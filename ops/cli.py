@@ -548,9 +548,9 @@ def query(
 def _query_store(ctx: typer.Context, snapshot: Path | None) -> Iterator[ObjectStore]:
     """The snapshot folder, or the deployment's bucket (its errors as `connected` gives them)."""
     if snapshot is not None:
-        from ops.snapshot import FolderStore
+        from ops.folder_store import FolderStore
 
-        yield FolderStore(snapshot)
+        yield FolderStore(snapshot, bucket=snapshot.name)
         return
     with connected(ctx) as operator:
         yield operator.store

@@ -55,6 +55,7 @@ def test_query_reads_latest_the_warehouse_and_the_change_table_from_moto(up):
         rows[name] = validate_rows(spec, database.rows(name), "sample").rows
         s3.put_object(Bucket=BUCKET, Key=baseline_key(name), Body=dump_rows(spec, rows[name]))
     first = rows["staff"][0]
+    first_id, first_name = first.model_dump()["staff_id"], first.model_dump()["first_name"]
     renamed = first.model_copy(update={"first_name": "Renamed"})
     up.wait_line(r"^merge table=staff key=baseline/staff.json .* ok$", timeout=30)
     s3.put_object(
@@ -65,16 +66,17 @@ def test_query_reads_latest_the_warehouse_and_the_change_table_from_moto(up):
     up.wait_line(r"^transform .* key=HistoryAppended:staff .* ok$", timeout=60)
 
     live = query(up, "SELECT staff_id, first_name FROM latest_staff ORDER BY staff_id")
-    expected = sorted((r.staff_id, r.first_name) for r in [renamed, *rows["staff"][1:]])
+    staff = [r.model_dump() for r in [renamed, *rows["staff"][1:]]]
+    expected = sorted((r["staff_id"], r["first_name"]) for r in staff)
     assert [(r["staff_id"], r["first_name"]) for r in live] == expected
 
     versions = query(
         up,
         "SELECT version, first_name, valid_to IS NULL AS current FROM changes_staff "
-        f"WHERE staff_id = {first.staff_id} ORDER BY version",
+        f"WHERE staff_id = {first_id} ORDER BY version",
     )
     assert versions == [
-        {"version": 1, "first_name": first.first_name, "current": False},
+        {"version": 1, "first_name": first_name, "current": False},
         {"version": 2, "first_name": "Renamed", "current": True},
     ]
 

@@ -12,8 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ops.cli import app
+from ops.folder_store import FolderStore
 from ops.query import VIEWS, QueryError, parquet_keys, run_query
-from ops.snapshot import FolderStore, copy_objects
+from ops.snapshot import copy_objects
 from services.transform.changes import CHANGE_TABLES
 from services.transform.warehouse import WAREHOUSE_TABLES
 from shared.layout import WAREHOUSE_PARTITION_COLUMN
@@ -160,7 +161,9 @@ def test_a_snapshot_folder_answers_as_the_bucket_does(chain, tmp_path):
         "SELECT s.sales_order_id, count(*) AS versions FROM fact_sales_order s "
         "JOIN latest_sales_order l USING (sales_order_id) GROUP BY 1 ORDER BY 1"
     )
-    assert run_query(FolderStore(tmp_path / "bucket"), sql) == run_query(chain.store, sql)
+    assert run_query(FolderStore(tmp_path / "bucket", bucket="bucket"), sql) == run_query(
+        chain.store, sql
+    )
 
 
 # -- the command -----------------------------------------------------------------------------

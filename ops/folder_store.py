@@ -1,8 +1,10 @@
-"""A BucketStore over a local directory: the merge's own code, with S3 swapped for files.
+"""A BucketStore over a local directory: the project's own code, with S3 swapped for files.
 
 Same methods and errors as `shared.storage.BucketStore`; one current version per key (enough
 for a merge: it reads and deletes the version it names). Every call is counted as the S3
 request it stands for, with the bytes read and written, so the benchmark can report them.
+The benchmark's merges run on it, and `ingestctl query --snapshot` reads the folder the demo
+leaves (ops/snapshot.py).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class Traffic:
     bytes_written: int = 0
 
 
-class LocalDirStore(BucketStore):
+class FolderStore(BucketStore):
     """Objects as files under `root`; their ETag, version and metadata in a sidecar file."""
 
     def __init__(self, root: Path, bucket: str = "local") -> None:
@@ -44,7 +46,10 @@ class LocalDirStore(BucketStore):
         self.traffic = Traffic()
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"key {key!r} leaves the folder {self.root}")
+        return path
 
     def _meta_path(self, key: str) -> Path:
         return self.root / ".meta" / (key + ".json")
