@@ -205,6 +205,7 @@ def _checkpoint_write(store: FolderStore) -> Callable[[], Any]:
     from services.merge.indexer import Indexer
     from shared.history_index import INDEX_EVERY, checkpoint_at
     from shared.history_lookup import read_checkpoint
+    from shared.observation import Observation
     from shared.reader import latest_seq
 
     spec = _spec()
@@ -215,7 +216,9 @@ def _checkpoint_write(store: FolderStore) -> Callable[[], Any]:
     entries = []
     for seq in range(before.seq + 1, before.seq + INDEX_EVERY + 1):
         key = rng.randint(1, KEYS)
-        entries.append(_entry(seq, key, _version(key, seq), None, _version(key, seq + 1))[0])
+        # the replaced row was observed by the merge before (as a real merge's history row is)
+        seen = Observation(T0 + timedelta(minutes=20 * seq - 1))
+        entries.append(_entry(seq, key, _version(key, seq), seen, _version(key, seq + 1))[0])
     indexer = Indexer(store, spec, lambda seq: None)
     return lambda: indexer.extend(before, entries)
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from shared.history_frames import history_at
+from shared.history_lookup import open_view
+from shared.reader import latest_seq, read_latest_versions
 from shared.rows import dump_rows, validate_rows
 from shared.storage import BucketStore
 from shared.tables import TableSpec
-from shared.timeline import RowVersion, as_of, key_timelines, stored_versions
+from shared.timeline import RowVersion, as_of, key_timelines, stored_rows
+from shared.versions import version_json
 
 
 def row_history(store: BucketStore, spec: TableSpec, key: int) -> list[RowVersion]:
@@ -16,8 +20,13 @@ def row_history(store: BucketStore, spec: TableSpec, key: int) -> list[RowVersio
 
 
 def table_as_of(store: BucketStore, spec: TableSpec, at: datetime) -> bytes:
-    """The table as it stood at `at`, as a canonical file of rows (sorted by key)."""
-    latest, history = stored_versions(store, spec)
+    """The table as it stood at `at`, as a canonical file of rows (sorted by key). History
+    through the index by time: per key, the rows around `at` (shared/history_frames.py)."""
+    view = open_view(store, spec, latest_seq(store, spec))
+    latest = stored_rows([version_json(spec, v) for v in read_latest_versions(store, spec)])
+    current = {row[spec.primary_key]: row for row in latest}
+    texts = history_at(view, at, current)
+    history = stored_rows([line.text for line in view.lines()] if texts is None else texts)
     rows = as_of(latest, history, spec.primary_key, at)
     report = validate_rows(spec, list(rows), f"asof:{spec.name}@{at.isoformat()}")
     if report.problems:  # rows we wrote ourselves: failing here is a bug

@@ -65,8 +65,18 @@ class LeafRef(BaseModel):
     rows: int = 0
 
 
+class BucketRef(BaseModel):
+    """The index by time of one bucket of keys: its directory (shared/history_frames.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    bucket: int
+    key: str
+
+
 class IndexCheckpoint(BaseModel):
-    """Committed history through entry `seq`: its leaves (covering every key) and totals."""
+    """Committed history through entry `seq`: its leaves (covering every key), its index by
+    time (None: a checkpoint written before there was one) and totals."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
@@ -75,11 +85,12 @@ class IndexCheckpoint(BaseModel):
     history_objects: int
     history_rows: int
     leaves: list[LeafRef]
+    frames: list[BucketRef] | None = None
 
     @classmethod
     def empty(cls, table: str) -> IndexCheckpoint:
         leaf = LeafRef(low=INT64_MIN, high=INT64_MAX)
-        return cls(table=table, seq=0, history_objects=0, history_rows=0, leaves=[leaf])
+        return cls(table=table, seq=0, history_objects=0, history_rows=0, leaves=[leaf], frames=[])
 
     def leaf_of(self, key: int) -> int:
         """The index in `leaves` of the leaf holding `key`."""

@@ -50,7 +50,7 @@ class RowVersion:
 
 
 @dataclass(frozen=True)
-class _Seen:
+class Seen:
     """A stored row: its own columns and its observation (audit columns set aside)."""
 
     row: dict[str, Any]
@@ -60,25 +60,25 @@ class _Seen:
     change: Change | None = None
 
     @classmethod
-    def of(cls, stored: Mapping[str, Any]) -> _Seen:
+    def of(cls, stored: Mapping[str, Any]) -> Seen:
         plain, audit = split_audit(dict(stored))
         op, deleted = audit.get(OP_COLUMN), audit.get(DELETED_AT_COLUMN)
         return cls(
             dict(plain),
             observed_of(audit),
             op if isinstance(op, str) else None,
-            _naive_utc(_as_time(deleted)) if deleted is not None else None,
+            naive_utc(_as_time(deleted)) if deleted is not None else None,
             Change.of_audit(audit),
         )
 
     @property
     def last_updated(self) -> datetime:
-        return _naive_utc(_as_time(self.row["last_updated"]))
+        return naive_utc(_as_time(self.row["last_updated"]))
 
     @property
     def start(self) -> datetime:
         """When it became current: its observation, else (older rows) its `last_updated`."""
-        return self.last_updated if self.observed is None else _naive_utc(self.observed.at)
+        return self.last_updated if self.observed is None else naive_utc(self.observed.at)
 
     def order(self) -> tuple[Any, ...]:
         """Unobserved versions first (by `last_updated`), then by observation; inside one
@@ -92,7 +92,7 @@ def _as_time(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
-def _naive_utc(value: datetime) -> datetime:
+def naive_utc(value: datetime) -> datetime:
     return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -107,30 +107,37 @@ def timelines(
     counts once, from its first sighting; the same content again after another version (a
     row that really went back) is a new version.
     """
-    older: dict[Any, list[_Seen]] = defaultdict(list)
+    older: dict[Any, list[Seen]] = defaultdict(list)
     for row in history:
-        seen = _Seen.of(row)
+        seen = Seen.of(row)
         older[seen.row[primary_key]].append(seen)
-    current = {seen.row[primary_key]: seen for seen in map(_Seen.of, latest)}
+    current = {seen.row[primary_key]: seen for seen in map(Seen.of, latest)}
     result: dict[Any, list[RowVersion]] = {}
     for key in older.keys() | current.keys():
-        ordered = sorted(older.get(key, []), key=_Seen.order)
+        ordered = sorted(older.get(key, []), key=Seen.order)
         if key in current:
             ordered.append(current[key])
         result[key] = _intervals(key, _distinct(ordered))
     return result
 
 
-def _distinct(ordered: Sequence[_Seen]) -> list[_Seen]:
-    """Drop each version equal (in its own columns) to the one just before it."""
-    kept: list[_Seen] = []
+def counted(ordered: Sequence[Seen]) -> list[bool]:
+    """Which versions count: each but one equal (in its own columns) to the last counted one
+    before it, unless that one was a delete (a row that really came back)."""
+    flags: list[bool] = []
+    last: Seen | None = None
     for seen in ordered:
-        if not kept or kept[-1].row != seen.row or kept[-1].deleted_at is not None:
-            kept.append(seen)
-    return kept
+        keep = last is None or last.row != seen.row or last.deleted_at is not None
+        flags.append(keep)
+        last = seen if keep else last
+    return flags
 
 
-def _intervals(key: Any, ordered: Sequence[_Seen]) -> list[RowVersion]:
+def _distinct(ordered: Sequence[Seen]) -> list[Seen]:
+    return [seen for seen, keep in zip(ordered, counted(ordered), strict=True) if keep]
+
+
+def _intervals(key: Any, ordered: Sequence[Seen]) -> list[RowVersion]:
     """valid_from = each version's start, valid_to = the next one's. A start later than a
     following version's is moved back to it (no interval ends before it begins): e.g. a
     version without observation dated after the first observed one, or an older in-file
@@ -158,12 +165,12 @@ def stored_versions(
     versions = (
         read_latest_versions(store, spec) if keys is None else latest_versions_of(store, spec, keys)
     )
-    latest = _stored([version_json(spec, v) for v in versions])
-    history = _stored(committed_texts(store, spec, keys))
+    latest = stored_rows([version_json(spec, v) for v in versions])
+    history = stored_rows(committed_texts(store, spec, keys))
     return latest, history
 
 
-def _stored(texts: list[str]) -> list[dict[str, Any]]:
+def stored_rows(texts: list[str]) -> list[dict[str, Any]]:
     """Row texts as dicts, numbers read as the row writer wrote them (money stays Decimal)."""
     return [dict(raw) for raw in decode_rows(dump_lines(texts), "stored rows")]
 
@@ -185,7 +192,7 @@ def as_of(
 ) -> list[Mapping[str, Any]]:
     """The table as it stood at `at`: per key, the last version valid from `at` or before;
     keys not yet born omitted. Sorted by key."""
-    at = _naive_utc(at)
+    at = naive_utc(at)
     table = []
     for _, versions in sorted(timelines(latest, history, primary_key).items()):
         current = [v for v in versions if v.valid_from <= at]

@@ -16,7 +16,9 @@ from services.merge.once import create_once
 from services.merge.state import TableState
 from shared import history_index
 from shared.commitlog import LogEntry
+from shared.history_frames import Directory, FrameWriter, bucket_of
 from shared.history_index import (
+    BucketRef,
     IndexCheckpoint,
     LeafRef,
     Line,
@@ -96,17 +98,27 @@ class Indexer:
         self, before: IndexCheckpoint, lines: list[Line], seq: int, objects: int
     ) -> IndexCheckpoint:
         """`before` with `lines` (from `objects` history objects) added: each leaf they fall
-        in rewritten (split if it grew)."""
+        in rewritten (split if it grew), and the frames of their keys' buckets."""
         groups: dict[int, list[Line]] = {}
         for line in lines:
             groups.setdefault(before.leaf_of(line.key), []).append(line)
         leaves: list[LeafRef] = []
+        full: dict[int, list[Line]] = {}  # every line of each key the new lines touch
         for i, ref in enumerate(before.leaves):
-            if i not in groups:
+            if i not in groups and before.frames is not None:
                 leaves.append(ref)
                 continue
             old = parse_leaf(self.store.get(ref.key).data) if ref.key else []
-            for low, high, part in split_leaf(sorted(old + groups[i]), ref.low, ref.high):
+            merged = sorted(old + groups.get(i, []))
+            touched = {line.key for line in merged} if before.frames is None else set()
+            touched |= {line.key for line in groups.get(i, [])}
+            for line in merged:
+                if line.key in touched:
+                    full.setdefault(line.key, []).append(line)
+            if i not in groups:  # read only to build the first index by time
+                leaves.append(ref)
+                continue
+            for low, high, part in split_leaf(merged, ref.low, ref.high):
                 data = dump_leaf(part)
                 key = leaf_key(self.spec.name, low, high, data)
                 create_once(self.store, key, data, content_type="application/x-ndjson")
@@ -117,7 +129,32 @@ class Indexer:
             history_objects=before.history_objects + objects,
             history_rows=before.history_rows + len(lines),
             leaves=leaves,
+            frames=self._frames(before, full, set(lines) if before.frames is not None else None),
         )
+
+    def _frames(
+        self, before: IndexCheckpoint, full: dict[int, list[Line]], new: set[Line] | None
+    ) -> list[BucketRef]:
+        """The buckets of `before` with the keys of `full` rewritten (`new`: the lines added;
+        None: no index by time before, so every line is new to it)."""
+        added = {line for lines in full.values() for line in lines} if new is None else new
+        refs = {ref.bucket: ref for ref in before.frames or []}
+        buckets: dict[int, dict[int, list[Line]]] = {}
+        for key, found in full.items():
+            buckets.setdefault(bucket_of(key), {})[key] = found
+        for bucket, keys in sorted(buckets.items()):
+            writer = FrameWriter(self.spec.name, bucket, self._read, self._write)
+            old = refs.get(bucket)
+            directory = None if old is None else Directory.model_validate_json(self._read(old.key))
+            updated = writer.update(directory, keys, added)
+            refs[bucket] = BucketRef(bucket=bucket, key=writer.commit(updated))
+        return [refs[bucket] for bucket in sorted(refs)]
+
+    def _read(self, key: str) -> bytes:
+        return self.store.get(key).data
+
+    def _write(self, key: str, data: bytes) -> None:
+        create_once(self.store, key, data)
 
     def _before_the_log(self) -> IndexCheckpoint:
         """Checkpoint 0 (never written): the history objects from before the commit log."""

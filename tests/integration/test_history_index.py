@@ -6,9 +6,11 @@ S3 call (a botocore event hook on the merge's own client) and is then redelivere
 delivery, crashed or not, the readers that use the index (`status`'s totals, `history` rows,
 the merge's known-history check) must equal what the log's entries say; once everything is
 delivered, they must also equal a full scan of every history object, and `history KEY` /
-`asof` must equal shared.timeline over that scan. Checkpoints come every 2 entries and leaves
-split past 3 rows here, so every path (a checkpoint, entries after it, leaf splits, a
-checkpoint missing while copies lag) is taken.
+`asof` must equal shared.timeline over that scan, at every time a version starts or ends (and
+a microsecond either side). Checkpoints come every 2 entries, leaves split past 3 rows, buckets
+of the index by time hold 2 keys and frames close one row past one per key here, so every path
+(a checkpoint, entries after it, leaf splits, frames split, a late row rewriting earlier
+frames, a checkpoint missing while copies lag) is taken.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ops.inspection import row_history, table_as_of
 from ops.local.moto_edge import aws_like_moto
 from services.merge.commit import CommitLog
 from services.merge.known import known_history
-from shared import history_index
+from shared import history_frames, history_index
 from shared.commitlog import entries_after
 from shared.history import load_history
 from shared.history_lookup import committed_history
@@ -70,6 +72,8 @@ EARLY = datetime(2020, 1, 1, tzinfo=UTC)  # files read "then" are observed befor
 def small_index(monkeypatch):
     monkeypatch.setattr(history_index, "INDEX_EVERY", 2)
     monkeypatch.setattr(history_index, "LEAF_ROWS", 3)
+    monkeypatch.setattr(history_frames, "FRAME_KEYS", 2)
+    monkeypatch.setattr(history_frames, "FRAME_GROWTH", 1)
 
 
 def staff_id(row: RowModel) -> int:
@@ -124,9 +128,22 @@ def check_readers(store: BucketStore, pipeline: Pipeline) -> None:
     expected = timelines(latest, history, spec.primary_key)
     for key in KEYS:
         assert row_history(store, spec, key) == expected.get(key, [])
-    for at in (EARLY + timedelta(minutes=3), datetime.now(UTC)):
+    for at in asked_times(latest + history):
         report = validate_rows(spec, as_of(latest, history, spec.primary_key, at), "asof")
         assert table_as_of(store, spec, at) == dump_rows(spec, report.rows)
+
+
+def asked_times(stored: list[dict[str, Any]]) -> list[datetime]:
+    """Every time a version started or ended, a microsecond either side, and two others:
+    every frame of the index by time, and each of its edges, is asked about."""
+    marks = {EARLY + timedelta(minutes=3), datetime.now(UTC)}
+    for row in stored:
+        for column in ("_observed", "_deleted_at", "last_updated"):
+            if isinstance(row.get(column), str):
+                mark = datetime.fromisoformat(row[column].split("#")[0].replace("Z", "+00:00"))
+                mark = mark if mark.tzinfo else mark.replace(tzinfo=UTC)
+                marks |= {mark - timedelta(microseconds=1), mark, mark + timedelta(microseconds=1)}
+    return sorted(marks)
 
 
 names = st.sampled_from(["Ann", "Bo", "Cy"])
