@@ -64,6 +64,7 @@ class Case:
 
 FULL_CASES = (
     Case(100_000, 1_000, "clustered", partitioned=False),
+    Case(1_000_000, 1_000, "clustered", partitioned=False),
     Case(1_000_000, 1_000, "clustered", partitioned=True),
     Case(1_000_000, 10_000, "uniform", partitioned=True),
 )
@@ -81,6 +82,8 @@ class Run:
     bytes_read: int | None = None
     bytes_written: int | None = None
     partitions_rewritten: int | None = None  # the single file counts as one
+    noncurrent_bytes: int | None = None  # latest's bytes the merge left noncurrent
+    latest_written_bytes: int | None = None  # latest's new objects (the changed partitions)
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -287,6 +290,7 @@ def run_project_local(case: Case, folder: Path, work: Path) -> Run:
     store = FolderStore(work, BUCKET)
     service = _merge_service(store, case.partitioned)
     put = store.put(staging_key(TABLE), (folder / "staging.json").read_bytes())
+    before = _latest_versions(store)
     store.traffic.requests = store.traffic.bytes_read = store.traffic.bytes_written = 0
 
     def merge() -> Run:
@@ -294,7 +298,23 @@ def run_project_local(case: Case, folder: Path, work: Path) -> Run:
         traffic = store.traffic
         return Run(0, 0, traffic.requests, traffic.bytes_read, traffic.bytes_written, partitions)
 
-    return _timed(merge)
+    run = _timed(merge)
+    after = _latest_versions(store)
+    run.noncurrent_bytes = sum(size for version, size in before.items() if version not in after)
+    run.latest_written_bytes = sum(size for version, size in after.items() if version not in before)
+    return run
+
+
+def _latest_versions(store: Any) -> dict[tuple[str, str], int]:
+    """latest's current object versions and their sizes: a version current before a merge
+    and not after is one S3 keeps as noncurrent (the lifecycle rules decide for how long)."""
+    from shared.layout import Area
+
+    return {
+        (v.key, v.version_id): v.size
+        for key in list(store.keys(f"{Area.LATEST}/"))
+        for v in store.iter_versions(key)
+    }
 
 
 def run_project_moto(case: Case, folder: Path, work: Path) -> Run:
@@ -512,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
         f"pydantic + boto3 alone {starts['pydantic+boto3']:.2f}s "
         f"({starts['handler'] / starts['pydantic+boto3']:.2f}x)"
     )
+    print()
+    print(retention_table(results))
     for line in targets(results, starts):
         print(line)
     return 0
@@ -532,6 +554,8 @@ def _summary(case: Case, tool: str, runs: list[Run]) -> dict[str, Any]:
         "partitions_rewritten": last.partitions_rewritten,
         "bytes_read": last.bytes_read,
         "bytes_written": last.bytes_written,
+        "noncurrent_bytes": last.noncurrent_bytes,
+        "latest_written_bytes": last.latest_written_bytes,
         "runs": len(runs),
     }
 
@@ -552,6 +576,37 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {_opt(r['s3_requests'])} | {_mb(r['bytes_read'])} | {_mb(r['bytes_written'])} "
             f"| {time_ratio} | {rss_ratio} |"
         )
+    return "\n".join(lines)
+
+
+def _retained_per_day(r: dict[str, Any]) -> int:
+    """Noncurrent bytes kept at any time once a day of merges has run: each merge's, for as
+    long as latest's lifecycle rule keeps them (its days, plus up to one: S3 counts to the
+    next midnight UTC)."""
+    from shared import retention
+
+    return int(r["noncurrent_bytes"]) * _merges_per_day() * (retention.READ_WINDOW_DAYS + 1)
+
+
+def _merges_per_day() -> int:
+    from shared import deployment_facts as facts
+
+    return 24 * 60 // facts.INGEST_EVERY_MINUTES
+
+
+def retention_table(results: list[dict[str, Any]]) -> str:
+    """Per case, the project's merge: what it writes and what it leaves noncurrent."""
+    lines = [
+        "| case | written MB / merge | latest's new MB | noncurrent MB / merge "
+        "| noncurrent retained GB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r["tool"] == REFERENCE and r.get("noncurrent_bytes") is not None:
+            lines.append(
+                f"| {r['case']} | {_mb(r['bytes_written'])} | {_mb(r['latest_written_bytes'])} "
+                f"| {_mb(r['noncurrent_bytes'])} | {_retained_per_day(r) / 2**30:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -599,6 +654,14 @@ def targets(results: list[dict[str, Any]], starts: dict[str, float]) -> list[str
                 f"{r['case']}: {r['s3_requests']} S3 requests, <= 8 + 2 x "
                 f"{r['partitions_rewritten']} partition(s) rewritten = {budget}",
                 r["s3_requests"] <= budget,
+            )
+    for r in results:
+        if r["tool"] == REFERENCE and r["partitioned"] and r.get("noncurrent_bytes") is not None:
+            changed = r["latest_written_bytes"]  # the changed partitions and the manifest
+            check(
+                f"{r['case']}: noncurrent retained {_retained_per_day(r) / 2**20:.0f} MB "
+                "<= 2 x the changed partitions' bytes x merges a day",
+                _retained_per_day(r) <= 2 * changed * _merges_per_day(),
             )
     check(
         "cold start: handler import <= 1.5x pydantic + boto3",

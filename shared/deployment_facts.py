@@ -137,7 +137,8 @@ def notification_prefixes(table: str) -> tuple[str, ...]:
 
 # The ingest schedule (the stack's ScheduleExpression parameter's default) and how often
 # EventBridge retries a failed asynchronous invocation of its target.
-INGEST_SCHEDULE_EXPRESSION = "rate(20 minutes)"
+INGEST_EVERY_MINUTES = 20
+INGEST_SCHEDULE_EXPRESSION = f"rate({INGEST_EVERY_MINUTES} minutes)"
 INGEST_RETRY_ATTEMPTS = 2
 # Pausing twice changes nothing: retry a failed pause for long.
 PAUSE_RETRY_ATTEMPTS = 10
