@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import threading
@@ -43,6 +44,9 @@ def run_up(
     # shell's background job starts with SIGINT ignored).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    # A runtime that will not stop can be asked where it is stuck: SIGABRT prints every
+    # thread's stack on stderr (the e2e helper does so before it kills one).
+    faulthandler.enable()
     install_moto_edge()  # this process exists for the runtime: moto stays AWS-like for good
     runtime = LocalRuntime(
         _print_outcome,

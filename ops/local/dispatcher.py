@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -397,11 +398,19 @@ class Dispatcher:
         return "transform" in self.handlers
 
     def stop(self) -> None:
+        """Stop within seconds: a poller ends at its next long-poll; an invocation still in
+        flight after that is cut short, as Lambda does to an instance at shutdown."""
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=self.config.wait_seconds + 10)
+        self._join_threads(within=self.config.wait_seconds + 2)
         for function in self.functions.values():
-            function.stop()
+            function.close()
+        self._join_threads(within=5)
+
+    def _join_threads(self, within: float) -> None:
+        # One deadline for all: joining each in turn with its own timeout adds them up.
+        deadline = time.monotonic() + within
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # -- internals ---------------------------------------------------------------------------
     def _add_function(self, spec: FunctionSpec) -> None:

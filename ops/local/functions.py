@@ -192,6 +192,7 @@ class FunctionProcess:
         self._lock = threading.Lock()  # one invocation at a time, like one Lambda instance
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
+        self._closed = False  # closed for good: the runtime is stopping, nothing restarts it
 
     def start(self) -> None:
         context = multiprocessing.get_context("forkserver")
@@ -221,6 +222,8 @@ class FunctionProcess:
 
     def invoke(self, event: dict[str, Any]) -> InvokeResult:
         with self._lock:
+            if self._closed:
+                return InvokeResult(error=f"{self.spec.name} is shut down")
             if self._conn is None or self._process is None or not self._process.is_alive():
                 self.stop()
                 self.start()
@@ -229,27 +232,38 @@ class FunctionProcess:
                 except FunctionStartError as exc:
                     self.stop()
                     return InvokeResult(error=str(exc))
-            assert self._conn is not None
+            conn = self._conn  # `close()` from another thread may clear the attribute
+            assert conn is not None
             try:
-                self._conn.send(event)
-                if not self._conn.poll(self.spec.timeout_seconds + 1):
+                conn.send(event)
+                if not conn.poll(self.spec.timeout_seconds + 1):
                     self.stop()  # like Lambda: a timed-out instance is thrown away
                     return InvokeResult(error=f"timed out after {self.spec.timeout_seconds}s")
-                kind, value = self._conn.recv()
+                kind, value = conn.recv()
             except (EOFError, OSError) as exc:
                 self.stop()
                 return InvokeResult(error=f"function process died: {exc!r}")
             return InvokeResult(response=value) if kind == "ok" else InvokeResult(error=value)
 
     def stop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._process is not None:
-            if self._process.is_alive():
-                self._process.terminate()
-            self._process.join(timeout=5)
-            self._process = None
+        # The process first: its end of the pipe closing is what wakes an invocation waiting
+        # on it in another thread (closing our end under a waiting poll() wakes nothing).
+        process, self._process = self._process, None
+        if process is not None:
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        """Stop for good, even with an invocation in flight (it returns an error)."""
+        self._closed = True
+        self.stop()
 
 
 def preload(handler_paths: list[str]) -> None:

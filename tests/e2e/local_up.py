@@ -46,13 +46,28 @@ class LocalUp:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
-        self.stderr = ""
-        threading.Thread(target=self._read, daemon=True).start()
+        self._stderr: list[str] = []
+        # Both pipes read as they come: a full pipe would block the runtime mid-write.
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.put(line.rstrip("\n"))
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._stderr.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
 
     def wait_line(self, pattern: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -89,13 +104,19 @@ class LocalUp:
         )
 
     def stop(self) -> int:
+        """SIGTERM, as a supervisor stops it; one that hangs is made to print its threads'
+        stacks (SIGABRT, faulthandler) into `stderr`, then killed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        assert self.process.stderr is not None
-        self.stderr = self.process.stderr.read()
+            self.process.send_signal(signal.SIGABRT)
+            try:
+                code = self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = self.process.wait()
+        for reader in self._readers:
+            reader.join(timeout=10)
         return code

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import boto3
@@ -41,3 +42,12 @@ def fail_bad_keys(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def raise_always(event: dict[str, Any], context: Any) -> dict[str, Any]:
     raise RuntimeError("this handler always fails")
+
+
+def start_then_hang(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Writes `_started/<function>` and then runs past any timeout (an invocation in flight)."""
+    boto3.client("s3").put_object(
+        Bucket=os.environ["BUCKET_NAME"], Key=f"_started/{context.function_name}", Body=b""
+    )
+    time.sleep(3600)
+    return {"batchItemFailures": []}

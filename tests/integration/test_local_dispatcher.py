@@ -3,8 +3,10 @@ the DLQ alarm. The handlers are small ones of the tests' own (the dispatcher is 
 
 import hashlib
 import json
+import multiprocessing
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -160,3 +162,25 @@ def test_the_runtime_leaves_the_process_environment_as_it_found_it(monkeypatch):
         assert os.environ["AWS_ENDPOINT_URL"] == runtime.endpoint_url
     assert "AWS_ENDPOINT_URL" not in os.environ
     assert os.environ["AWS_ACCESS_KEY_ID"] == "mine"
+
+
+def test_the_runtime_stops_within_seconds_with_invocations_in_flight(runtime_factory):
+    # Each table's function is mid-invocation when the runtime stops: none may hold it up
+    # (one at a time, each waited for in turn, they add up past a supervisor's patience).
+    tables = ["payment", "staff", "currency", "design"]
+    runtime, _ = runtime_factory("start_then_hang", "record_event", tables)
+    s3 = boto3.client("s3")
+    sqs = boto3.client("sqs")
+    for table in tables:
+        sqs.send_message(QueueUrl=runtime.deployment.tables[table].queue.url, MessageBody="x")
+
+    def all_started() -> bool:
+        listed = s3.list_objects_v2(Bucket=runtime.bucket, Prefix="_started/")
+        return len(listed.get("Contents", [])) == len(tables)
+
+    wait_until(all_started, "every function mid-invocation", timeout=60)
+    started = time.monotonic()
+    runtime.stop()
+    took = time.monotonic() - started
+    assert took < 15, f"stop took {took:.1f}s"
+    assert not multiprocessing.active_children(), "the function processes are gone"
