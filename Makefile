@@ -43,10 +43,12 @@ infra: $(STAMP)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup tests/infra
 
 # The merge benchmark at full size (N up to 1M rows: several minutes); prints the table.
-# Then the history cases (status, a late row, history, asof on 100 / 10k / 100k objects).
+# Then the history cases (status, a late row, history, asof on 100 / 10k / 100k objects) and
+# the transform's (one event on 10k vs 1M fact rows, a rebuild of each).
 bench: $(STAMP)
 	$(BIN)/python -m bench.merge
 	$(BIN)/python -m bench.history
+	$(BIN)/python -m bench.transform
 
 # The reliability suite (faults, hostile input, load, soak); prints the table in README's
 # Reliability section and fails unless rows lost = duplicated = objects changed by a replay = 0,
