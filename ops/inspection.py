@@ -10,7 +10,7 @@ from shared.reader import latest_seq, read_latest_versions
 from shared.rows import dump_rows, validate_rows
 from shared.storage import BucketStore
 from shared.tables import TableSpec
-from shared.timeline import RowVersion, as_of, key_timelines, stored_rows
+from shared.timeline import RowVersion, Seen, key_timelines, seen_timelines, stored_rows, table_at
 from shared.versions import version_json
 
 
@@ -23,11 +23,13 @@ def table_as_of(store: BucketStore, spec: TableSpec, at: datetime) -> bytes:
     """The table as it stood at `at`, as a canonical file of rows (sorted by key). History
     through the index by time: per key, the rows around `at` (shared/history_frames.py)."""
     view = open_view(store, spec, latest_seq(store, spec))
-    latest = stored_rows([version_json(spec, v) for v in read_latest_versions(store, spec)])
-    current = {row[spec.primary_key]: row for row in latest}
-    texts = history_at(view, at, current)
-    history = stored_rows([line.text for line in view.lines()] if texts is None else texts)
-    rows = as_of(latest, history, spec.primary_key, at)
+    texts = [version_json(spec, v) for v in read_latest_versions(store, spec)]
+    latest = [Seen.of(row) for row in stored_rows(texts)]
+    starts = {seen.row[spec.primary_key]: seen.start for seen in latest}
+    chosen = history_at(view, at, starts)
+    history = stored_rows([line.text for line in view.lines()] if chosen is None else chosen)
+    versions = seen_timelines(latest, map(Seen.of, history), spec.primary_key)
+    rows = table_at(versions, at)
     report = validate_rows(spec, list(rows), f"asof:{spec.name}@{at.isoformat()}")
     if report.problems:  # rows we wrote ourselves: failing here is a bug
         raise ValueError(str(report.problems[0]))

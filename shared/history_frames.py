@@ -25,7 +25,6 @@ import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,8 +36,8 @@ from shared.timeline import Seen, naive_utc
 
 # Keys per bucket: a frame holds about one row per key of its bucket.
 FRAME_KEYS = 1024
-# A frame closes once it holds this many rows (at least) beyond one per key (or half as many
-# more again as its keys, if more).
+# A frame closes once it holds this many rows (at least) beyond one per key (or a quarter as
+# many more again as its keys, if more: what `asof` reads past one row per key).
 FRAME_GROWTH = 64
 
 Ordered = list[tuple[Line, Seen]]
@@ -107,7 +106,7 @@ def stretch(
 
 def _bounds(since: datetime | None, keys: int, starts: list[datetime]) -> list[datetime]:
     """Where new frames begin: each once the one before holds its keys and its growth."""
-    budget = keys + max(FRAME_GROWTH, keys // 2)
+    budget = keys + max(FRAME_GROWTH, keys // 4)
     bounds: list[datetime] = []
     current, count = since, keys
     for start in sorted(s for s in starts if since is None or s > since):
@@ -220,31 +219,35 @@ def needs_every_version(
     stretch_lines: list[Line],
     tail: tuple[str, int] | None,
     extra: list[Line],
-    latest: Mapping[str, Any] | None,
+    latest_start: datetime | None,
     at: datetime,
 ) -> bool:
     """Whether a key's answer at `at` needs more than its frame's stretch, its rows in the
-    entries after the checkpoint (`extra`) and latest's row: a row of those ordered at or
-    before the stretch's first, or started by `at` while the key has versions past the
-    stretch (its tail is not in it)."""
+    entries after the checkpoint (`extra`) and latest's row (which started at `latest_start`;
+    None: no row): a row of those ordered at or before the stretch's first, or started by `at`
+    while the key has versions past the stretch (its tail is not in it)."""
     if not stretch_lines and tail is None:
         return False  # no history in the checkpoint: the entries and latest are all of it
-    if extra and stretch_lines:
+    extra_seen = seen_rows(extra) if extra else []
+    if extra_seen and stretch_lines:
         first = ordered(stretch_lines)[0][1].order()
-        if any(seen.order() <= first for seen in seen_rows(extra)):
+        if any(seen.order() <= first for seen in extra_seen):
             return True
     if tail is None or tail in {(line.origin, line.position) for line in stretch_lines}:
         return False
-    rows = seen_rows(extra) + ([Seen.of(dict(latest))] if latest is not None else [])
-    return any(seen.start <= naive_utc(at) for seen in rows)
+    starts = [seen.start for seen in extra_seen] + (
+        [latest_start] if latest_start is not None else []
+    )
+    return any(start <= naive_utc(at) for start in starts)
 
 
 def history_at(
-    view: HistoryView, at: datetime, latest: Mapping[int, Mapping[str, Any]]
+    view: HistoryView, at: datetime, latest_starts: Mapping[int, datetime]
 ) -> list[str] | None:
     """The history row texts `asof at` needs, in full-scan order: per key its frame's
     stretch and its rows of the entries after the checkpoint, or (`needs_every_version`) all
-    its rows. None: the view has no index by time (read every row)."""
+    its rows. `latest_starts`: when each key's latest row started. None: the view has no
+    index by time (read every row)."""
     checkpoint = view.checkpoint
     if checkpoint.frames is None or view.base:
         return None
@@ -258,7 +261,9 @@ def history_at(
         tails = {key: (origin, position) for key, origin, position in directory.tails}
         for key in slices.keys() | tails.keys():
             found = slices.get(key, [])
-            if needs_every_version(found, tails.get(key), extra.get(key, []), latest.get(key), at):
+            if needs_every_version(
+                found, tails.get(key), extra.get(key, []), latest_starts.get(key), at
+            ):
                 every.add(key)
             else:
                 chosen += found

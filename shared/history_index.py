@@ -116,8 +116,13 @@ def parse_leaf(data: bytes) -> list[Line]:
     lines = []
     for raw in data.decode("utf-8").splitlines():
         key, origin, position, text = raw.split(",", 3)
-        lines.append(Line(int(key[1:]), json.loads(origin), int(position), text[:-1]))
+        lines.append(Line(int(key[1:]), _json_text(origin), int(position), text[:-1]))
     return lines
+
+
+def _json_text(quoted: str) -> str:
+    """A JSON string's value; without escapes, its text between the quotes (read per line)."""
+    return quoted[1:-1] if "\\" not in quoted else str(json.loads(quoted))
 
 
 def dump_leaf(lines: Iterable[Line]) -> bytes:

@@ -107,11 +107,17 @@ def timelines(
     counts once, from its first sighting; the same content again after another version (a
     row that really went back) is a new version.
     """
+    return seen_timelines(map(Seen.of, latest), map(Seen.of, history), primary_key)
+
+
+def seen_timelines(
+    latest: Iterable[Seen], history: Iterable[Seen], primary_key: str
+) -> dict[Any, list[RowVersion]]:
+    """`timelines` of rows already seen (Seen.of)."""
     older: dict[Any, list[Seen]] = defaultdict(list)
-    for row in history:
-        seen = Seen.of(row)
+    for seen in history:
         older[seen.row[primary_key]].append(seen)
-    current = {seen.row[primary_key]: seen for seen in map(Seen.of, latest)}
+    current = {seen.row[primary_key]: seen for seen in latest}
     result: dict[Any, list[RowVersion]] = {}
     for key in older.keys() | current.keys():
         ordered = sorted(older.get(key, []), key=Seen.order)
@@ -192,9 +198,16 @@ def as_of(
 ) -> list[Mapping[str, Any]]:
     """The table as it stood at `at`: per key, the last version valid from `at` or before;
     keys not yet born omitted. Sorted by key."""
+    return table_at(timelines(latest, history, primary_key), at)
+
+
+def table_at(
+    versions_by_key: Mapping[Any, list[RowVersion]], at: datetime
+) -> list[Mapping[str, Any]]:
+    """`as_of` over timelines already built."""
     at = naive_utc(at)
     table = []
-    for _, versions in sorted(timelines(latest, history, primary_key).items()):
+    for _, versions in sorted(versions_by_key.items()):
         current = [v for v in versions if v.valid_from <= at]
         if current and not (current[-1].valid_to is not None and current[-1].valid_to <= at):
             table.append(current[-1].row)

@@ -113,10 +113,16 @@ def dump_versions(spec: TableSpec, versions: Iterable[Version]) -> bytes:
 
 def split_audit(raw: Any) -> tuple[Any, dict[str, Any]]:
     """A raw row without its underscore (audit) columns, and those columns."""
-    if not isinstance(raw, dict) or not any(str(k).startswith("_") for k in raw):
+    if not isinstance(raw, dict):
         return raw, {}
-    row = {k: v for k, v in raw.items() if not str(k).startswith("_")}
-    return row, {k: v for k, v in raw.items() if str(k).startswith("_")}
+    row: dict[Any, Any] = {}
+    audit: dict[str, Any] = {}
+    for name, value in raw.items():  # one pass: every stored row read comes through here
+        if str(name)[:1] == "_":
+            audit[str(name)] = value
+        else:
+            row[name] = value
+    return (row, audit) if audit else (raw, audit)
 
 
 def observed_of(audit: dict[str, Any]) -> Observation | None:

@@ -46,3 +46,10 @@ def test_a_split_keeps_every_line_in_order_inside_its_range(drawn):
 @given(lines)
 def test_a_leaf_reads_back_what_was_written(drawn):
     assert parse_leaf(dump_leaf(sorted(drawn))) == sorted(drawn)
+
+
+@given(st.text(st.characters(exclude_characters=",", exclude_categories=["Cs"])))
+def test_a_leaf_reads_back_any_object_name_without_a_comma(name):
+    # parse_leaf reads a name without escapes straight from between its quotes
+    line = Line(7, f"history/t/{name}.json", 3, '{"staff_id":7}')
+    assert parse_leaf(dump_leaf([line])) == [line]
