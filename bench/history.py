@@ -21,18 +21,16 @@ Target: each history-reading operation within 1.5x between 100 and 100,000 objec
 
 from __future__ import annotations
 
-import argparse
 import random
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.curve import Figure, measure, median, print_curve, sizes_and_repeat
 from bench.merge import BUCKET, PK, TABLE, _merge_service, _row
 from ops.folder_store import FolderStore
 
@@ -47,13 +45,6 @@ TARGET = 1.5
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 OPERATIONS = ("status", "late row", "history", "asof")
 LAG = 8  # entries after the last checkpoint (at most INDEX_EVERY - 1; 8 is the average)
-
-
-@dataclass(frozen=True)
-class Figure:
-    seconds: float
-    requests: int
-    bytes_read: int
 
 
 def _spec() -> Any:
@@ -175,19 +166,6 @@ def _late_merge(store: FolderStore, attempt: int) -> Callable[[], None]:
     return merge
 
 
-def _measure(store: FolderStore, work: Callable[[], Any]) -> Figure:
-    store.traffic.requests = store.traffic.bytes_read = 0
-    started = time.perf_counter()
-    work()
-    seconds = time.perf_counter() - started
-    return Figure(seconds, store.traffic.requests, store.traffic.bytes_read)
-
-
-def _median(figures: list[Figure]) -> Figure:
-    middle = sorted(figures, key=lambda f: f.seconds)[len(figures) // 2]
-    return Figure(statistics.median(f.seconds for f in figures), middle.requests, middle.bytes_read)
-
-
 def _reads(store: FolderStore) -> dict[str, Callable[[], Any]]:
     from ops.inspection import row_history, table_as_of
     from shared.history_lookup import history_totals
@@ -233,48 +211,31 @@ def bench_size(objects: int, repeat: int) -> dict[str, Figure]:
         figures = {}
         for name, work in _reads(store).items():
             work()  # first use builds the row models: not what is measured
-            figures[name] = _median([_measure(store, work) for _ in range(repeat)])
+            figures[name] = median([measure(store, work) for _ in range(repeat)])
         if objects <= SCAN_UP_TO:
             scan = lambda: sum(len(rows) for _, rows in iter_history(store, _spec()))  # noqa: E731
-            figures["scan"] = _median([_measure(store, scan) for _ in range(repeat)])
+            figures["scan"] = median([measure(store, scan) for _ in range(repeat)])
         _late_merge(store, -1)()  # the same warm-up for the merge
-        figures["late row"] = _median(
-            [_measure(store, _late_merge(store, i)) for i in range(repeat)]
-        )
-        figures["checkpoint"] = _measure(store, _checkpoint_write(store))
+        figures["late row"] = median([measure(store, _late_merge(store, i)) for i in range(repeat)])
+        figures["checkpoint"] = measure(store, _checkpoint_write(store))
         return figures
 
 
 def report(results: dict[int, dict[str, Figure]]) -> bool:
-    sizes = sorted(results)
-    head = " | ".join(f"N={n:,} s (requests)" for n in sizes)
-    print(f"\n| operation | {head} | {sizes[-1]:,} / {sizes[0]:,} | target |")
-    print("|---|" + "---|" * (len(sizes) + 2))
-    met = True
-    for name in (*OPERATIONS, "checkpoint", "scan"):
-        cells = [
-            f"{results[n][name].seconds:.4f} ({results[n][name].requests})"
-            if name in results[n]
-            else "-"
-            for n in sizes
-        ]
-        first, last = results[sizes[0]].get(name), results[sizes[-1]].get(name)
-        ratio = f"{last.seconds / first.seconds:.2f}x" if first and last else "-"
-        verdict = "-"
-        if name in OPERATIONS and first and last:
-            ok = last.seconds <= TARGET * first.seconds
-            met &= ok
-            verdict = "met" if ok else "not met"
-        print(f"| {name} | {' | '.join(cells)} | {ratio} | {verdict} |")
-    return met
+    return print_curve(
+        results,
+        (*OPERATIONS, "checkpoint", "scan"),
+        first_column="operation",
+        unit="s (requests)",
+        cell=lambda f: f"{f.seconds:.4f} ({f.requests})",
+        targeted=OPERATIONS,
+        target=TARGET,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="N = 100 and 1,000, once")
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-    sizes, repeat = (QUICK_SIZES, 1) if args.quick else (FULL_SIZES, args.repeat)
+    description = __doc__.split("\n", 1)[0]
+    sizes, repeat = sizes_and_repeat(argv, description, QUICK_SIZES, FULL_SIZES)
     print(f"history cases: {TABLE}, {KEYS:,} keys, {PK} drawn uniformly per merge")
     results = {n: bench_size(n, repeat) for n in sizes}
     met = report(results)

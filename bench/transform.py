@@ -17,19 +17,17 @@ Target: one event within 1.5x between 10,000 and 1,000,000 fact rows.
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from bench.curve import Figure, measure, median, print_curve, sizes_and_repeat
 from bench.merge import BUCKET, QUIET, T0, TABLE, _canonical, _merge_service, _row
 from ops.folder_store import FolderStore
 
@@ -39,14 +37,6 @@ FULL_SIZES = (10_000, 1_000_000)
 QUICK_SIZES = (1_000, 5_000)
 TARGET = 1.5
 MINUTES_PER_ORDER = 30 * 24 * 60 / ORDERS_PER_MONTH
-
-
-@dataclass(frozen=True)
-class Figure:
-    seconds: float
-    requests: int
-    bytes_read: int
-    bytes_written: int
 
 
 class Captured:
@@ -101,15 +91,6 @@ class Table:
         return next(d for d in self.events.details if isinstance(d, HistoryAppended))
 
 
-def _measure(store: FolderStore, work: Callable[[], Any]) -> Figure:
-    traffic = store.traffic
-    traffic.requests = traffic.bytes_read = traffic.bytes_written = 0
-    started = time.perf_counter()
-    work()
-    seconds = time.perf_counter() - started
-    return Figure(seconds, traffic.requests, traffic.bytes_read, traffic.bytes_written)
-
-
 def bench_size(orders: int, repeat: int) -> dict[str, Figure]:
     from services.transform.service import SourceChange, TransformService
     from shared.history_index import INDEX_EVERY
@@ -125,50 +106,34 @@ def bench_size(orders: int, repeat: int) -> dict[str, Figure]:
             table.change()
         print(f"  N={orders:,}: loaded in {time.perf_counter() - started:.1f}s", flush=True)
         service = TransformService(store)
-        figures = {"rebuild": _measure(store, service.rebuild)}
+        figures = {"rebuild": measure(store, service.rebuild)}
         service.apply(SourceChange.from_event(table.change()))  # warm-up, not measured
         events = []
         for _ in range(repeat):
             change = SourceChange.from_event(table.change())
-            events.append(_measure(store, lambda: service.apply(change)))  # noqa: B023
-        middle = sorted(events, key=lambda f: f.seconds)[len(events) // 2]
-        figures["event"] = Figure(
-            statistics.median(f.seconds for f in events),
-            middle.requests,
-            middle.bytes_read,
-            middle.bytes_written,
-        )
+            events.append(measure(store, lambda: service.apply(change)))  # noqa: B023
+        figures["event"] = median(events)
         return figures
 
 
 def report(results: dict[int, dict[str, Figure]]) -> bool:
-    sizes = sorted(results)
-    head = " | ".join(f"N={n:,} s (requests, MB read/written)" for n in sizes)
-    print(f"\n| case | {head} | {sizes[-1]:,} / {sizes[0]:,} | target |")
-    print("|---|" + "---|" * (len(sizes) + 2))
-    met = True
-    for name in ("event", "rebuild"):
-        cells = [
+    return print_curve(
+        results,
+        ("event", "rebuild"),
+        first_column="case",
+        unit="s (requests, MB read/written)",
+        cell=lambda f: (
             f"{f.seconds:.3f} ({f.requests}, {f.bytes_read / 2**20:.1f}/"
             f"{f.bytes_written / 2**20:.1f})"
-            for f in (results[n][name] for n in sizes)
-        ]
-        first, last = results[sizes[0]][name], results[sizes[-1]][name]
-        verdict = "-"
-        if name == "event":
-            met = last.seconds <= TARGET * first.seconds
-            verdict = "met" if met else "not met"
-        ratio = last.seconds / first.seconds
-        print(f"| {name} | {' | '.join(cells)} | {ratio:.2f}x | {verdict} |")
-    return met
+        ),
+        targeted=("event",),
+        target=TARGET,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="N = 1,000 and 5,000, once")
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-    sizes, repeat = (QUICK_SIZES, 1) if args.quick else (FULL_SIZES, args.repeat)
+    description = __doc__.split("\n", 1)[0]
+    sizes, repeat = sizes_and_repeat(argv, description, QUICK_SIZES, FULL_SIZES)
     print(
         f"transform cases: {TABLE}, {ORDERS_PER_MONTH:,} orders created a month, "
         f"batches of {CHANGES:,} changes"
