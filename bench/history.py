@@ -57,9 +57,18 @@ def _version(key: int, version: int) -> Any:
     return _spec().row_model.model_construct(**_row(key, version, 1 + version % 90))
 
 
+Change = tuple[int, Any, Any, Any]  # key, its row replaced (None: inserted), when seen, new row
+
+
 def _entry(seq: int, key: int, old: Any, old_seen: Any, new: Any) -> Any:
     """Entry `seq`: `key` updated to `new`, its row `old` (observed `old_seen`) to history
     (`old` None: `key` inserted, no history)."""
+    return entry_of(seq, [(key, old, old_seen, new)])
+
+
+def entry_of(seq: int, changes: list[Change]) -> Any:
+    """Entry `seq` (a merge 20 minutes after the one before) writing `changes`, the rows
+    they replace to history; with the observation of its rows."""
     from shared.commitlog import ENTRY_SCHEMA_VERSION, Layout, LogEntry, SourceRef
     from shared.events import MergeCounts
     from shared.history import HistoryRow, history_row_json
@@ -70,11 +79,12 @@ def _entry(seq: int, key: int, old: Any, old_seen: Any, new: Any) -> Any:
     spec, at = _spec(), T0 + timedelta(minutes=20 * seq)
     batch, stamp = f"{seq:016x}", object_stamp(at)
     seen = Observation(at)
-    history = (
-        []
-        if old is None
-        else [history_row_json(spec, HistoryRow(old, new.last_updated, batch, old_seen))]
-    )
+    history = [
+        history_row_json(spec, HistoryRow(old, new.last_updated, batch, old_seen))
+        for _, old, old_seen, new in changes
+        if old is not None
+    ]
+    updated = len(history)
     return LogEntry(
         schema_version=ENTRY_SCHEMA_VERSION,
         seq=seq,
@@ -89,14 +99,12 @@ def _entry(seq: int, key: int, old: Any, old_seen: Any, new: Any) -> Any:
             observed=seen.text,
         ),
         layout=Layout.SINGLE,
-        upserts={key: version_json(spec, Version(new, seen))},
+        upserts={key: version_json(spec, Version(new, seen)) for key, _, _, new in changes},
         history=history,
         history_key=history_key(TABLE, stamp, batch) if history else None,
-        rows=1,
-        counts=MergeCounts(
-            updated=len(history), inserted=1 - len(history), history_rows=len(history)
-        ),
-        keys_written=[key],
+        rows=len(changes),
+        counts=MergeCounts(updated=updated, inserted=len(changes) - updated, history_rows=updated),
+        keys_written=[key for key, _, _, _ in changes],
         committed_at=at,
     ), seen
 
