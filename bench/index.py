@@ -13,7 +13,8 @@ Target: the cost follows the change, not the age: the checkpoint at the oldest H
 every leaf (up to 512 rows) a new row falls in, and its bucket's last frame, so once the
 index holds more leaves than a checkpoint adds rows it rewrites about the whole index
 (docs/merge_protocol.md, "What the index costs").
-`python -m bench.index --quick`: 10,000 keys, 160 rows per merge, H = 2,560 and 10,240.
+`python -m bench.index --quick`: 10,000 keys, 160 rows per merge, H = 2,560 and 10,240;
+`--history H ...` other sizes (`--history 16000 4000000`: two months, ~12 minutes).
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ def bench_size(keys: int, rows: int, history: int) -> tuple[Figure, int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="10,000 keys, H = 2,560 and 10,240")
-    keys, rows, sizes = QUICK if parser.parse_args(argv).quick else FULL
+    parser.add_argument("--history", type=int, nargs="+", metavar="H", help="other sizes of H")
+    args = parser.parse_args(argv)
+    keys, rows, sizes = QUICK if args.quick else FULL
+    sizes = tuple(args.history or sizes)
     print(f"history index: {TABLE}, {keys:,} keys, {rows:,} rows per merge drawn uniformly")
     results, amplification = {}, []
     for history in sizes:
