@@ -25,6 +25,11 @@ SLOT_LAG_ALARM_BYTES = 1024**3
 # ingest interval.
 QUEUE_AGE_ALARM_SECONDS = 20 * 60
 
+# A merge alarms once it takes this share of its timeout: warning before merges time out, retry
+# into the DLQ and pause ingest. A big table whose changes spread over its keys grows the
+# history index's build with its history (README, Performance, "Open (issue 17)").
+MERGE_DURATION_ALARM_SHARE = 0.5
+
 # How long noncurrent versions are kept, per area: shared/retention.py (the local runtime's
 # lifecycle player reads the same rules).
 

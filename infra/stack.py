@@ -125,7 +125,7 @@ class IngestStack(Stack):
         alarms = [self.schedule.error_alarm, *self.schedule.slot_alarms, self.pause.error_alarm]
         alarms += [self.transform.dlq_alarm, self.transform.error_alarm]
         for p in self.pipelines:
-            alarms += [p.dlq_alarm, p.age_alarm, p.error_alarm]
+            alarms += [p.dlq_alarm, p.age_alarm, p.error_alarm, p.duration_alarm]
         self.alarm_topic = AlarmTopic(
             self, "Alarms", prefix=prefix, email=params["AlarmEmail"].value_as_string
         )
@@ -159,10 +159,11 @@ class IngestStack(Stack):
         changes on the default bus, which actions do not affect).
 
         A DLQ holding messages or a stale queue is a condition: say when it clears too. The
-        error alarms count failures per 5 minutes and clear by themselves: ALARM only.
+        error alarms count failures per 5 minutes, and a slow merge's alarm its longest run,
+        and clear by themselves: ALARM only.
         """
         errors = [self.schedule.error_alarm, self.pause.error_alarm, self.transform.error_alarm]
-        errors += [p.error_alarm for p in self.pipelines]
+        errors += [alarm for p in self.pipelines for alarm in (p.error_alarm, p.duration_alarm)]
         for alarm in alarms:
             self.alarm_topic.notify(alarm, when_cleared=alarm not in errors)
 

@@ -175,6 +175,20 @@ class TablePipeline(Construct):
             evaluation_periods=1,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        self.duration_alarm = cloudwatch.Alarm(
+            self,
+            "MergeSlow",
+            alarm_description=f"A {table} merge took over "
+            f"{constants.MERGE_DURATION_ALARM_SHARE:.0%} of its {facts.MERGE.timeout_seconds} s "
+            "timeout: see the README's runbook before merges time out.",
+            metric=self.merge.function.metric_duration(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
+            threshold=constants.MERGE_DURATION_ALARM_SHARE * facts.MERGE.timeout_seconds * 1000,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
         self.error_alarm = cloudwatch.Alarm(
             self,
             "MergeErrors",

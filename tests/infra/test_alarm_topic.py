@@ -16,7 +16,7 @@ def alarm_topic(synth):
 def test_every_alarm_notifies_the_alarm_topic(synth):
     topic_id, _ = alarm_topic(synth)
     alarms = synth.of_type("AWS::CloudWatch::Alarm")
-    assert len(alarms) >= 37  # per table DLQ, age, errors; ingest, pause; transform DLQ, errors
+    assert len(alarms) >= 48  # per table DLQ, age, errors, slow; ingest, pause; transform
     for logical_id, alarm in alarms.items():
         assert {"Ref": topic_id} in alarm["Properties"].get("AlarmActions", []), logical_id
 
@@ -25,7 +25,7 @@ def test_conditions_say_when_they_clear_error_counts_do_not(synth):
     topic_id, _ = alarm_topic(synth)
     for logical_id, alarm in synth.of_type("AWS::CloudWatch::Alarm").items():
         props = alarm["Properties"]
-        if props["MetricName"] == "Errors":
+        if props["MetricName"] in ("Errors", "Duration"):  # counts and longest runs
             assert "OKActions" not in props, logical_id
         else:  # a DLQ holding messages, a stale queue
             assert props["OKActions"] == [{"Ref": topic_id}], logical_id

@@ -156,6 +156,14 @@ def test_queue_age_and_merge_error_alarms(synth, table):
         and a["Properties"]["Dimensions"][0]["Value"] == {"Ref": fn_id}
     ]
     assert len(errors) == 1
+    slow = [
+        a["Properties"]
+        for a in alarms
+        if a["Properties"].get("MetricName") == "Duration"
+        and a["Properties"]["Dimensions"][0]["Value"] == {"Ref": fn_id}
+    ]
+    # half the merge's timeout (120 s), in Lambda's milliseconds, at any one run
+    assert [(a["Threshold"], a["Statistic"]) for a in slow] == [(60_000, "Maximum")]
 
 
 def test_every_function_of_ours_has_a_log_group_with_retention_and_runs_on_arm64(synth):
