@@ -16,10 +16,24 @@ from ops.local.moto_edge import install as install_moto_edge
 from ops.local.report import outcome_lines
 from ops.local.runtime import LocalRuntime, PortInUseError
 
+# One line at a time on stdout: `print` writes the text and its newline separately, so two
+# threads printing at once could join their lines (the dispatcher's outcomes and "ready").
+_STDOUT = threading.Lock()
+
+
+def _say(line: str) -> None:
+    with _STDOUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
 
 def _print_outcome(outcome: Outcome) -> None:
     for line in outcome_lines(outcome):
-        print(line, flush=True)
+        _say(line)
+
+
+# Seconds a stop may take before the runtime prints its threads' stacks on stderr.
+STOP_REPORT_SECONDS = 15.0
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -75,11 +89,14 @@ def run_up(
     except PortInUseError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    print(f"ready endpoint={runtime.endpoint_url} bucket={bucket}", flush=True)
+    _say(f"ready endpoint={runtime.endpoint_url} bucket={bucket}")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
+        # A stop should take seconds; one that takes longer prints where every thread is,
+        # while they are all still there to print (before the interpreter's own shutdown).
+        faulthandler.dump_traceback_later(STOP_REPORT_SECONDS)
         runtime.stop()
     return 0

@@ -190,31 +190,40 @@ class FunctionProcess:
         self.spec = spec
         self.log_path = log_path
         self._lock = threading.Lock()  # one invocation at a time, like one Lambda instance
+        # Guards the process and `_closed`; never held while waiting, so `close()` (which must
+        # not wait for an invocation) can take it. Without it an invocation that found its
+        # process gone could start a new one just after `close()`: a process left running.
+        self._state = threading.Lock()
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._closed = False  # closed for good: the runtime is stopping, nothing restarts it
 
     def start(self) -> None:
-        context = multiprocessing.get_context("forkserver")
-        parent, child = context.Pipe()
-        log = str(self.log_path) if self.log_path else None
-        self._process = context.Process(
-            target=_serve,
-            args=(self.spec, log, child),
-            name=self.spec.name,
-            daemon=True,
-        )
-        self._process.start()
-        child.close()
-        self._conn = parent
+        with self._state:
+            if self._closed:
+                raise FunctionStartError(f"{self.spec.name} is shut down")
+            context = multiprocessing.get_context("forkserver")
+            parent, child = context.Pipe()
+            log = str(self.log_path) if self.log_path else None
+            self._process = context.Process(
+                target=_serve,
+                args=(self.spec, log, child),
+                name=self.spec.name,
+                daemon=True,
+            )
+            self._process.start()
+            child.close()
+            self._conn = parent
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the process has its environment and has imported its handler."""
-        assert self._conn is not None
+        conn = self._conn  # `close()` from another thread may clear the attribute
+        if conn is None:
+            raise FunctionStartError(f"{self.spec.name} is shut down")
         try:
-            if not self._conn.poll(timeout):
+            if not conn.poll(timeout):
                 raise FunctionStartError(f"{self.spec.name} did not start in {timeout:.0f}s")
-            kind, detail = self._conn.recv()
+            kind, detail = conn.recv()
         except (EOFError, OSError) as exc:
             raise FunctionStartError(f"{self.spec.name} died while starting: {exc!r}") from None
         if kind != "ready":
@@ -226,14 +235,15 @@ class FunctionProcess:
                 return InvokeResult(error=f"{self.spec.name} is shut down")
             if self._conn is None or self._process is None or not self._process.is_alive():
                 self.stop()
-                self.start()
                 try:
+                    self.start()
                     self.wait_ready()
                 except FunctionStartError as exc:
                     self.stop()
                     return InvokeResult(error=str(exc))
             conn = self._conn  # `close()` from another thread may clear the attribute
-            assert conn is not None
+            if conn is None:
+                return InvokeResult(error=f"{self.spec.name} is shut down")
             try:
                 conn.send(event)
                 if not conn.poll(self.spec.timeout_seconds + 1):
@@ -248,7 +258,9 @@ class FunctionProcess:
     def stop(self) -> None:
         # The process first: its end of the pipe closing is what wakes an invocation waiting
         # on it in another thread (closing our end under a waiting poll() wakes nothing).
-        process, self._process = self._process, None
+        with self._state:
+            process, self._process = self._process, None
+            conn, self._conn = self._conn, None
         if process is not None:
             if process.is_alive():
                 process.terminate()
@@ -256,13 +268,13 @@ class FunctionProcess:
             if process.is_alive():
                 process.kill()
                 process.join(timeout=5)
-        conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
 
     def close(self) -> None:
         """Stop for good, even with an invocation in flight (it returns an error)."""
-        self._closed = True
+        with self._state:
+            self._closed = True
         self.stop()
 
 
