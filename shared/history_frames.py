@@ -68,6 +68,11 @@ def bucket_of(key: int) -> int:
     return key // FRAME_KEYS
 
 
+def bucket_range(bucket: int) -> tuple[int, int]:
+    """The first and last key of a bucket."""
+    return bucket * FRAME_KEYS, (bucket + 1) * FRAME_KEYS - 1
+
+
 def frames_key(table: str, bucket: int, data: bytes, suffix: str) -> str:
     digest = hashlib.blake2b(data, digest_size=8).hexdigest()
     return f"{index_prefix(table)}frames/{bucket}_{digest}.{suffix}"
@@ -94,6 +99,13 @@ def stretch(
     versions: Ordered, flags: list[bool], since: datetime | None, until: datetime | None
 ) -> list[Line]:
     """A key's versions from its anchor at `since` to its last started before `until`."""
+    return [line for line, _ in stretch_pairs(versions, flags, since, until)]
+
+
+def stretch_pairs(
+    versions: Ordered, flags: list[bool], since: datetime | None, until: datetime | None
+) -> Ordered:
+    """`stretch`, each line with how the timeline sees it."""
     starts = [seen.start for _, seen in versions]
     first = 0
     if since is not None:
@@ -101,7 +113,7 @@ def stretch(
         first = anchors[-1] if anchors else 0
     ends = [i for i, start in enumerate(starts) if until is None or start < until]
     last = ends[-1] if ends else -1
-    return [line for line, _ in versions[first : last + 1]]
+    return versions[first : last + 1]
 
 
 def _bounds(since: datetime | None, keys: int, starts: list[datetime]) -> list[datetime]:
@@ -118,13 +130,12 @@ def _bounds(since: datetime | None, keys: int, starts: list[datetime]) -> list[d
 
 
 def split_window(
-    since: datetime | None, slices: Mapping[int, list[Line]]
+    since: datetime | None, versions: Mapping[int, Ordered]
 ) -> list[tuple[datetime | None, list[Line]]]:
-    """The last frame's stretches (each from its anchor at `since` to the key's tail) as one
-    frame or, past its budget, several from `since` on."""
-    versions = {key: ordered(lines) for key, lines in slices.items()}
+    """The last frame's stretches (each from its anchor at `since` to the key's tail, in
+    timeline order) as one frame or, past its budget, several from `since` on."""
     starts = [seen.start for pairs in versions.values() for _, seen in pairs]
-    windows: list[datetime | None] = [since, *_bounds(since, len(slices), starts)]
+    windows: list[datetime | None] = [since, *_bounds(since, len(versions), starts)]
     frames = []
     for begin, end in itertools.zip_longest(windows, windows[1:]):
         lines = [
@@ -196,9 +207,9 @@ class FrameWriter:
             ]
             refs.append(self._put(ref.since, sorted(kept + fresh)))
         last = frames[-1]
-        slices = {k: v for k, v in by_key(self._lines(last)).items() if k not in full}
-        for key in full:
-            slices[key] = stretch(versions[key], flags[key], last.since, None)
+        slices = {k: ordered(v) for k, v in by_key(self._lines(last)).items() if k not in full}
+        for key in full:  # a contiguous part of the key's versions: still in timeline order
+            slices[key] = stretch_pairs(versions[key], flags[key], last.since, None)
         refs += [self._put(since, lines) for since, lines in split_window(last.since, slices)]
         tails = (
             {key: (key, origin, position) for key, origin, position in before.tails}
@@ -251,10 +262,16 @@ def history_at(
     checkpoint = view.checkpoint
     if checkpoint.frames is None or view.base:
         return None
-    extra = by_key(line for entry in view.entries for line in entry_lines(view.spec, entry))
+    after = [line for entry in view.entries for line in entry_lines(view.spec, entry)]
+    extra = by_key(after)
+    for ref in checkpoint.frames:  # rows a bucket's directory does not hold yet
+        for line in view.deltas.of(checkpoint, ref, *bucket_range(ref.bucket)):
+            extra.setdefault(line.key, []).append(line)
     chosen: list[Line] = []
     every: set[int] = set()
     for ref in checkpoint.frames:
+        if ref.key is None:
+            continue
         directory = Directory.model_validate_json(view.store.get(ref.key).data)
         frame = directory.frame_at(naive_utc(at))
         slices = by_key(parse_leaf(view.store.get(frame.key).data) if frame.key else [])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
@@ -34,6 +34,11 @@ from shared.types import INT64_MAX, INT64_MIN
 INDEX_EVERY = 16
 # A leaf holding more rows splits in two at its median key (a leaf of one key never splits).
 LEAF_ROWS = 512
+# Each leaf and bucket is rewritten (folded) once per this many checkpoints, at its place in
+# the cycle; between folds its new rows are read from the checkpoints' deltas.
+FOLD_EVERY = 16
+# A delta's key range is cut into chunks of about this many rows (a key reads one per delta).
+DELTA_ROWS = 1024
 
 
 def index_prefix(table: str) -> str:
@@ -49,13 +54,30 @@ def leaf_key(table: str, low: int, high: int, data: bytes) -> str:
     return f"{index_prefix(table)}leaves/{low}_{high}_{digest}.jsonl"
 
 
+def delta_key(table: str, first: int, last: int, chunk: int) -> str:
+    return f"{index_prefix(table)}deltas/{first:0{SEQ_DIGITS}d}_{last:0{SEQ_DIGITS}d}/{chunk}.jsonl"
+
+
+def folds_at(seq: int, place: int, count: int, through: int) -> bool:
+    """Whether the unit at `place` of `count` (leaves or buckets in key order), folded through
+    entry `through`, is folded at checkpoint `seq`: once the cycle reaches its place, if not
+    folded since the cycle began. So each unit folds once a cycle, spread over the cycle in
+    key order, and a unit reads at most the deltas of two cycles (one made in the cycle it was
+    made in waits for the next)."""
+    position = (seq // INDEX_EVERY) % FOLD_EVERY
+    cycle_began = seq - position * INDEX_EVERY
+    return place * FOLD_EVERY // count <= position and through < cycle_began
+
+
 def checkpoint_at(seq: int) -> int:
     """The checkpoint a reader of the state after entry `seq` starts from (0: none)."""
     return seq - seq % INDEX_EVERY
 
 
 class LeafRef(BaseModel):
-    """One key range of the index: its object (None: no row yet) and how many rows it holds."""
+    """One key range of the index: its object (None: no row yet), how many rows it holds,
+    the entry it holds them through (None: the checkpoint's) and how many rows of later
+    entries the checkpoint's deltas hold for it (`pending`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
@@ -63,15 +85,39 @@ class LeafRef(BaseModel):
     high: int
     key: str | None = None
     rows: int = 0
+    through: int | None = None
+    pending: int = 0
 
 
 class BucketRef(BaseModel):
-    """The index by time of one bucket of keys: its directory (shared/history_frames.py)."""
+    """The index by time of one bucket of keys: its directory (shared/history_frames.py;
+    None: not folded yet, every row in the deltas), folded through entry `through` (None:
+    the checkpoint's), and how many rows of later entries the deltas hold for it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     bucket: int
-    key: str
+    key: str | None
+    through: int | None = None
+    pending: int = 0
+
+
+class DeltaRef(BaseModel):
+    """The history rows of entries `first..last` (a checkpoint's) that some leaf or bucket
+    did not fold: keys from `low` in chunks of `width` keys, the chunks in `filled` written."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    first: int
+    last: int
+    low: int
+    width: int
+    filled: list[int]
+
+    def chunks(self, low: int, high: int) -> list[int]:
+        """The written chunks holding keys in low..high."""
+        first, last = (low - self.low) // self.width, (high - self.low) // self.width
+        return [chunk for chunk in self.filled if first <= chunk <= last]
 
 
 class IndexCheckpoint(BaseModel):
@@ -86,6 +132,7 @@ class IndexCheckpoint(BaseModel):
     history_rows: int
     leaves: list[LeafRef]
     frames: list[BucketRef] | None = None
+    deltas: list[DeltaRef] = []
 
     @classmethod
     def empty(cls, table: str) -> IndexCheckpoint:
@@ -94,7 +141,21 @@ class IndexCheckpoint(BaseModel):
 
     def leaf_of(self, key: int) -> int:
         """The index in `leaves` of the leaf holding `key`."""
-        return bisect_right([leaf.low for leaf in self.leaves], key) - 1
+        return self.leaf_finder()(key)
+
+    def leaf_finder(self) -> Callable[[int], int]:
+        """`leaf_of`, for many keys (the leaves' bounds listed once)."""
+        lows = [leaf.low for leaf in self.leaves]
+        return lambda key: bisect_right(lows, key) - 1
+
+    def dump(self) -> bytes:
+        """The checkpoint object (fields at their defaults left out: a unit with nothing
+        pending records no `through`)."""
+        return self.model_dump_json(indent=1, exclude_defaults=True).encode()
+
+    def through(self, ref: LeafRef | BucketRef) -> int:
+        """The entry a leaf's or bucket's object holds its rows through."""
+        return self.seq if ref.through is None else ref.through
 
 
 @dataclass(frozen=True, order=True)
@@ -155,3 +216,14 @@ def split_leaf(lines: list[Line], low: int, high: int) -> list[tuple[int, int, l
         *split_leaf(lines[:cut], low, middle - 1),
         *split_leaf(lines[cut:], middle, high),
     ]
+
+
+def split_delta(lines: list[Line]) -> tuple[int, int, dict[int, list[Line]]]:
+    """Sorted lines cut into chunks of about `DELTA_ROWS` lines by key range: the lowest
+    key, the chunks' width in keys and the lines of each chunk."""
+    low, high = lines[0].key, lines[-1].key
+    width = max(1, -(-(high - low + 1) * DELTA_ROWS // len(lines)))
+    chunks: dict[int, list[Line]] = {}
+    for line in lines:
+        chunks.setdefault((line.key - low) // width, []).append(line)
+    return low, width, chunks

@@ -10,16 +10,22 @@ the history objects older than the log, which is then as small as a checkpoint's
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from shared.commitlog import LogEntry, entries_after, read_entry
 from shared.history import HistoryRow, history_row_json, load_history
 from shared.history_index import (
+    BucketRef,
+    DeltaRef,
     IndexCheckpoint,
+    LeafRef,
     Line,
     checkpoint_at,
     checkpoint_key,
+    delta_key,
     entry_lines,
     parse_leaf,
 )
@@ -27,6 +33,56 @@ from shared.reader import history_keys, latest_seq, read_history
 from shared.rows import dump_lines
 from shared.storage import ObjectStore
 from shared.tables import TableSpec
+
+
+class Deltas:
+    """A checkpoint's deltas, each chunk read at most once (its lines are sorted by key)."""
+
+    def __init__(self, store: ObjectStore, table: str, deltas: list[DeltaRef]) -> None:
+        self.store, self.table, self.deltas = store, table, deltas
+        self.read: dict[str, tuple[list[int], list[Line]]] = {}
+
+    def _chunk(self, delta: DeltaRef, chunk: int) -> tuple[list[int], list[Line]]:
+        key = delta_key(self.table, delta.first, delta.last, chunk)
+        if key not in self.read:
+            lines = parse_leaf(self.store.get(key).data)
+            self.read[key] = ([line.key for line in lines], lines)
+        return self.read[key]
+
+    def lines(self, low: int, high: int, after: int) -> list[Line]:
+        """The deltas' lines of keys low..high from entries after `after`."""
+        found = []
+        for delta in self.deltas:
+            for chunk in delta.chunks(low, high) if delta.last > after else ():
+                keys, lines = self._chunk(delta, chunk)
+                found += lines[bisect_left(keys, low) : bisect_right(keys, high)]
+        return found
+
+    def of(
+        self, checkpoint: IndexCheckpoint, ref: LeafRef | BucketRef, low: int, high: int
+    ) -> list[Line]:
+        """The lines of keys low..high (within `ref`'s) that `ref`'s object does not hold."""
+        return self.lines(low, high, checkpoint.through(ref)) if ref.pending else []
+
+
+def index_lines(
+    store: ObjectStore, checkpoint: IndexCheckpoint, deltas: Deltas, keys: set[int] | None
+) -> list[Line]:
+    """The checkpoint's lines of `keys` (None: every key): each leaf's and its deltas'."""
+    leaves = checkpoint.leaves
+    spans: dict[int, tuple[int, int]] = {}  # per leaf, the range of the keys asked in it
+    if keys is None:
+        spans = {i: (leaf.low, leaf.high) for i, leaf in enumerate(leaves)}
+    leaf_of = checkpoint.leaf_finder()
+    for key in sorted(keys or ()):
+        low = spans.get(i := leaf_of(key), (key, key))[0]
+        spans[i] = (low, key)
+    found: list[Line] = []
+    for i, (low, high) in sorted(spans.items()):
+        ref = leaves[i]
+        found += parse_leaf(store.get(ref.key).data) if ref.key is not None else []
+        found += deltas.of(checkpoint, ref, low, high)
+    return found
 
 
 @dataclass(frozen=True)
@@ -42,18 +98,15 @@ class HistoryView:
 
     def lines(self, keys: set[int] | None = None) -> list[Line]:
         """The index lines of `keys` (None: every key), in full-scan order."""
-        leaves = self.checkpoint.leaves
-        wanted = range(len(leaves)) if keys is None else {self.checkpoint.leaf_of(k) for k in keys}
-        found = [
-            line
-            for i in sorted(wanted)
-            if (ref := leaves[i].key) is not None
-            for line in parse_leaf(self.store.get(ref).data)
-        ]
+        found = index_lines(self.store, self.checkpoint, self.deltas, keys)
         found += self.base
         found += [line for entry in self.entries for line in entry_lines(self.spec, entry)]
         chosen = found if keys is None else [line for line in found if line.key in keys]
         return sorted(chosen, key=lambda line: (line.origin, line.position))
+
+    @cached_property
+    def deltas(self) -> Deltas:
+        return Deltas(self.store, self.spec.name, self.checkpoint.deltas)
 
     def rows(self, keys: set[int] | None = None) -> list[HistoryRow]:
         return history_rows(self.spec, self.lines(keys), f"index of {self.spec.name}")

@@ -1542,14 +1542,14 @@ def _sessions() -> tuple[Any, Any]:
 
 @contextlib.contextmanager
 def _small_index() -> Iterator[None]:
-    """Checkpoints of the history index every 2 entries, leaves of 3 rows: every plan
-    writes and reads them."""
-    saved = history_index.INDEX_EVERY, history_index.LEAF_ROWS
-    history_index.INDEX_EVERY, history_index.LEAF_ROWS = 2, 3
+    """Checkpoints of the history index every 2 entries, leaves of 3 rows, a unit folded once
+    every 2 checkpoints: every plan writes and reads them, and rows pending in deltas."""
+    saved = history_index.INDEX_EVERY, history_index.LEAF_ROWS, history_index.FOLD_EVERY
+    history_index.INDEX_EVERY, history_index.LEAF_ROWS, history_index.FOLD_EVERY = 2, 3, 2
     try:
         yield
     finally:
-        history_index.INDEX_EVERY, history_index.LEAF_ROWS = saved
+        history_index.INDEX_EVERY, history_index.LEAF_ROWS, history_index.FOLD_EVERY = saved
 
 
 def _load_twin_handler() -> ModuleType:

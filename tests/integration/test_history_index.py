@@ -7,9 +7,10 @@ delivery, crashed or not, the readers that use the index (`status`'s totals, `hi
 the merge's known-history check) must equal what the log's entries say; once everything is
 delivered, they must also equal a full scan of every history object, and `history KEY` /
 `asof` must equal shared.timeline over that scan, at every time a version starts or ends (and
-a microsecond either side). Checkpoints come every 2 entries, leaves split past 3 rows, buckets
-of the index by time hold 2 keys and frames close one row past one per key here, so every path
-(a checkpoint, entries after it, leaf splits, frames split, a late row rewriting earlier
+a microsecond either side). Checkpoints come every 1 or 2 entries, each leaf and bucket folds
+once every 2 checkpoints, leaves split past 3 rows, buckets of the index by time hold 2 keys
+and frames close one row past one per key here, so every path (a checkpoint, entries after
+it, rows pending in deltas, a fold, leaf splits, frames split, a late row rewriting earlier
 frames, a checkpoint missing while copies lag) is taken.
 """
 
@@ -72,6 +73,7 @@ EARLY = datetime(2020, 1, 1, tzinfo=UTC)  # files read "then" are observed befor
 def small_index(monkeypatch):
     monkeypatch.setattr(history_index, "INDEX_EVERY", 2)
     monkeypatch.setattr(history_index, "LEAF_ROWS", 3)
+    monkeypatch.setattr(history_index, "FOLD_EVERY", 2)
     monkeypatch.setattr(history_frames, "FRAME_KEYS", 2)
     monkeypatch.setattr(history_frames, "FRAME_GROWTH", 1)
 
@@ -184,16 +186,23 @@ def run_history(layout: str, files: list[dict[str, Any]]) -> Iterator[Pipeline]:
 @settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(layout=st.sampled_from(sorted(LAYOUTS)), files=st.lists(a_file, min_size=1, max_size=8))
-def test_the_index_agrees_with_the_log_and_a_full_scan(layout, files):
-    for pipeline in run_history(layout, files):
-        assert pipeline.log_entries()  # something was committed
+@given(
+    layout=st.sampled_from(sorted(LAYOUTS)),
+    files=st.lists(a_file, min_size=1, max_size=8),
+    every=st.sampled_from([1, 2]),
+)
+def test_the_index_agrees_with_the_log_and_a_full_scan(layout, files, every):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(history_index, "INDEX_EVERY", every)
+        for pipeline in run_history(layout, files):
+            assert pipeline.log_entries()  # something was committed
 
 
 @pytest.mark.usefixtures("aws", "small_index")
 def test_reading_one_key_reads_its_leaf_and_the_entries_after_a_checkpoint():
-    """`history KEY` / the late-row check read a checkpoint, the key's leaf and at most
-    INDEX_EVERY entries: never a history object, never a listing."""
+    """`history KEY` / the late-row check read a checkpoint, the key's leaf, one chunk of
+    each delta it has not folded and at most INDEX_EVERY entries: never a history object,
+    never a listing."""
     pipeline = Pipeline("staff")
     for minutes in range(9):  # 9 entries, each sending the 4 keys' rows to history
         pipeline.stage(staged([(key, "Ann" if minutes % 2 else "Bo", minutes) for key in KEYS]))
@@ -206,7 +215,10 @@ def test_reading_one_key_reads_its_leaf_and_the_entries_after_a_checkpoint():
     assert not [call for call in hooks.calls if "history/" in call or call.startswith("List")]
     checkpoints = [c for c in gets if "/index/0" in c]
     leaves = [c for c in gets if "/index/leaves/" in c]
+    deltas = [c for c in gets if "/index/deltas/" in c]
     entries = [c for c in gets if "_state/log/" in c]
-    assert (len(checkpoints), len(leaves)) == (1, 1)
+    assert len(checkpoints) == 1
+    assert len(leaves) <= 1
+    assert 1 <= len(leaves) + len(deltas) <= 2 * history_index.FOLD_EVERY  # two cycles at most
     assert len(entries) <= history_index.INDEX_EVERY  # entry 9, and the look for 10
     assert len(pipeline.keys("history/staff/")) == 8
