@@ -44,7 +44,7 @@ infra: $(STAMP)
 
 # The merge benchmark at full size (N up to 1M rows: several minutes); prints the table.
 # Then the history cases (status, a late row, history, asof on 100 / 10k / 100k objects), the
-# index's write at a checkpoint (1M keys, 16k to 1M history rows) and
+# index's write over a cycle of checkpoints (1M keys, 16k to 1M history rows) and
 # the transform's (one event on 10k vs 1M fact rows, a rebuild of each).
 bench: $(STAMP)
 	$(BIN)/python -m bench.merge
