@@ -3,12 +3,16 @@
 Checkpoint `c` (`c` a multiple of `INDEX_EVERY`) is `_state/merge/<t>/index/<c>.json`: the
 history rows of entries 1..c (and of history objects older than the log) grouped into
 key-range **leaves**, immutable JSON-lines objects named by their range and a digest of their
-bytes, plus the totals `status` shows. It is a pure function of the entries (and the pre-log
-objects, which nothing writes any more), created once (`If-None-Match: *`) before the latest
-that reflects entry `c`, so "latest reflects entry m" implies "checkpoint ⌊m/N⌋·N exists".
-A reader takes that checkpoint and the entries after it (docs/merge_protocol.md, "The
-history index"). This module is the format; `shared/history_lookup.py` reads it and
-`services/merge/indexer.py` writes it.
+bytes, plus the totals `status` shows. A leaf (like a bucket of the index by time) is
+rewritten only once a cycle of `FOLD_EVERY` checkpoints (`folds_at`); the rows it has not
+folded yet are in the checkpoint's **deltas**, chunked by key range, after the entry it
+holds rows `through` (docs/merge_protocol.md, L5). It is a pure function of the entries
+(and the pre-log objects, which nothing writes any more), created once (`If-None-Match: *`)
+before the latest that reflects entry `c`, so "latest reflects entry m" implies "checkpoint
+⌊m/N⌋·N exists". A reader takes that checkpoint and the entries after it
+(docs/merge_protocol.md, "The history index"). This module is the format;
+`shared/history_lookup.py` reads it and `services/merge/indexer.py` (with
+`services/merge/index_fold.py`) writes it.
 
 A leaf line is `[<key>,"<history object>",<position>,<history row text>]`, lines sorted by
 key, then by the object and the row's position in it: the order a full scan reads history in

@@ -2,8 +2,9 @@
 
 A view is a checkpoint of the history index (shared/history_index.py) plus the log entries
 after it: what it gives is exactly what reading every history object of those entries would
-give, in the same order, but it reads the leaves of the keys asked for and at most
-`INDEX_EVERY` entries (more only while copies lag the log). A table with no checkpoint yet
+give, in the same order, but it reads the leaves of the keys asked for, their chunks of the
+deltas those leaves have not folded yet, and at most `INDEX_EVERY` entries (more only while
+copies lag the log). A table with no checkpoint yet
 (fewer entries than that, or a latest written before the index) is read from every entry and
 the history objects older than the log, which is then as small as a checkpoint's worth.
 """
