@@ -34,6 +34,8 @@ def _print_outcome(outcome: Outcome) -> None:
 
 # Seconds a stop may take before the runtime prints its threads' stacks on stderr.
 STOP_REPORT_SECONDS = 15.0
+# How often the main thread wakes to run a signal handler another thread's signal left it.
+WAKE_SECONDS = 0.5
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -91,7 +93,13 @@ def run_up(
         return 2
     _say(f"ready endpoint={runtime.endpoint_url} bucket={bucket}")
     try:
-        threading.Event().wait()
+        # A timed wait, not a bare one: a process's signal may be taken by any of its threads,
+        # and Python runs the handler in the main thread only once it is back in the
+        # interpreter, which a wait without a timeout may never be (a SIGTERM then went
+        # unheard until the supervisor's SIGABRT).
+        forever = threading.Event()
+        while not forever.wait(WAKE_SECONDS):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
